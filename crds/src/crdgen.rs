@@ -1,0 +1,78 @@
+//! CRD generation. The committed YAML under `crds/yaml/` is what these functions
+//! produce; a test fails when it is stale.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use crate::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorMember, KubeDirectorWork};
+
+/// Every CRD kdfed installs, with the file name it is committed under.
+pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("kubedirectorapp.yaml", KubeDirectorApp::crd()),
+        ("kubedirectorcluster.yaml", KubeDirectorCluster::crd()),
+        ("kubedirectorconfig.yaml", KubeDirectorConfig::crd()),
+        ("kubedirectormember.yaml", KubeDirectorMember::crd()),
+        ("kubedirectorwork.yaml", KubeDirectorWork::crd()),
+    ]
+}
+
+/// One CRD as a YAML document.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    // serde-saphyr cannot fail on a plain data tree of strings, numbers, lists and maps.
+    serde_saphyr::to_string(crd).unwrap_or_else(|e| format!("# cannot render CRD: {e}\n"))
+}
+
+/// All CRDs as one YAML stream.
+pub fn all_yaml() -> String {
+    all().iter().map(|(_, crd)| format!("---\n{}", to_yaml(crd))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("yaml")
+    }
+
+    /// Regenerate with `KDFED_UPDATE_CRDS=1 cargo test -p kdfed-crds`.
+    #[test]
+    fn committed_crd_yaml_matches_the_types() {
+        let update = std::env::var_os("KDFED_UPDATE_CRDS").is_some();
+        let mut stale = Vec::new();
+        for (file, crd) in all() {
+            let path = committed_dir().join(file);
+            let generated = to_yaml(&crd);
+            if update {
+                std::fs::create_dir_all(committed_dir()).expect("create crds/yaml");
+                std::fs::write(&path, &generated).expect("write CRD");
+                continue;
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            if committed != generated {
+                stale.push(file);
+            }
+        }
+        assert!(stale.is_empty(), "stale CRD YAML {stale:?}; run KDFED_UPDATE_CRDS=1 cargo test -p kdfed-crds");
+    }
+
+    #[test]
+    fn crds_have_short_names_categories_and_status() {
+        let expected = [("kdapp", false), ("kdcluster", true), ("kdconfig", true), ("kdmember", true), ("kdwork", true)];
+        for ((_, crd), (short, has_status)) in all().into_iter().zip(expected) {
+            let names = &crd.spec.names;
+            assert_eq!(names.short_names.as_deref(), Some(&[short.to_string()][..]));
+            assert_eq!(names.categories.as_deref(), Some(&["kubedirector".to_string()][..]));
+            let version = &crd.spec.versions[0];
+            assert_eq!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), has_status, "{short}");
+            assert!(!version.additional_printer_columns.as_deref().unwrap_or_default().is_empty(), "{short}");
+        }
+    }
+
+    #[test]
+    fn cardinality_schema_requires_n_or_n_plus() {
+        let yaml = to_yaml(&KubeDirectorApp::crd());
+        assert!(yaml.contains(r"^\d+\+?$") || yaml.contains(r"^\\d+\\+?$"), "cardinality pattern missing");
+    }
+}

@@ -1,0 +1,205 @@
+//! Federation kinds (federation.kubedirector.hpe.com/v1alpha1): the member registry and
+//! the per-placement Work objects the hub hands to spokes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::app::KubeDirectorAppSpec;
+use crate::cluster::{KubeDirectorClusterSpec, KubeDirectorClusterStatus};
+
+/// API group of the federation kinds.
+pub const FEDERATION_GROUP: &str = "federation.kubedirector.hpe.com";
+/// Prefix of each member's namespace on the hub.
+pub const MEMBER_NAMESPACE_PREFIX: &str = "kdfed-member-";
+
+/// The hub namespace that belongs to a member.
+pub fn member_namespace(member: &str) -> String {
+    format!("{MEMBER_NAMESPACE_PREFIX}{member}")
+}
+
+/// A member cluster registered with the hub. Placement labels are the object's labels.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "federation.kubedirector.hpe.com",
+    version = "v1alpha1",
+    kind = "KubeDirectorMember",
+    shortname = "kdmember",
+    category = "kubedirector",
+    status = "KubeDirectorMemberStatus",
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.kubernetesVersion"}"#,
+    printcolumn = r#"{"name":"Clusters","type":"integer","jsonPath":".status.clustersPlaced"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeDirectorMemberSpec {
+    /// Taints keep clusters off unless they tolerate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+    /// Cordoned members keep what they run but receive no new placements.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unschedulable: bool,
+    /// Seconds without a heartbeat before the member is `Available=Unknown` (default from hub config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_grace_seconds: Option<i64>,
+}
+
+/// What the spoke reports and the hub concludes about a member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeDirectorMemberStatus {
+    /// Kubernetes version of the member's API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// Version of the spoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoke_version: Option<String>,
+    /// Allocatable and requested resources over schedulable nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<MemberCapacity>,
+    /// Storage classes of the member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_classes: Vec<String>,
+    /// Local clusters by state.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clusters_by_state: BTreeMap<String, i64>,
+    /// Clusters the hub placed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters_placed: Option<i64>,
+    /// When the spoke last wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<Time>,
+    /// `Available`, `Joined`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Resources of a member, summed over its schedulable nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberCapacity {
+    /// Allocatable `cpu`, `memory`, `nvidia.com/gpu`.
+    #[serde(default)]
+    pub allocatable: BTreeMap<String, Quantity>,
+    /// Requested by running pods.
+    #[serde(default)]
+    pub requested: BTreeMap<String, Quantity>,
+    /// Schedulable nodes counted.
+    #[serde(default)]
+    pub nodes: i64,
+}
+
+/// Everything a member needs to run one placed cluster: written by the hub into the
+/// member's namespace, read by that member's spoke.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "federation.kubedirector.hpe.com",
+    version = "v1alpha1",
+    kind = "KubeDirectorWork",
+    namespaced,
+    shortname = "kdwork",
+    category = "kubedirector",
+    status = "KubeDirectorWorkStatus",
+    printcolumn = r#"{"name":"Origin","type":"string","jsonPath":".spec.origin.name"}"#,
+    printcolumn = r#"{"name":"Epoch","type":"integer","jsonPath":".spec.placementEpoch"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.clusterStatus.state"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeDirectorWorkSpec {
+    /// The user's `KubeDirectorCluster` on the hub.
+    pub origin: WorkOrigin,
+    /// Placement epoch; a spoke holding an older epoch for the same origin must stand down.
+    pub placement_epoch: i64,
+    /// Frozen snapshot of the app definition.
+    pub app: WorkApp,
+    /// The cluster spec to apply on the member.
+    pub cluster: WorkCluster,
+    /// The Secrets the cluster references (only those).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<WorkSecret>,
+}
+
+/// Identity of the user's intent on the hub.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkOrigin {
+    /// Namespace of the intent.
+    pub namespace: String,
+    /// Name of the intent.
+    pub name: String,
+    /// UID of the intent.
+    pub uid: String,
+    /// `metadata.generation` of the intent this Work reflects.
+    pub generation: i64,
+}
+
+/// Frozen app definition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkApp {
+    /// App name.
+    pub name: String,
+    /// App spec, defaulted.
+    pub spec: KubeDirectorAppSpec,
+}
+
+/// The cluster to create on the member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkCluster {
+    /// Namespace on the member.
+    pub namespace: String,
+    /// Name on the member.
+    pub name: String,
+    /// Labels to copy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to copy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The cluster spec.
+    pub spec: KubeDirectorClusterSpec,
+}
+
+/// A Secret carried to the member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSecret {
+    /// Secret name.
+    pub name: String,
+    /// Secret type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Base64 data, as in a Secret.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// What the spoke reports back for a Work.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeDirectorWorkStatus {
+    /// Work generation the spoke last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Placement epoch the spoke last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_epoch: Option<i64>,
+    /// The director's status of the local copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_status: Option<KubeDirectorClusterStatus>,
+    /// When the spoke last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_time: Option<Time>,
+    /// `Applied`, `Ready`, `Deleted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

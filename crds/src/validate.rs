@@ -1,0 +1,468 @@
+//! Validation of the API kinds as pure functions. Messages keep upstream KubeDirector's
+//! wording where upstream has one; every error names the field path and the rule broken.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::app::{Cardinality, KubeDirectorAppSpec};
+use crate::cluster::{
+    APP_CATALOG_LOCAL, APP_CATALOG_SYSTEM, KubeDirectorClusterSpec, KubeDirectorClusterStatus,
+    NAMING_SCHEME_CR_NAME_ROLE, NAMING_SCHEME_UID, Placement,
+};
+use crate::config::KubeDirectorConfigSpec;
+use crate::quantity;
+
+/// Most members one cluster may have (upstream's limit).
+pub const MAX_MEMBERS: i32 = 1000;
+/// Lifecycle events a role may ask for.
+pub const EVENTS: &[&str] = &["addnodes", "delnodes", "reconnect"];
+/// Service types a cluster may use.
+pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer"];
+/// Cluster state while a spec change waits for the director (upstream's wording).
+pub const STATE_SPEC_MODIFIED: &str = "spec modified";
+
+/// One broken rule at one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.roles[1].members`.
+    pub path: String,
+    /// Short name of the rule, e.g. `cardinality`.
+    pub rule: &'static str,
+    /// What is wrong, in upstream's words where upstream has them.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (rule: {})", self.path, self.message, self.rule)
+    }
+}
+
+/// All rules an object breaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl ValidationErrors {
+    fn push(&mut self, path: impl Into<String>, rule: &'static str, message: impl Into<String>) {
+        self.0.push(FieldError { path: path.into(), rule, message: message.into() });
+    }
+
+    /// `Ok` when nothing is broken.
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    /// Whether any error has this rule.
+    pub fn has_rule(&self, rule: &str) -> bool {
+        self.0.iter().any(|e| e.rule == rule)
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+fn duplicates<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a str)> {
+    let mut seen = HashSet::new();
+    items.into_iter().enumerate().filter(|(_, s)| !seen.insert(*s)).collect()
+}
+
+/// Whether `name` is a DNS-1123 label (lowercase alphanumerics and '-', at most 63).
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn is_label_segment(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() <= 63
+        && (bytes.is_empty()
+            || (bytes[0].is_ascii_alphanumeric()
+                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))))
+}
+
+fn is_dns_subdomain(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// Checks a label key (`[prefix/]name`) and value as Kubernetes does.
+pub fn label_errors(labels: &BTreeMap<String, String>, path: &str, errors: &mut ValidationErrors) {
+    for (key, value) in labels {
+        let (prefix, name) = match key.split_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, key.as_str()),
+        };
+        let prefix_ok = prefix.is_none_or(is_dns_subdomain);
+        if name.is_empty() || !is_label_segment(name) || !prefix_ok {
+            errors.push(
+                format!("{path}[{key}]"),
+                "label-key",
+                format!("Invalid value: \"{key}\": a qualified name must consist of alphanumeric characters, '-', '_' or '.', start and end with an alphanumeric character, at most 63 characters, with an optional DNS subdomain prefix and '/'"),
+            );
+        }
+        if !is_label_segment(value) {
+            errors.push(
+                format!("{path}[{key}]"),
+                "label-value",
+                format!("Invalid value: \"{value}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', start and end with an alphanumeric character, at most 63 characters"),
+            );
+        }
+    }
+}
+
+/// Validates a `KubeDirectorApp` spec (after or before defaulting).
+pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    let role_ids: Vec<&str> = spec.roles.iter().map(|r| r.id.as_str()).collect();
+    let service_ids: Vec<&str> = spec.services.iter().map(|s| s.id.as_str()).collect();
+    let valid_roles = role_ids.join(",");
+    let valid_services = service_ids.join(",");
+
+    if spec.label.name.is_empty() {
+        errors.push("spec.label.name", "required", "The app must have a name.");
+    }
+    if spec.roles.is_empty() {
+        errors.push("spec.roles", "required", "The app must define at least one role.");
+    }
+    for (i, _) in duplicates(role_ids.iter().copied()) {
+        errors.push(format!("spec.roles[{i}].id"), "unique-role-id", "Each id in the roles array must be unique.");
+    }
+    for (i, _) in duplicates(service_ids.iter().copied()) {
+        errors.push(format!("spec.services[{i}].id"), "unique-service-id", "Each id in the services array must be unique.");
+    }
+    for (i, role) in spec.roles.iter().enumerate() {
+        let path = format!("spec.roles[{i}]");
+        if !is_dns_label(&role.id) {
+            errors.push(format!("{path}.id"), "role-id-format", format!("Role id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.", role.id));
+        }
+        if Cardinality::parse(&role.cardinality).is_none() {
+            errors.push(format!("{path}.cardinality"), "cardinality-format", format!("Cardinality({}) of role({}) must be a number N or N+.", role.cardinality, role.id));
+        }
+        if role.image_repo_tag.is_none() && spec.default_image_repo_tag.is_none() {
+            errors.push(format!("{path}.imageRepoTag"), "image-required", format!("Role({}) has no specified image, and no top-level default image is specified.", role.id));
+        }
+        if let Some(cs) = &role.container_spec
+            && cs.tty == Some(true)
+            && cs.stdin != Some(true)
+        {
+            errors.push(format!("{path}.containerSpec.tty"), "tty-needs-stdin", format!("Role({}) requested TTY without STDIN.", role.id));
+        }
+        for (j, event) in role.event_list.iter().flatten().enumerate() {
+            if !EVENTS.contains(&event.as_str()) {
+                errors.push(format!("{path}.eventList[{j}]"), "event-name", format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")));
+            }
+        }
+        if let Some(Some(pkg)) = &role.config_package
+            && pkg.package_url.is_empty()
+        {
+            errors.push(format!("{path}.configPackage.packageURL"), "required", "packageURL must not be empty; use null for no setup package.");
+        }
+        for (key, q) in role.min_resources.iter().flatten() {
+            if quantity::parse(&q.0).is_none() {
+                errors.push(format!("{path}.minResources[{key}]"), "quantity", format!("Invalid quantity \"{}\".", q.0));
+            }
+        }
+    }
+    for (j, event) in spec.default_event_list.iter().flatten().enumerate() {
+        if !EVENTS.contains(&event.as_str()) {
+            errors.push(format!("spec.defaultEventList[{j}]"), "event-name", format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")));
+        }
+    }
+    for (i, service) in spec.services.iter().enumerate() {
+        let path = format!("spec.services[{i}]");
+        if !is_dns_label(&service.id) {
+            errors.push(format!("{path}.id"), "service-id-format", format!("Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.", service.id));
+        }
+        if let Some(ep) = &service.endpoint {
+            if ep.is_dashboard && ep.url_scheme.as_deref().is_none_or(str::is_empty) {
+                errors.push(format!("{path}.endpoint.urlScheme"), "dashboard-needs-url-scheme", format!("The endpoint for service({}) must include a urlScheme value because isDashboard is true.", service.id));
+            }
+            match ep.port {
+                Some(p) if (1..=65535).contains(&p) => {}
+                Some(p) => errors.push(format!("{path}.endpoint.port"), "port-range", format!("Port {p} of service({}) must be between 1 and 65535.", service.id)),
+                None => errors.push(format!("{path}.endpoint.port"), "required", format!("The endpoint for service({}) must include a port.", service.id)),
+            }
+        }
+    }
+    for (i, _) in duplicates(spec.config.selected_roles.iter().map(String::as_str)) {
+        errors.push(format!("spec.config.selectedRoles[{i}]"), "unique-selected-role", "Each element of selectedRoles array in config section must be unique.");
+    }
+    for (i, _) in duplicates(spec.config.role_services.iter().map(|rs| rs.role_id.as_str())) {
+        errors.push(format!("spec.config.roleServices[{i}].roleID"), "unique-role-services", "Each roleID in roleServices array in config section must be unique.");
+    }
+    for (i, rs) in spec.config.role_services.iter().enumerate() {
+        if !role_ids.contains(&rs.role_id.as_str()) {
+            errors.push(format!("spec.config.roleServices[{i}].roleID"), "known-role", format!("Invalid roleID({}) in roleServices array in config section. Valid roles: \"{valid_roles}\"", rs.role_id));
+        }
+        for (j, sid) in rs.service_ids.iter().enumerate() {
+            if !service_ids.contains(&sid.as_str()) {
+                errors.push(format!("spec.config.roleServices[{i}].serviceIDs[{j}]"), "known-service", format!("Invalid service_id({sid}) in roleServices array in config section. Valid services: \"{valid_services}\""));
+            }
+        }
+    }
+    for (i, role) in spec.config.selected_roles.iter().enumerate() {
+        if !role_ids.contains(&role.as_str()) {
+            errors.push(format!("spec.config.selectedRoles[{i}]"), "known-role", format!("Invalid element({role}) in selectedRoles array in config section. Valid roles: \"{valid_roles}\""));
+        }
+    }
+    errors.into_result()
+}
+
+/// Validates a `KubeDirectorCluster` spec against its app. `app_name` is used in messages.
+pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    let app_roles: Vec<&str> = app.roles.iter().map(|r| r.id.as_str()).collect();
+    let valid_roles = app_roles.join(",");
+
+    if let Some(c) = &spec.app_catalog
+        && c != APP_CATALOG_LOCAL
+        && c != APP_CATALOG_SYSTEM
+    {
+        errors.push("spec.appCatalog", "enum", format!("appCatalog({c}) must be \"local\" or \"system\"."));
+    }
+    if let Some(t) = &spec.service_type
+        && !SERVICE_TYPES.contains(&t.as_str())
+    {
+        errors.push("spec.serviceType", "enum", format!("serviceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")));
+    }
+    if let Some(n) = &spec.naming_scheme
+        && n != NAMING_SCHEME_UID
+        && n != NAMING_SCHEME_CR_NAME_ROLE
+    {
+        errors.push("spec.namingScheme", "enum", format!("namingScheme({n}) must be \"UID\" or \"CrNameRole\"."));
+    }
+    for (i, _) in duplicates(spec.roles.iter().map(|r| r.id.as_str())) {
+        errors.push(format!("spec.roles[{i}].id"), "unique-role-id", "Each id in the roles array must be unique.");
+    }
+    let mut total: i64 = 0;
+    for (i, role) in spec.roles.iter().enumerate() {
+        let path = format!("spec.roles[{i}]");
+        let Some(app_role) = app.role(&role.id) else {
+            errors.push(format!("{path}.id"), "known-role", format!("Invalid role({}) in app({app_name}) specified. Valid roles: \"{valid_roles}\"", role.id));
+            continue;
+        };
+        let card = Cardinality::parse(&app_role.cardinality);
+        let members = role.members.or(card.map(|c| c.min)).unwrap_or(0);
+        if members < 0 {
+            errors.push(format!("{path}.members"), "non-negative", format!("Member count of role({}) must not be negative.", role.id));
+        } else if let Some(card) = card
+            && !card.allows(members)
+        {
+            errors.push(format!("{path}.members"), "cardinality", format!("Invalid member count for role({}). Specified member count:{members} Role cardinality:{}", role.id, app_role.cardinality));
+        }
+        total += i64::from(members.max(0));
+        for (field, labels) in [("podLabels", &role.pod_labels), ("serviceLabels", &role.service_labels)] {
+            if let Some(labels) = labels {
+                label_errors(labels, &format!("{path}.{field}"), &mut errors);
+            }
+        }
+        if let Some(storage) = &role.storage {
+            match quantity::parse(&storage.size) {
+                None => errors.push(format!("{path}.storage.size"), "quantity", format!("Storage size for role ({}) is incorrectly defined.", role.id)),
+                Some(v) if v <= 0.0 => errors.push(format!("{path}.storage.size"), "positive", format!("Storage size for role ({}) should be greater than zero.", role.id)),
+                Some(_) => {}
+            }
+        }
+        for (key, min) in app_role.min_resources.iter().flatten() {
+            let Some(min_value) = quantity::parse(&min.0) else { continue };
+            let requested = role.resources.requests.as_ref().and_then(|r| r.get(key));
+            let limited = role.resources.limits.as_ref().and_then(|r| r.get(key));
+            for (kind, q) in [("requests", requested), ("limits", limited)] {
+                if let Some(q) = q
+                    && quantity::parse(&q.0).is_some_and(|v| v < min_value)
+                {
+                    errors.push(format!("{path}.resources.{kind}[{key}]"), "min-resources", format!("Specified resource(\"{key}\") value(\"{}\") for role(\"{}\") is invalid. Minimum value must be \"{}\".", q.0, role.id, min.0));
+                }
+            }
+        }
+        for (kind, list) in [("requests", &role.resources.requests), ("limits", &role.resources.limits)] {
+            for (key, q) in list.iter().flatten() {
+                if quantity::parse(&q.0).is_none() {
+                    errors.push(format!("{path}.resources.{kind}[{key}]"), "quantity", format!("Invalid quantity \"{}\".", q.0));
+                }
+            }
+        }
+        for (j, key) in role.secret_keys.iter().enumerate() {
+            if key.name.is_empty() {
+                errors.push(format!("{path}.secretKeys[{j}].name"), "required", "Secret key name must not be empty.");
+            }
+        }
+        for (j, inj) in role.file_injections.iter().enumerate() {
+            if inj.src_url.is_empty() {
+                errors.push(format!("{path}.fileInjections[{j}].srcURL"), "required", "srcURL must not be empty.");
+            }
+            if !inj.dest_dir.starts_with('/') {
+                errors.push(format!("{path}.fileInjections[{j}].destDir"), "absolute-path", format!("destDir({}) must be an absolute path.", inj.dest_dir));
+            }
+        }
+    }
+    if total > i64::from(MAX_MEMBERS) {
+        errors.push("spec.roles", "max-members", format!("Maximum number of total members per KD cluster supported is {MAX_MEMBERS}."));
+    }
+    for selected in &app.config.selected_roles {
+        if spec.roles.iter().any(|r| &r.id == selected) {
+            continue;
+        }
+        let min = app.role(selected).and_then(|r| Cardinality::parse(&r.cardinality)).map_or(0, |c| c.min);
+        if min != 0 {
+            errors.push("spec.roles", "selected-role-required", format!("Active role({selected}) in app({app_name}) must have its configuration included in the roles array."));
+        }
+    }
+    if let Some(placement) = &spec.placement {
+        placement_errors(placement, &mut errors);
+    }
+    errors.into_result()
+}
+
+fn selector_errors(selector: &LabelSelector, path: &str, errors: &mut ValidationErrors) {
+    if let Some(labels) = &selector.match_labels {
+        label_errors(labels, &format!("{path}.matchLabels"), errors);
+    }
+    for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        let values = expr.values.as_ref().map_or(0, Vec::len);
+        match expr.operator.as_str() {
+            "In" | "NotIn" if values == 0 => errors.push(format!("{p}.values"), "selector-values", format!("values must be non-empty when operator is {}", expr.operator)),
+            "Exists" | "DoesNotExist" if values > 0 => errors.push(format!("{p}.values"), "selector-values", format!("values must be empty when operator is {}", expr.operator)),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errors.push(format!("{p}.operator"), "selector-operator", format!("operator({other}) must be one of In, NotIn, Exists, DoesNotExist")),
+        }
+    }
+}
+
+fn placement_errors(placement: &Placement, errors: &mut ValidationErrors) {
+    if let Some(sel) = &placement.member_selector {
+        selector_errors(sel, "spec.placement.memberSelector", errors);
+    }
+    for (i, pref) in placement.preferences.iter().enumerate() {
+        if !(1..=100).contains(&pref.weight) {
+            errors.push(format!("spec.placement.preferences[{i}].weight"), "weight-range", format!("weight({}) must be between 1 and 100.", pref.weight));
+        }
+        selector_errors(&pref.preference, &format!("spec.placement.preferences[{i}].preference"), errors);
+    }
+    for (i, name) in placement.members.iter().enumerate() {
+        if !is_dns_label(name) {
+            errors.push(format!("spec.placement.members[{i}]"), "member-name", format!("member name({name}) must be a DNS label."));
+        }
+    }
+    for (i, t) in placement.tolerations.iter().enumerate() {
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        if op != "Equal" && op != "Exists" {
+            errors.push(format!("spec.placement.tolerations[{i}].operator"), "toleration-operator", format!("operator({op}) must be Equal or Exists."));
+        }
+        if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            errors.push(format!("spec.placement.tolerations[{i}].value"), "toleration-value", "value must be empty when operator is Exists.");
+        }
+        if let Some(effect) = &t.effect
+            && !["NoSchedule", "PreferNoSchedule", "NoExecute", ""].contains(&effect.as_str())
+        {
+            errors.push(format!("spec.placement.tolerations[{i}].effect"), "toleration-effect", format!("effect({effect}) must be NoSchedule, PreferNoSchedule or NoExecute."));
+        }
+    }
+    if let Some(f) = &placement.failover {
+        if let Some(p) = &f.policy
+            && p != "Never"
+            && p != "OnMemberLoss"
+        {
+            errors.push("spec.placement.failover.policy", "enum", format!("policy({p}) must be Never or OnMemberLoss."));
+        }
+        if f.after_seconds.is_some_and(|s| s < 30) {
+            errors.push("spec.placement.failover.afterSeconds", "min", "afterSeconds must be at least 30.");
+        }
+    }
+}
+
+/// Validates a change of a cluster: immutable fields, role changes while members exist,
+/// and upstream's spec-change gating (one unprocessed change at a time, no change while
+/// notifications are pending). `old_status` is the status at the time of the change.
+pub fn cluster_update(
+    old: &KubeDirectorClusterSpec,
+    new: &KubeDirectorClusterSpec,
+    old_status: Option<&KubeDirectorClusterStatus>,
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if old.app != new.app {
+        errors.push("spec.app", "immutable", "The app property is read-only.");
+    }
+    if old.app_catalog.is_some() && old.app_catalog != new.app_catalog {
+        errors.push("spec.appCatalog", "immutable", "The appCatalog property is read-only.");
+    }
+    if old.naming_scheme.is_some() && old.naming_scheme != new.naming_scheme {
+        errors.push("spec.namingScheme", "immutable", "The namingScheme property is read-only.");
+    }
+    let roles_with_members: HashSet<&str> = old_status
+        .map(|s| s.roles.iter().filter(|r| !r.members.is_empty()).map(|r| r.id.as_str()).collect())
+        .unwrap_or_default();
+    for (i, role) in new.roles.iter().enumerate() {
+        if !roles_with_members.contains(role.id.as_str()) {
+            continue;
+        }
+        let unchanged = old.roles.iter().find(|r| r.id == role.id).is_some_and(|prev| {
+            let mut compare = role.clone();
+            compare.members = prev.members;
+            &compare == prev
+        });
+        if !unchanged {
+            errors.push(format!("spec.roles[{i}]"), "role-immutable-while-members-exist", format!("Role({}) properties other than the members count cannot be modified while role members exist.", role.id));
+        }
+    }
+    if old != new {
+        match old_status {
+            None => errors.push("spec", "one-change-at-a-time", "Change to spec not allowed before previous spec change has been processed."),
+            Some(status) => {
+                let pending = status.roles.iter().flat_map(|r| &r.members).any(|m| !m.state_detail.pending_notify_cmds.is_empty());
+                if pending {
+                    errors.push("spec", "pending-notifications", "Change to spec not allowed because some members have not processed notifications of previous change.");
+                } else if status.state.as_deref() == Some(STATE_SPEC_MODIFIED) {
+                    errors.push("spec", "one-change-at-a-time", "Change to spec not allowed before previous spec change has been processed.");
+                }
+            }
+        }
+    }
+    errors.into_result()
+}
+
+/// Validates a `KubeDirectorConfig` spec.
+pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if let Some(t) = &spec.default_service_type
+        && !SERVICE_TYPES.contains(&t.as_str())
+    {
+        errors.push("spec.defaultServiceType", "enum", format!("defaultServiceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")));
+    }
+    if let Some(n) = &spec.default_naming_scheme
+        && n != NAMING_SCHEME_UID
+        && n != NAMING_SCHEME_CR_NAME_ROLE
+    {
+        errors.push("spec.defaultNamingScheme", "enum", format!("defaultNamingScheme({n}) must be \"UID\" or \"CrNameRole\"."));
+    }
+    if let Some(key) = &spec.master_encryption_key {
+        let hex_ok = key.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_ok || ![32, 48, 64].contains(&key.len()) {
+            errors.push("spec.masterEncryptionKey", "aes-key", "masterEncryptionKey is invalid. error: must be 16, 24 or 32 bytes written as hex.");
+        }
+    }
+    if let Some(base) = &spec.cluster_svc_domain_base
+        && !is_dns_subdomain(base)
+    {
+        errors.push("spec.clusterSvcDomainBase", "dns-subdomain", format!("clusterSvcDomainBase({base}) must be a DNS subdomain."));
+    }
+    for (field, labels) in [("podLabels", &spec.pod_labels), ("serviceLabels", &spec.service_labels)] {
+        if let Some(labels) = labels {
+            label_errors(labels, &format!("spec.{field}"), &mut errors);
+        }
+    }
+    errors.into_result()
+}
