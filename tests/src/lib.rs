@@ -1,1 +1,493 @@
-//! placeholder
+//! The test bed: real Kubernetes control planes on loopback (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler) with KWOK simulating nodes, one per simulated
+//! cluster. Used by the integration and end-to-end tests, the `testbed` binary and the
+//! local fleet.
+
+pub mod binaries;
+pub mod certs;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::{Deserialize, Serialize};
+
+pub use binaries::Binaries;
+pub use process::Lifetime;
+use process::{Process, free_port};
+
+/// Simulated nodes of one cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodePool {
+    /// How many nodes.
+    pub count: usize,
+    /// Labels of every node.
+    pub labels: BTreeMap<String, String>,
+    /// Allocatable CPU of each node.
+    pub cpu: String,
+    /// Allocatable memory of each node.
+    pub memory: String,
+    /// Allocatable GPUs (`nvidia.com/gpu`) of each node, if any.
+    pub gpu: Option<String>,
+    /// Pods per node.
+    pub pods: u32,
+}
+
+impl Default for NodePool {
+    fn default() -> Self {
+        NodePool { count: 2, labels: BTreeMap::new(), cpu: "16".into(), memory: "64Gi".into(), gpu: None, pods: 110 }
+    }
+}
+
+/// One simulated cluster to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSpec {
+    /// Name; also the kubeconfig's file name.
+    pub name: String,
+    /// Its nodes.
+    pub nodes: NodePool,
+}
+
+impl ClusterSpec {
+    /// A cluster with the default node pool.
+    pub fn named(name: &str) -> ClusterSpec {
+        ClusterSpec { name: name.to_string(), nodes: NodePool::default() }
+    }
+}
+
+/// A running simulated cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Name.
+    pub name: String,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// API server URL.
+    pub server: String,
+    /// Port of KWOK's kubelet-like server (exec, logs).
+    pub kwok_port: u16,
+    /// Folder of the cluster's data, certificates and logs.
+    pub dir: PathBuf,
+    processes: Vec<Process>,
+}
+
+/// State written by `testbed up` so that `testbed down` finds the processes.
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct StateFile {
+    clusters: Vec<ClusterState>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct ClusterState {
+    name: String,
+    kubeconfig: PathBuf,
+    server: String,
+    processes: Vec<(String, i32)>,
+}
+
+const STATE_FILE: &str = "testbed.json";
+
+/// A set of running simulated clusters. Dropping it kills every process it started.
+#[derive(Debug)]
+pub struct Testbed {
+    /// Root folder.
+    pub dir: PathBuf,
+    clusters: Vec<Cluster>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Testbed {
+    /// Starts one cluster per name, with default node pools, in a temporary folder.
+    pub async fn start(names: &[&str]) -> Result<Testbed> {
+        let specs: Vec<ClusterSpec> = names.iter().map(|n| ClusterSpec::named(n)).collect();
+        let tempdir = tempfile::Builder::new().prefix("kdfed-testbed-").tempdir()?;
+        let dir = tempdir.path().to_path_buf();
+        let mut bed = Testbed::start_in(&dir, &specs, Lifetime::TiedToParent).await?;
+        bed._tempdir = Some(tempdir);
+        Ok(bed)
+    }
+
+    /// Starts the clusters in `dir`; returns once every API server is ready, its nodes are
+    /// Ready and its controllers run.
+    pub async fn start_in(dir: &Path, specs: &[ClusterSpec], lifetime: Lifetime) -> Result<Testbed> {
+        let binaries = Binaries::locate()?;
+        std::fs::create_dir_all(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        let mut bed = Testbed { dir: dir.clone(), clusters: Vec::new(), _tempdir: None };
+        let starts = specs.iter().map(|spec| start_cluster(&binaries, &dir, spec, lifetime));
+        let results = futures::future::join_all(starts).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(cluster) => bed.clusters.push(cluster),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if lifetime == Lifetime::Detached {
+            bed.write_state()?;
+        }
+        Ok(bed)
+    }
+
+    fn write_state(&self) -> Result<()> {
+        let state = StateFile {
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| ClusterState {
+                    name: c.name.clone(),
+                    kubeconfig: c.kubeconfig.clone(),
+                    server: c.server.clone(),
+                    processes: c.processes.iter().map(|p| (p.name.clone(), p.pid)).collect(),
+                })
+                .collect(),
+        };
+        std::fs::write(self.dir.join(STATE_FILE), serde_json::to_string_pretty(&state)?)?;
+        Ok(())
+    }
+
+    /// The running cluster with this name.
+    pub fn cluster(&self, name: &str) -> &Cluster {
+        self.clusters.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no test-bed cluster named {name}"))
+    }
+
+    /// All running clusters.
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.clusters
+    }
+
+    /// An admin client of the named cluster.
+    pub async fn client(&self, name: &str) -> Result<Client> {
+        client_for(&self.cluster(name).kubeconfig).await
+    }
+
+    /// Leaves every process running (for `testbed up`); `testbed down` stops them.
+    pub fn detach(mut self) {
+        for cluster in &mut self.clusters {
+            for p in &mut cluster.processes {
+                p.release();
+            }
+            cluster.processes.clear();
+        }
+        if let Some(t) = self._tempdir.take() {
+            let _ = t.keep();
+        }
+    }
+
+    /// Kills every process of every cluster.
+    pub fn shutdown(&mut self) {
+        for cluster in &mut self.clusters {
+            // Reverse start order: node simulator and controllers before the API server and etcd.
+            for p in cluster.processes.iter_mut().rev() {
+                p.stop(Duration::ZERO);
+            }
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Stops what `testbed up --dir DIR` started.
+pub fn down(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("no test bed at {} (missing {STATE_FILE})", dir.display()))?;
+    let state: StateFile = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    let mut stopped = Vec::new();
+    for cluster in state.clusters {
+        for (name, pid) in cluster.processes.into_iter().rev() {
+            let mut p = Process::adopt(&name, pid);
+            if p.exited().is_none() {
+                p.stop(Duration::from_secs(5));
+                stopped.push(format!("{}/{name}", cluster.name));
+            }
+        }
+    }
+    std::fs::remove_file(&path)?;
+    Ok(stopped)
+}
+
+/// An admin client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("read {}", kubeconfig.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn stage_files(binaries: &Binaries) -> Vec<PathBuf> {
+    let s = &binaries.kwok_stages;
+    vec![
+        s.join("node/fast/node-initialize.yaml"),
+        s.join("node/heartbeat/node-heartbeat.yaml"),
+        s.join("pod/fast/pod-ready.yaml"),
+        s.join("pod/fast/pod-complete.yaml"),
+        s.join("pod/fast/pod-delete.yaml"),
+    ]
+}
+
+async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lifetime: Lifetime) -> Result<Cluster> {
+    let name = &spec.name;
+    if !validate_name(name) {
+        bail!("cluster name {name:?} must be a DNS label (lowercase letters, digits, '-')");
+    }
+    let dir = root.join(name);
+    let logs = dir.join("logs");
+    let pki = certs::create(&dir.join("pki"))?;
+    let etcd_port = free_port()?;
+    let etcd_peer = free_port()?;
+    let api_port = free_port()?;
+    let kwok_port = free_port()?;
+    let server = format!("https://127.0.0.1:{api_port}");
+    let kubeconfig = root.join(format!("{name}.kubeconfig"));
+    std::fs::write(&kubeconfig, certs::admin_kubeconfig(&pki, name, &server))?;
+    let mut processes = Vec::new();
+    let p = |s: &Path| s.display().to_string();
+
+    let etcd_data = dir.join("etcd");
+    processes.push(Process::spawn(
+        "etcd",
+        &binaries.etcd,
+        &[
+            format!("--name={name}"),
+            format!("--data-dir={}", p(&etcd_data)),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            format!("--initial-cluster={name}=http://127.0.0.1:{etcd_peer}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ],
+        &logs,
+        lifetime,
+        &[],
+    )?);
+
+    processes.push(Process::spawn(
+        "kube-apiserver",
+        &binaries.kube_apiserver,
+        &[
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", p(&pki.server_crt)),
+            format!("--tls-private-key-file={}", p(&pki.server_key)),
+            format!("--client-ca-file={}", p(&pki.ca_crt)),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", p(&pki.sa_pub)),
+            format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--allow-privileged=true".into(),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--v=1".into(),
+        ],
+        &logs,
+        lifetime,
+        &[],
+    )?);
+
+    let cluster = Cluster { name: name.clone(), kubeconfig: kubeconfig.clone(), server, kwok_port, dir: dir.clone(), processes };
+    let mut cluster = cluster;
+    let client = wait_ready(&mut cluster).await?;
+    let kc = p(&kubeconfig);
+
+    cluster.processes.push(Process::spawn(
+        "kube-controller-manager",
+        &binaries.kube_controller_manager,
+        &[
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+            format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+            format!("--root-ca-file={}", p(&pki.ca_crt)),
+            format!("--cluster-signing-cert-file={}", p(&pki.ca_crt)),
+            format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route".into(),
+            "--v=1".into(),
+        ],
+        &logs,
+        lifetime,
+        &[],
+    )?);
+    cluster.processes.push(Process::spawn(
+        "kube-scheduler",
+        &binaries.kube_scheduler,
+        &[
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+            "--v=1".into(),
+        ],
+        &logs,
+        lifetime,
+        &[],
+    )?);
+    let mut kwok_args = vec![
+        format!("--kubeconfig={kc}"),
+        "--manage-all-nodes=true".into(),
+        "--cidr=10.244.0.0/16".into(),
+        "--node-ip=127.0.0.1".into(),
+        format!("--node-port={kwok_port}"),
+        format!("--server-address=127.0.0.1:{kwok_port}"),
+    ];
+    for stage in stage_files(binaries) {
+        kwok_args.push(format!("--config={}", p(&stage)));
+    }
+    let kwok_home = dir.join("kwok");
+    std::fs::create_dir_all(&kwok_home)?;
+    cluster.processes.push(Process::spawn(
+        "kwok",
+        &binaries.kwok,
+        &kwok_args,
+        &logs,
+        lifetime,
+        &[("KWOK_WORKDIR".into(), p(&kwok_home))],
+    )?);
+
+    create_nodes(&client, spec).await?;
+    wait_settled(&mut cluster, &client, spec.nodes.count).await?;
+    Ok(cluster)
+}
+
+fn validate_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn check_alive(cluster: &mut Cluster) -> Result<()> {
+    for p in &mut cluster.processes {
+        if let Some(status) = p.exited() {
+            let log = cluster.dir.join("logs").join(format!("{}.log", p.name));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{}: {} exited ({status}); last lines of {}:\n{}", cluster.name, p.name, log.display(), tail.join("\n"));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_ready(cluster: &mut Cluster) -> Result<Client> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut last_error = String::new();
+    loop {
+        check_alive(cluster)?;
+        if tokio::time::Instant::now() > deadline {
+            bail!("{}: API server not ready after 180s: {last_error}", cluster.name);
+        }
+        match client_for(&cluster.kubeconfig).await {
+            Ok(client) => {
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                match client.request_text(req).await {
+                    Ok(text) if text.trim() == "ok" => return Ok(client),
+                    Ok(text) => last_error = text,
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn node_object(cluster: &str, index: usize, pool: &NodePool) -> Result<Node> {
+    let name = format!("{cluster}-node-{index}");
+    let mut labels = pool.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), name.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), "amd64".into());
+    labels.insert("type".into(), "kwok".into());
+    let mut resources = serde_json::json!({
+        "cpu": pool.cpu, "memory": pool.memory, "pods": pool.pods.to_string(), "ephemeral-storage": "1Ti"
+    });
+    if let Some(gpu) = &pool.gpu {
+        resources["nvidia.com/gpu"] = serde_json::Value::String(gpu.clone());
+    }
+    let node = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
+        },
+        "spec": {},
+        "status": {
+            "allocatable": resources.clone(),
+            "capacity": resources,
+            "nodeInfo": {
+                "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake",
+                "kubeProxyVersion": "fake", "bootID": "", "containerRuntimeVersion": "kwok",
+                "kernelVersion": "", "machineID": "", "osImage": "", "systemUUID": ""
+            }
+        }
+    });
+    Ok(serde_json::from_value(node)?)
+}
+
+async fn create_nodes(client: &Client, spec: &ClusterSpec) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..spec.nodes.count {
+        let node = node_object(&spec.name, i, &spec.nodes)?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("create node"),
+        }
+    }
+    Ok(())
+}
+
+async fn wait_settled(cluster: &mut Cluster, client: &Client, node_count: usize) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        check_alive(cluster)?;
+        let ready = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| {
+                n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        let sa_ready = accounts.get_opt("default").await?.is_some();
+        if ready >= node_count && sa_ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{}: {ready}/{node_count} nodes Ready, default ServiceAccount present: {sa_ready} after 180s", cluster.name);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,1 +1,100 @@
-fn main() {}
+//! `testbed`: start and stop real Kubernetes control planes on loopback.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kdfed_testbed::{ClusterSpec, Lifetime, NodePool, Testbed};
+
+#[derive(Parser)]
+#[command(name = "testbed", version, about = "Real Kubernetes control planes on loopback, with KWOK nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start one control plane per cluster name and leave it running.
+    Up {
+        /// Folder for data, certificates, logs and `<name>.kubeconfig`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Comma-separated cluster names.
+        #[arg(long, value_delimiter = ',', default_value = "hub,east,west")]
+        clusters: Vec<String>,
+        /// Fake nodes per cluster.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Label of every node, `key=value` (repeatable).
+        #[arg(long = "node-label")]
+        node_labels: Vec<String>,
+        /// Label of one cluster's nodes, `cluster:key=value` (repeatable).
+        #[arg(long = "cluster-node-label")]
+        cluster_node_labels: Vec<String>,
+        /// Allocatable CPU per node.
+        #[arg(long, default_value = "16")]
+        node_cpu: String,
+        /// Allocatable memory per node.
+        #[arg(long, default_value = "64Gi")]
+        node_memory: String,
+        /// Allocatable `nvidia.com/gpu` per node.
+        #[arg(long)]
+        node_gpu: Option<String>,
+    },
+    /// Stop everything `up` started in this folder.
+    Down {
+        /// The folder given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String)> {
+    let (k, v) = text.split_once('=').with_context(|| format!("label {text:?} must be key=value"))?;
+    if k.is_empty() {
+        bail!("label {text:?} has an empty key");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Up { dir, clusters, nodes, node_labels, cluster_node_labels, node_cpu, node_memory, node_gpu } => {
+            let mut common = BTreeMap::new();
+            for l in &node_labels {
+                let (k, v) = parse_label(l)?;
+                common.insert(k, v);
+            }
+            let mut specs = Vec::new();
+            for name in &clusters {
+                let mut labels = common.clone();
+                for l in &cluster_node_labels {
+                    let (cluster, label) = l.split_once(':').with_context(|| format!("{l:?} must be cluster:key=value"))?;
+                    if !clusters.iter().any(|c| c == cluster) {
+                        bail!("--cluster-node-label {l:?} names unknown cluster {cluster:?}");
+                    }
+                    if cluster == name {
+                        let (k, v) = parse_label(label)?;
+                        labels.insert(k, v);
+                    }
+                }
+                let pool = NodePool { count: nodes, labels, cpu: node_cpu.clone(), memory: node_memory.clone(), gpu: node_gpu.clone(), ..NodePool::default() };
+                specs.push(ClusterSpec { name: name.clone(), nodes: pool });
+            }
+            eprintln!("starting {} control plane(s) in {}", specs.len(), dir.display());
+            let bed = Testbed::start_in(&dir, &specs, Lifetime::Detached).await?;
+            for c in bed.clusters() {
+                println!("{}\t{}\t{}", c.name, c.server, c.kubeconfig.display());
+            }
+            bed.detach();
+        }
+        Command::Down { dir } => {
+            let stopped = kdfed_testbed::down(&dir)?;
+            eprintln!("stopped {} process(es)", stopped.len());
+        }
+    }
+    Ok(())
+}
