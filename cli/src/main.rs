@@ -1,1 +1,122 @@
-fn main() {}
+//! `kdfed`: the user and admin command line.
+
+mod manifest;
+mod offline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+
+#[derive(Parser)]
+#[command(name = "kdfed", version, about = "kdfed: stateful apps on a fleet of Kubernetes clusters")]
+struct Cli {
+    /// Kubeconfig (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print kdfed's CRDs as YAML, or install them with --install.
+    Crds {
+        /// Server-side apply them to the cluster and wait until they are established.
+        #[arg(long)]
+        install: bool,
+    },
+    /// Convert kubedirector.bluedata.io/v1alpha1 manifests to kubedirector.hpe.com/v1beta1.
+    Convert {
+        /// Input file; `-` for stdin.
+        #[arg(short = 'f', long = "filename", default_value = "-")]
+        file: PathBuf,
+    },
+    /// Default and validate apps and clusters offline; clusters are checked against the
+    /// apps given in the same files.
+    Validate {
+        /// Files or folders (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Server-side apply manifests to the cluster.
+    Apply {
+        /// Files or folders (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Namespace for objects that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+async fn install_crds(client: kube::Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for (_, crd) in kdfed_crds::crdgen::all() {
+        let name = crd.metadata.name.clone().context("CRD without name")?;
+        api.patch(&name, &PatchParams::apply(manifest::FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("apply CRD {name}"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let current = api.get(&name).await?;
+            let established = current.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter().any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("CRD {name} not established after 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("customresourcedefinition/{name} applied");
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Crds { install: false } => print!("{}", kdfed_crds::crdgen::all_yaml()),
+        Command::Crds { install: true } => {
+            install_crds(kdfed_common::client(cli.kubeconfig.as_deref()).await?).await?;
+        }
+        Command::Convert { file } => {
+            let text = manifest::read_input(&file)?;
+            print!("{}", kdfed_crds::convert::convert_yaml(&text)?);
+        }
+        Command::Validate { files } => {
+            let docs = manifest::read_all(&files)?;
+            let report = offline::validate(&docs);
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.failed {
+                bail!("validation failed");
+            }
+        }
+        Command::Apply { files, namespace } => {
+            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+            for doc in manifest::read_all(&files)? {
+                println!("{} applied", manifest::apply(&client, &doc, &namespace).await?);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kdfed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

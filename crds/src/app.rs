@@ -60,8 +60,8 @@ pub struct KubeDirectorAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
     /// Whether the app's containers need systemd.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub systemd_required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_required: Option<bool>,
     /// Logo shown by user interfaces.
     #[serde(default, rename = "logoURL", skip_serializing_if = "Option::is_none")]
     pub logo_url: Option<String>,
@@ -119,11 +119,11 @@ pub struct ServiceEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Whether users open this endpoint in a browser.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub is_dashboard: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_dashboard: Option<bool>,
     /// Whether an auth token is generated for this endpoint.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub has_auth_token: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_auth_token: Option<bool>,
 }
 
 /// A role: members that share an image, resources and services.

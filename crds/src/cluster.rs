@@ -89,8 +89,8 @@ pub struct KdSecret {
     /// Mount path in the container.
     pub mount_path: String,
     /// Mount read-only.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// Permissions of an injected file.
@@ -174,8 +174,8 @@ pub struct VolumeProjection {
     /// Mount path.
     pub mount_path: String,
     /// Mount read-only.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// A requested role of the cluster.

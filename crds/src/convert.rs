@@ -103,6 +103,12 @@ pub fn convert_object(object: Value) -> Value {
                 {
                     role.insert("id".into(), name);
                 }
+                // The first releases called the member count `replicas`.
+                if !role.contains_key("members")
+                    && let Some(count) = role.remove("replicas")
+                {
+                    role.insert("members".into(), count);
+                }
             }
         }
         map.insert("spec".into(), spec);

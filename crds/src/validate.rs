@@ -186,7 +186,7 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
             errors.push(format!("{path}.id"), "service-id-format", format!("Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.", service.id));
         }
         if let Some(ep) = &service.endpoint {
-            if ep.is_dashboard && ep.url_scheme.as_deref().is_none_or(str::is_empty) {
+            if ep.is_dashboard == Some(true) && ep.url_scheme.as_deref().is_none_or(str::is_empty) {
                 errors.push(format!("{path}.endpoint.urlScheme"), "dashboard-needs-url-scheme", format!("The endpoint for service({}) must include a urlScheme value because isDashboard is true.", service.id));
             }
             match ep.port {
@@ -465,4 +465,34 @@ pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
         }
     }
     errors.into_result()
+}
+
+/// Paths present in `original` but missing (or different) in `typed`, the same object after a
+/// round trip through the Rust types: fields the API does not know, usually typos.
+pub fn unknown_fields(original: &serde_json::Value, typed: &serde_json::Value) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(ma), Value::Object(mb)) => {
+                for (k, va) in ma {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    match mb.get(k) {
+                        Some(vb) => walk(va, vb, &p, out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Value::Array(xa), Value::Array(xb)) if xa.len() == xb.len() => {
+                for (i, (va, vb)) in xa.iter().zip(xb).enumerate() {
+                    walk(va, vb, &format!("{path}[{i}]"), out);
+                }
+            }
+            (Value::Number(na), Value::Number(nb)) if na.as_f64() == nb.as_f64() => {}
+            _ if a == b => {}
+            _ => out.push(path.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk(original, typed, "", &mut out);
+    out
 }

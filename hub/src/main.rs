@@ -1,1 +1,61 @@
-fn main() {}
+//! `kdfed-hub`: the federation hub controller.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kdfed_hub::Settings;
+
+#[derive(Parser)]
+#[command(name = "kdfed-hub", version, about = "kdfed hub: catalog, member registry, placement, status")]
+struct Args {
+    /// YAML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kubeconfig of the hub's API server.
+    #[arg(long)]
+    kubeconfig: Option<String>,
+    /// Admin server address (metrics, health).
+    #[arg(long)]
+    admin_address: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Seconds without heartbeat before a member is Available=Unknown.
+    #[arg(long)]
+    heartbeat_grace_seconds: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = [
+        ("kubeconfig", args.kubeconfig),
+        ("admin_address", args.admin_address),
+        ("log_format", args.log_format),
+        ("log_level", args.log_level),
+        ("heartbeat_grace_seconds", args.heartbeat_grace_seconds),
+    ];
+    let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_HUB", &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kdfed-hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = settings.validate() {
+        eprintln!("kdfed-hub: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    kdfed_common::telemetry::init(&settings.log_format, &settings.log_level);
+    match kdfed_hub::run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

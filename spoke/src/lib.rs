@@ -1,1 +1,39 @@
-//! placeholder
+//! The kdfed spoke: hub sync and the director (KubeDirector semantics on one cluster).
+//! At this stage it loads its configuration and connects to its API servers.
+
+pub mod settings;
+
+use anyhow::{Context, Result};
+use tracing::info;
+
+pub use settings::Settings;
+
+/// Connects to the member's (and, unless standalone, the hub's) API server and runs until
+/// SIGINT/SIGTERM.
+pub async fn run(settings: Settings) -> Result<()> {
+    let local = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
+    let version = local.apiserver_version().await.context("connect to the member's API server")?;
+    info!(version = %version.git_version, "connected to the member API server");
+    if !settings.standalone {
+        let hub = kdfed_common::client(settings.hub_kubeconfig.as_deref()).await?;
+        let version = hub.apiserver_version().await.context("connect to the hub's API server")?;
+        info!(version = %version.git_version, member = ?settings.member, "connected to the hub API server");
+    }
+    shutdown_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

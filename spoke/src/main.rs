@@ -1,1 +1,73 @@
-fn main() {}
+//! `kdfed-spoke`: hub sync and the director on a member cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kdfed_spoke::Settings;
+
+#[derive(Parser)]
+#[command(name = "kdfed-spoke", version, about = "kdfed spoke: hub sync and the KubeDirector director")]
+struct Args {
+    /// YAML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kubeconfig of the member's API server.
+    #[arg(long)]
+    kubeconfig: Option<String>,
+    /// Kubeconfig issued by the hub (`kdfed member add`).
+    #[arg(long)]
+    hub_kubeconfig: Option<String>,
+    /// This member's name on the hub.
+    #[arg(long)]
+    member: Option<String>,
+    /// Run only the director, without a hub.
+    #[arg(long)]
+    standalone: bool,
+    /// Admin server address (metrics, health).
+    #[arg(long)]
+    admin_address: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Seconds between heartbeat renewals.
+    #[arg(long)]
+    lease_interval_seconds: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = [
+        ("kubeconfig", args.kubeconfig),
+        ("hub_kubeconfig", args.hub_kubeconfig),
+        ("member", args.member),
+        ("standalone", args.standalone.then(|| "true".to_string())),
+        ("admin_address", args.admin_address),
+        ("log_format", args.log_format),
+        ("log_level", args.log_level),
+        ("lease_interval_seconds", args.lease_interval_seconds),
+    ];
+    let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_SPOKE", &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kdfed-spoke: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = settings.validate() {
+        eprintln!("kdfed-spoke: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    kdfed_common::telemetry::init(&settings.log_format, &settings.log_level);
+    match kdfed_spoke::run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Offline defaulting and validation of app and cluster manifests.
+
+use std::collections::BTreeMap;
+
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, defaults, validate};
+use serde_json::Value;
+
+/// What `kdfed validate` prints.
+pub struct Report {
+    /// One line per object or error.
+    pub lines: Vec<String>,
+    /// Whether anything was invalid.
+    pub failed: bool,
+}
+
+fn kind_of(doc: &Value) -> (&str, &str) {
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    (kind, name)
+}
+
+/// Validates every app, cluster and config among `docs`.
+pub fn validate(docs: &[Value]) -> Report {
+    let mut lines = Vec::new();
+    let mut failed = false;
+    let mut apps = BTreeMap::new();
+    let mut config = None;
+    for doc in docs {
+        let (kind, name) = kind_of(doc);
+        match kind {
+            "KubeDirectorApp" => match serde_json::from_value::<KubeDirectorApp>(doc.clone()) {
+                Ok(mut app) => {
+                    defaults::app(&mut app.spec);
+                    match validate::app(&app.spec) {
+                        Ok(()) => lines.push(format!("kubedirectorapp/{name}: valid")),
+                        Err(e) => {
+                            failed = true;
+                            lines.extend(e.0.iter().map(|e| format!("kubedirectorapp/{name}: {e}")));
+                        }
+                    }
+                    apps.insert(name.to_string(), app);
+                }
+                Err(e) => {
+                    failed = true;
+                    lines.push(format!("kubedirectorapp/{name}: {e}"));
+                }
+            },
+            "KubeDirectorConfig" => match serde_json::from_value::<KubeDirectorConfig>(doc.clone()) {
+                Ok(c) => {
+                    if let Err(e) = validate::config(&c.spec) {
+                        failed = true;
+                        lines.extend(e.0.iter().map(|e| format!("kubedirectorconfig/{name}: {e}")));
+                    } else {
+                        lines.push(format!("kubedirectorconfig/{name}: valid"));
+                    }
+                    config = Some(c.spec);
+                }
+                Err(e) => {
+                    failed = true;
+                    lines.push(format!("kubedirectorconfig/{name}: {e}"));
+                }
+            },
+            _ => {}
+        }
+    }
+    for doc in docs {
+        let (kind, name) = kind_of(doc);
+        if kind != "KubeDirectorCluster" {
+            continue;
+        }
+        let mut cluster = match serde_json::from_value::<KubeDirectorCluster>(doc.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                failed = true;
+                lines.push(format!("kubedirectorcluster/{name}: {e}"));
+                continue;
+            }
+        };
+        let Some(app) = apps.get(&cluster.spec.app) else {
+            failed = true;
+            lines.push(format!(
+                "kubedirectorcluster/{name}: spec.app: Invalid app({}). This app resource ID has not been registered. (rule: known-app)",
+                cluster.spec.app
+            ));
+            continue;
+        };
+        defaults::cluster(&mut cluster.spec, &app.spec, config.as_ref());
+        match validate::cluster(&cluster.spec, &cluster.spec.app, &app.spec) {
+            Ok(()) => lines.push(format!("kubedirectorcluster/{name}: valid")),
+            Err(e) => {
+                failed = true;
+                lines.extend(e.0.iter().map(|e| format!("kubedirectorcluster/{name}: {e}")));
+            }
+        }
+    }
+    Report { lines, failed }
+}

@@ -1,0 +1,236 @@
+//! Upstream KubeDirector's app and cluster rules, each error naming its field and rule.
+
+use kdfed_crds::app::{KubeDirectorAppSpec, NodeRole, RoleService, Service, ServiceEndpoint};
+use kdfed_crds::cluster::{
+    KubeDirectorClusterSpec, KubeDirectorClusterStatus, MemberStatus, NotificationDesc, Placement, PlacementPreference,
+    Role, RoleStatus,
+};
+use kdfed_crds::config::KubeDirectorConfigSpec;
+use kdfed_crds::validate::{self, FieldError};
+
+fn app() -> KubeDirectorAppSpec {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/cassandra.yaml");
+    let text = std::fs::read_to_string(path).expect("read");
+    let app: kdfed_crds::KubeDirectorApp = serde_saphyr::from_str(&text).expect("parse");
+    app.spec
+}
+
+fn cluster(roles: &[(&str, Option<i32>)]) -> KubeDirectorClusterSpec {
+    KubeDirectorClusterSpec {
+        app: "cassandra".into(),
+        roles: roles.iter().map(|(id, m)| Role { id: (*id).into(), members: *m, ..Default::default() }).collect(),
+        ..Default::default()
+    }
+}
+
+fn errors_of(r: Result<(), validate::ValidationErrors>) -> Vec<FieldError> {
+    r.err().map(|e| e.0).unwrap_or_default()
+}
+
+fn only(errors: &[FieldError], rule: &str) -> FieldError {
+    let matching: Vec<&FieldError> = errors.iter().filter(|e| e.rule == rule).collect();
+    assert_eq!(matching.len(), 1, "expected one {rule} error in {errors:#?}");
+    matching[0].clone()
+}
+
+#[test]
+fn duplicate_role_and_service_ids_are_rejected() {
+    let mut a = app();
+    a.roles.push(NodeRole { id: "seed".into(), cardinality: "1".into(), ..Default::default() });
+    a.services.push(Service { id: "cql".into(), ..Default::default() });
+    let errors = errors_of(validate::app(&a));
+    let e = only(&errors, "unique-role-id");
+    assert_eq!(e.path, "spec.roles[2].id");
+    assert_eq!(e.message, "Each id in the roles array must be unique.");
+    assert_eq!(only(&errors, "unique-service-id").path, "spec.services[2].id");
+}
+
+#[test]
+fn unknown_role_and_service_ids_in_role_services_are_rejected() {
+    let mut a = app();
+    a.config.role_services.push(RoleService { role_id: "ghost".into(), service_ids: vec!["cql".into(), "nope".into()] });
+    let errors = errors_of(validate::app(&a));
+    let e = only(&errors, "known-role");
+    assert_eq!(e.path, "spec.config.roleServices[2].roleID");
+    assert_eq!(e.message, "Invalid roleID(ghost) in roleServices array in config section. Valid roles: \"seed,worker\"");
+    let e = only(&errors, "known-service");
+    assert_eq!(e.path, "spec.config.roleServices[2].serviceIDs[1]");
+    assert!(e.message.starts_with("Invalid service_id(nope) in roleServices array"), "{}", e.message);
+}
+
+#[test]
+fn unknown_selected_roles_are_rejected() {
+    let mut a = app();
+    a.config.selected_roles.push("ghost".into());
+    let e = only(&errors_of(validate::app(&a)), "known-role");
+    assert_eq!(e.path, "spec.config.selectedRoles[2]");
+}
+
+#[test]
+fn dashboards_need_a_url_scheme() {
+    let mut a = app();
+    a.services.push(Service {
+        id: "ui".into(),
+        endpoint: Some(ServiceEndpoint { port: Some(80), is_dashboard: Some(true), ..Default::default() }),
+        ..Default::default()
+    });
+    let e = only(&errors_of(validate::app(&a)), "dashboard-needs-url-scheme");
+    assert_eq!(e.path, "spec.services[2].endpoint.urlScheme");
+    assert_eq!(e.message, "The endpoint for service(ui) must include a urlScheme value because isDashboard is true.");
+}
+
+#[test]
+fn malformed_cardinality_and_missing_image_are_rejected() {
+    let mut a = app();
+    a.default_image_repo_tag = None;
+    a.roles[0].cardinality = "two".into();
+    a.roles[0].image_repo_tag = Some("img".into());
+    let errors = errors_of(validate::app(&a));
+    assert_eq!(only(&errors, "cardinality-format").path, "spec.roles[0].cardinality");
+    let e = only(&errors, "image-required");
+    assert_eq!(e.message, "Role(worker) has no specified image, and no top-level default image is specified.");
+}
+
+#[test]
+fn member_count_must_match_cardinality_in_upstream_words() {
+    let a = app();
+    let e = only(&errors_of(validate::cluster(&cluster(&[("seed", Some(1))]), "cassandra", &a)), "cardinality");
+    assert_eq!(e.path, "spec.roles[0].members");
+    assert_eq!(e.message, "Invalid member count for role(seed). Specified member count:1 Role cardinality:2+");
+    assert!(e.to_string().starts_with("spec.roles[0].members: Invalid member count"), "{e}");
+    assert!(e.to_string().ends_with("(rule: cardinality)"), "{e}");
+    assert_eq!(validate::cluster(&cluster(&[("seed", Some(5))]), "cassandra", &a), Ok(()));
+    assert_eq!(validate::cluster(&cluster(&[("seed", None)]), "cassandra", &a), Ok(()), "unset means the minimum");
+}
+
+#[test]
+fn exact_cardinality_allows_only_that_count() {
+    let mut a = app();
+    a.roles[1].cardinality = "1".into();
+    let e = only(&errors_of(validate::cluster(&cluster(&[("seed", Some(2)), ("worker", Some(2))]), "cassandra", &a)), "cardinality");
+    assert_eq!(e.message, "Invalid member count for role(worker). Specified member count:2 Role cardinality:1");
+}
+
+#[test]
+fn at_most_a_thousand_members() {
+    let a = app();
+    let e = only(&errors_of(validate::cluster(&cluster(&[("seed", Some(600)), ("worker", Some(401))]), "cassandra", &a)), "max-members");
+    assert_eq!(e.message, "Maximum number of total members per KD cluster supported is 1000.");
+    assert_eq!(validate::cluster(&cluster(&[("seed", Some(600)), ("worker", Some(400))]), "cassandra", &a), Ok(()));
+}
+
+#[test]
+fn selected_roles_with_minimum_members_are_required() {
+    let a = app();
+    let e = only(&errors_of(validate::cluster(&cluster(&[("worker", Some(1))]), "cassandra", &a)), "selected-role-required");
+    assert_eq!(e.message, "Active role(seed) in app(cassandra) must have its configuration included in the roles array.");
+    // worker is 0+, so leaving it out is fine.
+    assert_eq!(validate::cluster(&cluster(&[("seed", Some(2))]), "cassandra", &a), Ok(()));
+}
+
+#[test]
+fn unknown_and_duplicate_cluster_roles_are_rejected() {
+    let a = app();
+    let errors = errors_of(validate::cluster(&cluster(&[("seed", Some(2)), ("ghost", Some(1)), ("seed", Some(2))]), "cassandra", &a));
+    let e = only(&errors, "known-role");
+    assert_eq!(e.message, "Invalid role(ghost) in app(cassandra) specified. Valid roles: \"seed,worker\"");
+    assert_eq!(only(&errors, "unique-role-id").path, "spec.roles[2].id");
+}
+
+#[test]
+fn labels_storage_and_placement_are_checked() {
+    let a = app();
+    let mut c = cluster(&[("seed", Some(2))]);
+    c.roles[0].pod_labels = Some([("bad key!".to_string(), "v".to_string())].into());
+    c.roles[0].storage = Some(kdfed_crds::cluster::ClusterStorage { size: "0".into(), storage_class_name: None });
+    c.placement = Some(Placement {
+        preferences: vec![PlacementPreference { weight: 0, preference: Default::default() }],
+        ..Default::default()
+    });
+    let errors = errors_of(validate::cluster(&c, "cassandra", &a));
+    assert_eq!(only(&errors, "label-key").path, "spec.roles[0].podLabels[bad key!]");
+    assert_eq!(only(&errors, "positive").message, "Storage size for role (seed) should be greater than zero.");
+    assert_eq!(only(&errors, "weight-range").path, "spec.placement.preferences[0].weight");
+}
+
+#[test]
+fn resources_below_the_app_minimum_are_rejected() {
+    let a = app();
+    let mut c = cluster(&[("seed", Some(2))]);
+    c.roles[0].resources.requests = Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()))].into());
+    let e = only(&errors_of(validate::cluster(&c, "cassandra", &a)), "min-resources");
+    assert_eq!(e.message, "Specified resource(\"memory\") value(\"1Gi\") for role(\"seed\") is invalid. Minimum value must be \"4Gi\".");
+}
+
+fn status_with_members(role: &str, pending: bool) -> KubeDirectorClusterStatus {
+    KubeDirectorClusterStatus {
+        state: Some("configured".into()),
+        roles: vec![RoleStatus {
+            id: role.into(),
+            members: vec![MemberStatus {
+                pod: "p".into(),
+                state: "configured".into(),
+                state_detail: kdfed_crds::cluster::MemberStateDetail {
+                    pending_notify_cmds: if pending { vec![NotificationDesc { arguments: vec!["--addnodes".into()] }] } else { vec![] },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn app_is_immutable() {
+    let old = cluster(&[("seed", Some(2))]);
+    let mut new = old.clone();
+    new.app = "spark".into();
+    let e = only(&errors_of(validate::cluster_update(&old, &new, Some(&status_with_members("seed", false)))), "immutable");
+    assert_eq!((e.path.as_str(), e.message.as_str()), ("spec.app", "The app property is read-only."));
+}
+
+#[test]
+fn only_members_may_change_while_a_role_has_members() {
+    let old = cluster(&[("seed", Some(2))]);
+    let status = status_with_members("seed", false);
+    let mut grow = old.clone();
+    grow.roles[0].members = Some(3);
+    assert_eq!(validate::cluster_update(&old, &grow, Some(&status)), Ok(()));
+    let mut relabel = old.clone();
+    relabel.roles[0].pod_labels = Some([("a".to_string(), "b".to_string())].into());
+    let e = only(&errors_of(validate::cluster_update(&old, &relabel, Some(&status))), "role-immutable-while-members-exist");
+    assert_eq!(e.message, "Role(seed) properties other than the members count cannot be modified while role members exist.");
+    // Without members the role may change freely.
+    assert_eq!(validate::cluster_update(&old, &relabel, Some(&status_with_members("worker", false))), Ok(()));
+}
+
+#[test]
+fn spec_changes_wait_for_the_previous_one_and_for_notifications() {
+    let old = cluster(&[("seed", Some(2))]);
+    let mut grow = old.clone();
+    grow.roles[0].members = Some(3);
+    let e = only(&errors_of(validate::cluster_update(&old, &grow, Some(&status_with_members("seed", true)))), "pending-notifications");
+    assert_eq!(e.message, "Change to spec not allowed because some members have not processed notifications of previous change.");
+    let mut modified = status_with_members("seed", false);
+    modified.state = Some(validate::STATE_SPEC_MODIFIED.into());
+    only(&errors_of(validate::cluster_update(&old, &grow, Some(&modified))), "one-change-at-a-time");
+    // Metadata-only updates (same spec) are always fine.
+    assert_eq!(validate::cluster_update(&old, &old, Some(&modified)), Ok(()));
+}
+
+#[test]
+fn config_values_are_checked() {
+    let c = KubeDirectorConfigSpec {
+        default_service_type: Some("Ingress".into()),
+        default_naming_scheme: Some("Random".into()),
+        master_encryption_key: Some("abc".into()),
+        ..Default::default()
+    };
+    let errors = errors_of(validate::config(&c));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(only(&errors, "aes-key").path, "spec.masterEncryptionKey");
+    let ok = KubeDirectorConfigSpec { master_encryption_key: Some("00".repeat(32)), ..Default::default() };
+    assert_eq!(validate::config(&ok), Ok(()));
+}

@@ -1,0 +1,54 @@
+//! The hub's configuration: defaults, then `--config FILE`, then `KDFED_HUB_<KEY>`
+//! environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the hub. The reference of keys is in docs/configuration.md.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Kubeconfig of the hub's API server; empty means in-cluster or `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_address: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Log filter, e.g. `info` or `kdfed_hub=debug,info`.
+    pub log_level: String,
+    /// Seconds without a heartbeat before a member is `Available=Unknown`.
+    pub heartbeat_grace_seconds: u64,
+    /// Namespace of the system app catalog (`appCatalog: system`).
+    pub system_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kubeconfig: None,
+            admin_address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            heartbeat_grace_seconds: 30,
+            system_namespace: "kdfed-system".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
+        }
+        if self.heartbeat_grace_seconds == 0 {
+            return Err("heartbeat_grace_seconds: must be at least 1".into());
+        }
+        if self.system_namespace.is_empty() {
+            return Err("system_namespace: must not be empty".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! The spoke's configuration: defaults, then `--config FILE`, then `KDFED_SPOKE_<KEY>`
+//! environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the spoke. The reference of keys is in docs/configuration.md.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Kubeconfig of the member's own API server; empty means in-cluster or `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig the hub issued to this member (`kdfed member add`).
+    pub hub_kubeconfig: Option<PathBuf>,
+    /// This member's name on the hub.
+    pub member: Option<String>,
+    /// Run only the director, as a single-cluster KubeDirector, without a hub.
+    pub standalone: bool,
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_address: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Log filter.
+    pub log_level: String,
+    /// Seconds between heartbeat Lease renewals.
+    pub lease_interval_seconds: u64,
+    /// Namespace of the system app catalog and the `KubeDirectorConfig`.
+    pub system_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kubeconfig: None,
+            hub_kubeconfig: None,
+            member: None,
+            standalone: false,
+            admin_address: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            lease_interval_seconds: 10,
+            system_namespace: "kdfed-system".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks values that the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
+        }
+        if self.lease_interval_seconds == 0 {
+            return Err("lease_interval_seconds: must be at least 1".into());
+        }
+        if !self.standalone {
+            if self.hub_kubeconfig.is_none() {
+                return Err("hub_kubeconfig: required unless standalone is true".into());
+            }
+            if self.member.as_deref().is_none_or(str::is_empty) {
+                return Err("member: required unless standalone is true".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn federated_mode_needs_hub_credentials_and_a_member_name() {
+        let s = Settings::default();
+        assert!(s.validate().unwrap_err().starts_with("hub_kubeconfig"));
+        let s = Settings { hub_kubeconfig: Some("hub.kubeconfig".into()), ..Settings::default() };
+        assert!(s.validate().unwrap_err().starts_with("member"));
+        let s = Settings { standalone: true, ..Settings::default() };
+        assert_eq!(s.validate(), Ok(()));
+    }
+}
