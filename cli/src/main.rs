@@ -5,12 +5,9 @@ mod offline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
 
 #[derive(Parser)]
 #[command(name = "kdfed", version, about = "kdfed: stateful apps on a fleet of Kubernetes clusters")]
@@ -54,37 +51,14 @@ enum Command {
     },
 }
 
-async fn install_crds(client: kube::Client) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client);
-    for (_, crd) in kdfed_crds::crdgen::all() {
-        let name = crd.metadata.name.clone().context("CRD without name")?;
-        api.patch(&name, &PatchParams::apply(manifest::FIELD_MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("apply CRD {name}"))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let current = api.get(&name).await?;
-            let established = current.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter().any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("CRD {name} not established after 60s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        println!("customresourcedefinition/{name} applied");
-    }
-    Ok(())
-}
-
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Crds { install: false } => print!("{}", kdfed_crds::crdgen::all_yaml()),
         Command::Crds { install: true } => {
-            install_crds(kdfed_common::client(cli.kubeconfig.as_deref()).await?).await?;
+            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+            for name in kdfed_common::crds::install(client).await? {
+                println!("customresourcedefinition/{name} applied");
+            }
         }
         Command::Convert { file } => {
             let text = manifest::read_input(&file)?;

@@ -63,9 +63,9 @@ pub async fn apply(client: &Client, object: &Value, namespace: &str) -> Result<S
     let mut obj: DynamicObject = serde_json::from_value(object.clone()).context("not a Kubernetes object")?;
     let types = obj.types.clone().context("object has no apiVersion/kind")?;
     let gvk = kube::api::GroupVersionKind::try_from(&types)?;
-    let (resource, caps) = pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the API server does not serve {}/{} (are the CRDs installed?)", types.api_version, types.kind))?;
+    let (resource, caps) = pinned_kind(client, &gvk).await.with_context(|| {
+        format!("the API server does not serve {}/{} (are the CRDs installed?)", types.api_version, types.kind)
+    })?;
     let name = obj.name_any();
     if name.is_empty() {
         bail!("{} without metadata.name", types.kind);

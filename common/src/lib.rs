@@ -1,6 +1,7 @@
 //! Plumbing shared by kdfed's binaries: layered configuration, telemetry and Kubernetes
 //! client set-up.
 
+pub mod crds;
 pub mod settings;
 pub mod telemetry;
 
@@ -37,9 +38,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .map_err(|source| ClientError::Read { path: path.display().to_string(), source })?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| {
-                ClientError::Configure { origin: path.display().to_string(), message: e.to_string() }
-            })?
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClientError::Configure { origin: path.display().to_string(), message: e.to_string() })?
         }
         None => Config::infer()
             .await

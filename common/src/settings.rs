@@ -38,9 +38,8 @@ where
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Yaml).required(true));
     }
-    builder = builder.add_source(
-        Environment::with_prefix(env_prefix).prefix_separator("_").separator("__").try_parsing(true),
-    );
+    builder = builder
+        .add_source(Environment::with_prefix(env_prefix).prefix_separator("_").separator("__").try_parsing(true));
     for (key, value) in overrides {
         if let Some(value) = value {
             builder = builder.set_override(*key, value.clone()).map_err(|e| SettingsError::Invalid(e.to_string()))?;

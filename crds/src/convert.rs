@@ -27,10 +27,27 @@ pub enum ConvertError {
 
 /// Keys whose values are free-form maps: their own keys are data, not field names.
 const OPAQUE_MAPS: &[&str] = &[
-    "metadata", "labels", "annotations", "config_meta", "configMeta", "pod_labels", "podLabels",
-    "service_labels", "serviceLabels", "pod_annotations", "podAnnotations", "service_annotations",
-    "serviceAnnotations", "requests", "limits", "min_resources", "minResources", "matchLabels",
-    "nodeSelector", "data", "stringData",
+    "metadata",
+    "labels",
+    "annotations",
+    "config_meta",
+    "configMeta",
+    "pod_labels",
+    "podLabels",
+    "service_labels",
+    "serviceLabels",
+    "pod_annotations",
+    "podAnnotations",
+    "service_annotations",
+    "serviceAnnotations",
+    "requests",
+    "limits",
+    "min_resources",
+    "minResources",
+    "matchLabels",
+    "nodeSelector",
+    "data",
+    "stringData",
 ];
 
 /// Field names that upstream kept in snake_case in v1beta1.
@@ -130,7 +147,8 @@ pub fn convert_yaml(input: &str) -> Result<String, ConvertError> {
             return Err(ConvertError::NotAnObject { index });
         }
         let converted = convert_object(doc);
-        let text = serde_saphyr::to_string(&converted).map_err(|e| ConvertError::Parse { index, message: e.to_string() })?;
+        let text =
+            serde_saphyr::to_string(&converted).map_err(|e| ConvertError::Parse { index, message: e.to_string() })?;
         out.push_str("---\n");
         out.push_str(&text);
     }

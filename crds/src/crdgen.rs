@@ -59,7 +59,8 @@ mod tests {
 
     #[test]
     fn crds_have_short_names_categories_and_status() {
-        let expected = [("kdapp", false), ("kdcluster", true), ("kdconfig", true), ("kdmember", true), ("kdwork", true)];
+        let expected =
+            [("kdapp", false), ("kdcluster", true), ("kdconfig", true), ("kdmember", true), ("kdwork", true)];
         for ((_, crd), (short, has_status)) in all().into_iter().zip(expected) {
             let names = &crd.spec.names;
             assert_eq!(names.short_names.as_deref(), Some(&[short.to_string()][..]));

@@ -44,11 +44,7 @@ pub fn app(spec: &mut KubeDirectorAppSpec) {
 
 /// Fills member counts from the app's cardinalities, and service type and naming scheme
 /// from `KubeDirectorConfig` or upstream's defaults.
-pub fn cluster(
-    spec: &mut KubeDirectorClusterSpec,
-    app: &KubeDirectorAppSpec,
-    config: Option<&KubeDirectorConfigSpec>,
-) {
+pub fn cluster(spec: &mut KubeDirectorClusterSpec, app: &KubeDirectorAppSpec, config: Option<&KubeDirectorConfigSpec>) {
     for role in &mut spec.roles {
         if role.members.is_none()
             && let Some(card) = app.role(&role.id).and_then(|r| Cardinality::parse(&r.cardinality))

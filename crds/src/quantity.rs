@@ -7,9 +7,7 @@ pub fn parse(text: &str) -> Option<f64> {
     if text.is_empty() {
         return None;
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     if number.is_empty() || number == "+" || number == "-" {
         return None;

@@ -140,71 +140,147 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
         errors.push(format!("spec.roles[{i}].id"), "unique-role-id", "Each id in the roles array must be unique.");
     }
     for (i, _) in duplicates(service_ids.iter().copied()) {
-        errors.push(format!("spec.services[{i}].id"), "unique-service-id", "Each id in the services array must be unique.");
+        errors.push(
+            format!("spec.services[{i}].id"),
+            "unique-service-id",
+            "Each id in the services array must be unique.",
+        );
     }
     for (i, role) in spec.roles.iter().enumerate() {
         let path = format!("spec.roles[{i}]");
         if !is_dns_label(&role.id) {
-            errors.push(format!("{path}.id"), "role-id-format", format!("Role id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.", role.id));
+            errors.push(
+                format!("{path}.id"),
+                "role-id-format",
+                format!(
+                    "Role id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    role.id
+                ),
+            );
         }
         if Cardinality::parse(&role.cardinality).is_none() {
-            errors.push(format!("{path}.cardinality"), "cardinality-format", format!("Cardinality({}) of role({}) must be a number N or N+.", role.cardinality, role.id));
+            errors.push(
+                format!("{path}.cardinality"),
+                "cardinality-format",
+                format!("Cardinality({}) of role({}) must be a number N or N+.", role.cardinality, role.id),
+            );
         }
         if role.image_repo_tag.is_none() && spec.default_image_repo_tag.is_none() {
-            errors.push(format!("{path}.imageRepoTag"), "image-required", format!("Role({}) has no specified image, and no top-level default image is specified.", role.id));
+            errors.push(
+                format!("{path}.imageRepoTag"),
+                "image-required",
+                format!("Role({}) has no specified image, and no top-level default image is specified.", role.id),
+            );
         }
         if let Some(cs) = &role.container_spec
             && cs.tty == Some(true)
             && cs.stdin != Some(true)
         {
-            errors.push(format!("{path}.containerSpec.tty"), "tty-needs-stdin", format!("Role({}) requested TTY without STDIN.", role.id));
+            errors.push(
+                format!("{path}.containerSpec.tty"),
+                "tty-needs-stdin",
+                format!("Role({}) requested TTY without STDIN.", role.id),
+            );
         }
         for (j, event) in role.event_list.iter().flatten().enumerate() {
             if !EVENTS.contains(&event.as_str()) {
-                errors.push(format!("{path}.eventList[{j}]"), "event-name", format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")));
+                errors.push(
+                    format!("{path}.eventList[{j}]"),
+                    "event-name",
+                    format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")),
+                );
             }
         }
         if let Some(Some(pkg)) = &role.config_package
             && pkg.package_url.is_empty()
         {
-            errors.push(format!("{path}.configPackage.packageURL"), "required", "packageURL must not be empty; use null for no setup package.");
+            errors.push(
+                format!("{path}.configPackage.packageURL"),
+                "required",
+                "packageURL must not be empty; use null for no setup package.",
+            );
         }
         for (key, q) in role.min_resources.iter().flatten() {
             if quantity::parse(&q.0).is_none() {
-                errors.push(format!("{path}.minResources[{key}]"), "quantity", format!("Invalid quantity \"{}\".", q.0));
+                errors.push(
+                    format!("{path}.minResources[{key}]"),
+                    "quantity",
+                    format!("Invalid quantity \"{}\".", q.0),
+                );
             }
         }
     }
     for (j, event) in spec.default_event_list.iter().flatten().enumerate() {
         if !EVENTS.contains(&event.as_str()) {
-            errors.push(format!("spec.defaultEventList[{j}]"), "event-name", format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")));
+            errors.push(
+                format!("spec.defaultEventList[{j}]"),
+                "event-name",
+                format!("Unknown event({event}); valid events: \"{}\"", EVENTS.join(",")),
+            );
         }
     }
     for (i, service) in spec.services.iter().enumerate() {
         let path = format!("spec.services[{i}]");
         if !is_dns_label(&service.id) {
-            errors.push(format!("{path}.id"), "service-id-format", format!("Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.", service.id));
+            errors.push(
+                format!("{path}.id"),
+                "service-id-format",
+                format!(
+                    "Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    service.id
+                ),
+            );
         }
         if let Some(ep) = &service.endpoint {
             if ep.is_dashboard == Some(true) && ep.url_scheme.as_deref().is_none_or(str::is_empty) {
-                errors.push(format!("{path}.endpoint.urlScheme"), "dashboard-needs-url-scheme", format!("The endpoint for service({}) must include a urlScheme value because isDashboard is true.", service.id));
+                errors.push(
+                    format!("{path}.endpoint.urlScheme"),
+                    "dashboard-needs-url-scheme",
+                    format!(
+                        "The endpoint for service({}) must include a urlScheme value because isDashboard is true.",
+                        service.id
+                    ),
+                );
             }
             match ep.port {
                 Some(p) if (1..=65535).contains(&p) => {}
-                Some(p) => errors.push(format!("{path}.endpoint.port"), "port-range", format!("Port {p} of service({}) must be between 1 and 65535.", service.id)),
-                None => errors.push(format!("{path}.endpoint.port"), "required", format!("The endpoint for service({}) must include a port.", service.id)),
+                Some(p) => errors.push(
+                    format!("{path}.endpoint.port"),
+                    "port-range",
+                    format!("Port {p} of service({}) must be between 1 and 65535.", service.id),
+                ),
+                None => errors.push(
+                    format!("{path}.endpoint.port"),
+                    "required",
+                    format!("The endpoint for service({}) must include a port.", service.id),
+                ),
             }
         }
     }
     for (i, _) in duplicates(spec.config.selected_roles.iter().map(String::as_str)) {
-        errors.push(format!("spec.config.selectedRoles[{i}]"), "unique-selected-role", "Each element of selectedRoles array in config section must be unique.");
+        errors.push(
+            format!("spec.config.selectedRoles[{i}]"),
+            "unique-selected-role",
+            "Each element of selectedRoles array in config section must be unique.",
+        );
     }
     for (i, _) in duplicates(spec.config.role_services.iter().map(|rs| rs.role_id.as_str())) {
-        errors.push(format!("spec.config.roleServices[{i}].roleID"), "unique-role-services", "Each roleID in roleServices array in config section must be unique.");
+        errors.push(
+            format!("spec.config.roleServices[{i}].roleID"),
+            "unique-role-services",
+            "Each roleID in roleServices array in config section must be unique.",
+        );
     }
     for (i, rs) in spec.config.role_services.iter().enumerate() {
         if !role_ids.contains(&rs.role_id.as_str()) {
-            errors.push(format!("spec.config.roleServices[{i}].roleID"), "known-role", format!("Invalid roleID({}) in roleServices array in config section. Valid roles: \"{valid_roles}\"", rs.role_id));
+            errors.push(
+                format!("spec.config.roleServices[{i}].roleID"),
+                "known-role",
+                format!(
+                    "Invalid roleID({}) in roleServices array in config section. Valid roles: \"{valid_roles}\"",
+                    rs.role_id
+                ),
+            );
         }
         for (j, sid) in rs.service_ids.iter().enumerate() {
             if !service_ids.contains(&sid.as_str()) {
@@ -214,14 +290,24 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     for (i, role) in spec.config.selected_roles.iter().enumerate() {
         if !role_ids.contains(&role.as_str()) {
-            errors.push(format!("spec.config.selectedRoles[{i}]"), "known-role", format!("Invalid element({role}) in selectedRoles array in config section. Valid roles: \"{valid_roles}\""));
+            errors.push(
+                format!("spec.config.selectedRoles[{i}]"),
+                "known-role",
+                format!(
+                    "Invalid element({role}) in selectedRoles array in config section. Valid roles: \"{valid_roles}\""
+                ),
+            );
         }
     }
     errors.into_result()
 }
 
 /// Validates a `KubeDirectorCluster` spec against its app. `app_name` is used in messages.
-pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
+pub fn cluster(
+    spec: &KubeDirectorClusterSpec,
+    app_name: &str,
+    app: &KubeDirectorAppSpec,
+) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
     let app_roles: Vec<&str> = app.roles.iter().map(|r| r.id.as_str()).collect();
     let valid_roles = app_roles.join(",");
@@ -235,7 +321,11 @@ pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirecto
     if let Some(t) = &spec.service_type
         && !SERVICE_TYPES.contains(&t.as_str())
     {
-        errors.push("spec.serviceType", "enum", format!("serviceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")));
+        errors.push(
+            "spec.serviceType",
+            "enum",
+            format!("serviceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")),
+        );
     }
     if let Some(n) = &spec.naming_scheme
         && n != NAMING_SCHEME_UID
@@ -250,17 +340,32 @@ pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirecto
     for (i, role) in spec.roles.iter().enumerate() {
         let path = format!("spec.roles[{i}]");
         let Some(app_role) = app.role(&role.id) else {
-            errors.push(format!("{path}.id"), "known-role", format!("Invalid role({}) in app({app_name}) specified. Valid roles: \"{valid_roles}\"", role.id));
+            errors.push(
+                format!("{path}.id"),
+                "known-role",
+                format!("Invalid role({}) in app({app_name}) specified. Valid roles: \"{valid_roles}\"", role.id),
+            );
             continue;
         };
         let card = Cardinality::parse(&app_role.cardinality);
         let members = role.members.or(card.map(|c| c.min)).unwrap_or(0);
         if members < 0 {
-            errors.push(format!("{path}.members"), "non-negative", format!("Member count of role({}) must not be negative.", role.id));
+            errors.push(
+                format!("{path}.members"),
+                "non-negative",
+                format!("Member count of role({}) must not be negative.", role.id),
+            );
         } else if let Some(card) = card
             && !card.allows(members)
         {
-            errors.push(format!("{path}.members"), "cardinality", format!("Invalid member count for role({}). Specified member count:{members} Role cardinality:{}", role.id, app_role.cardinality));
+            errors.push(
+                format!("{path}.members"),
+                "cardinality",
+                format!(
+                    "Invalid member count for role({}). Specified member count:{members} Role cardinality:{}",
+                    role.id, app_role.cardinality
+                ),
+            );
         }
         total += i64::from(members.max(0));
         for (field, labels) in [("podLabels", &role.pod_labels), ("serviceLabels", &role.service_labels)] {
@@ -270,8 +375,16 @@ pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirecto
         }
         if let Some(storage) = &role.storage {
             match quantity::parse(&storage.size) {
-                None => errors.push(format!("{path}.storage.size"), "quantity", format!("Storage size for role ({}) is incorrectly defined.", role.id)),
-                Some(v) if v <= 0.0 => errors.push(format!("{path}.storage.size"), "positive", format!("Storage size for role ({}) should be greater than zero.", role.id)),
+                None => errors.push(
+                    format!("{path}.storage.size"),
+                    "quantity",
+                    format!("Storage size for role ({}) is incorrectly defined.", role.id),
+                ),
+                Some(v) if v <= 0.0 => errors.push(
+                    format!("{path}.storage.size"),
+                    "positive",
+                    format!("Storage size for role ({}) should be greater than zero.", role.id),
+                ),
                 Some(_) => {}
             }
         }
@@ -290,7 +403,11 @@ pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirecto
         for (kind, list) in [("requests", &role.resources.requests), ("limits", &role.resources.limits)] {
             for (key, q) in list.iter().flatten() {
                 if quantity::parse(&q.0).is_none() {
-                    errors.push(format!("{path}.resources.{kind}[{key}]"), "quantity", format!("Invalid quantity \"{}\".", q.0));
+                    errors.push(
+                        format!("{path}.resources.{kind}[{key}]"),
+                        "quantity",
+                        format!("Invalid quantity \"{}\".", q.0),
+                    );
                 }
             }
         }
@@ -304,12 +421,20 @@ pub fn cluster(spec: &KubeDirectorClusterSpec, app_name: &str, app: &KubeDirecto
                 errors.push(format!("{path}.fileInjections[{j}].srcURL"), "required", "srcURL must not be empty.");
             }
             if !inj.dest_dir.starts_with('/') {
-                errors.push(format!("{path}.fileInjections[{j}].destDir"), "absolute-path", format!("destDir({}) must be an absolute path.", inj.dest_dir));
+                errors.push(
+                    format!("{path}.fileInjections[{j}].destDir"),
+                    "absolute-path",
+                    format!("destDir({}) must be an absolute path.", inj.dest_dir),
+                );
             }
         }
     }
     if total > i64::from(MAX_MEMBERS) {
-        errors.push("spec.roles", "max-members", format!("Maximum number of total members per KD cluster supported is {MAX_MEMBERS}."));
+        errors.push(
+            "spec.roles",
+            "max-members",
+            format!("Maximum number of total members per KD cluster supported is {MAX_MEMBERS}."),
+        );
     }
     for selected in &app.config.selected_roles {
         if spec.roles.iter().any(|r| &r.id == selected) {
@@ -334,10 +459,22 @@ fn selector_errors(selector: &LabelSelector, path: &str, errors: &mut Validation
         let p = format!("{path}.matchExpressions[{i}]");
         let values = expr.values.as_ref().map_or(0, Vec::len);
         match expr.operator.as_str() {
-            "In" | "NotIn" if values == 0 => errors.push(format!("{p}.values"), "selector-values", format!("values must be non-empty when operator is {}", expr.operator)),
-            "Exists" | "DoesNotExist" if values > 0 => errors.push(format!("{p}.values"), "selector-values", format!("values must be empty when operator is {}", expr.operator)),
+            "In" | "NotIn" if values == 0 => errors.push(
+                format!("{p}.values"),
+                "selector-values",
+                format!("values must be non-empty when operator is {}", expr.operator),
+            ),
+            "Exists" | "DoesNotExist" if values > 0 => errors.push(
+                format!("{p}.values"),
+                "selector-values",
+                format!("values must be empty when operator is {}", expr.operator),
+            ),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => errors.push(format!("{p}.operator"), "selector-operator", format!("operator({other}) must be one of In, NotIn, Exists, DoesNotExist")),
+            other => errors.push(
+                format!("{p}.operator"),
+                "selector-operator",
+                format!("operator({other}) must be one of In, NotIn, Exists, DoesNotExist"),
+            ),
         }
     }
 }
@@ -348,27 +485,47 @@ fn placement_errors(placement: &Placement, errors: &mut ValidationErrors) {
     }
     for (i, pref) in placement.preferences.iter().enumerate() {
         if !(1..=100).contains(&pref.weight) {
-            errors.push(format!("spec.placement.preferences[{i}].weight"), "weight-range", format!("weight({}) must be between 1 and 100.", pref.weight));
+            errors.push(
+                format!("spec.placement.preferences[{i}].weight"),
+                "weight-range",
+                format!("weight({}) must be between 1 and 100.", pref.weight),
+            );
         }
         selector_errors(&pref.preference, &format!("spec.placement.preferences[{i}].preference"), errors);
     }
     for (i, name) in placement.members.iter().enumerate() {
         if !is_dns_label(name) {
-            errors.push(format!("spec.placement.members[{i}]"), "member-name", format!("member name({name}) must be a DNS label."));
+            errors.push(
+                format!("spec.placement.members[{i}]"),
+                "member-name",
+                format!("member name({name}) must be a DNS label."),
+            );
         }
     }
     for (i, t) in placement.tolerations.iter().enumerate() {
         let op = t.operator.as_deref().unwrap_or("Equal");
         if op != "Equal" && op != "Exists" {
-            errors.push(format!("spec.placement.tolerations[{i}].operator"), "toleration-operator", format!("operator({op}) must be Equal or Exists."));
+            errors.push(
+                format!("spec.placement.tolerations[{i}].operator"),
+                "toleration-operator",
+                format!("operator({op}) must be Equal or Exists."),
+            );
         }
         if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
-            errors.push(format!("spec.placement.tolerations[{i}].value"), "toleration-value", "value must be empty when operator is Exists.");
+            errors.push(
+                format!("spec.placement.tolerations[{i}].value"),
+                "toleration-value",
+                "value must be empty when operator is Exists.",
+            );
         }
         if let Some(effect) = &t.effect
             && !["NoSchedule", "PreferNoSchedule", "NoExecute", ""].contains(&effect.as_str())
         {
-            errors.push(format!("spec.placement.tolerations[{i}].effect"), "toleration-effect", format!("effect({effect}) must be NoSchedule, PreferNoSchedule or NoExecute."));
+            errors.push(
+                format!("spec.placement.tolerations[{i}].effect"),
+                "toleration-effect",
+                format!("effect({effect}) must be NoSchedule, PreferNoSchedule or NoExecute."),
+            );
         }
     }
     if let Some(f) = &placement.failover {
@@ -376,7 +533,11 @@ fn placement_errors(placement: &Placement, errors: &mut ValidationErrors) {
             && p != "Never"
             && p != "OnMemberLoss"
         {
-            errors.push("spec.placement.failover.policy", "enum", format!("policy({p}) must be Never or OnMemberLoss."));
+            errors.push(
+                "spec.placement.failover.policy",
+                "enum",
+                format!("policy({p}) must be Never or OnMemberLoss."),
+            );
         }
         if f.after_seconds.is_some_and(|s| s < 30) {
             errors.push("spec.placement.failover.afterSeconds", "min", "afterSeconds must be at least 30.");
@@ -415,18 +576,37 @@ pub fn cluster_update(
             &compare == prev
         });
         if !unchanged {
-            errors.push(format!("spec.roles[{i}]"), "role-immutable-while-members-exist", format!("Role({}) properties other than the members count cannot be modified while role members exist.", role.id));
+            errors.push(
+                format!("spec.roles[{i}]"),
+                "role-immutable-while-members-exist",
+                format!(
+                    "Role({}) properties other than the members count cannot be modified while role members exist.",
+                    role.id
+                ),
+            );
         }
     }
     if old != new {
         match old_status {
-            None => errors.push("spec", "one-change-at-a-time", "Change to spec not allowed before previous spec change has been processed."),
+            None => errors.push(
+                "spec",
+                "one-change-at-a-time",
+                "Change to spec not allowed before previous spec change has been processed.",
+            ),
             Some(status) => {
-                let pending = status.roles.iter().flat_map(|r| &r.members).any(|m| !m.state_detail.pending_notify_cmds.is_empty());
+                let pending = status
+                    .roles
+                    .iter()
+                    .flat_map(|r| &r.members)
+                    .any(|m| !m.state_detail.pending_notify_cmds.is_empty());
                 if pending {
                     errors.push("spec", "pending-notifications", "Change to spec not allowed because some members have not processed notifications of previous change.");
                 } else if status.state.as_deref() == Some(STATE_SPEC_MODIFIED) {
-                    errors.push("spec", "one-change-at-a-time", "Change to spec not allowed before previous spec change has been processed.");
+                    errors.push(
+                        "spec",
+                        "one-change-at-a-time",
+                        "Change to spec not allowed before previous spec change has been processed.",
+                    );
                 }
             }
         }
@@ -440,24 +620,40 @@ pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
     if let Some(t) = &spec.default_service_type
         && !SERVICE_TYPES.contains(&t.as_str())
     {
-        errors.push("spec.defaultServiceType", "enum", format!("defaultServiceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")));
+        errors.push(
+            "spec.defaultServiceType",
+            "enum",
+            format!("defaultServiceType({t}) must be one of \"{}\".", SERVICE_TYPES.join(",")),
+        );
     }
     if let Some(n) = &spec.default_naming_scheme
         && n != NAMING_SCHEME_UID
         && n != NAMING_SCHEME_CR_NAME_ROLE
     {
-        errors.push("spec.defaultNamingScheme", "enum", format!("defaultNamingScheme({n}) must be \"UID\" or \"CrNameRole\"."));
+        errors.push(
+            "spec.defaultNamingScheme",
+            "enum",
+            format!("defaultNamingScheme({n}) must be \"UID\" or \"CrNameRole\"."),
+        );
     }
     if let Some(key) = &spec.master_encryption_key {
         let hex_ok = key.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex_ok || ![32, 48, 64].contains(&key.len()) {
-            errors.push("spec.masterEncryptionKey", "aes-key", "masterEncryptionKey is invalid. error: must be 16, 24 or 32 bytes written as hex.");
+            errors.push(
+                "spec.masterEncryptionKey",
+                "aes-key",
+                "masterEncryptionKey is invalid. error: must be 16, 24 or 32 bytes written as hex.",
+            );
         }
     }
     if let Some(base) = &spec.cluster_svc_domain_base
         && !is_dns_subdomain(base)
     {
-        errors.push("spec.clusterSvcDomainBase", "dns-subdomain", format!("clusterSvcDomainBase({base}) must be a DNS subdomain."));
+        errors.push(
+            "spec.clusterSvcDomainBase",
+            "dns-subdomain",
+            format!("clusterSvcDomainBase({base}) must be a DNS subdomain."),
+        );
     }
     for (field, labels) in [("podLabels", &spec.pod_labels), ("serviceLabels", &spec.service_labels)] {
         if let Some(labels) = labels {

@@ -53,7 +53,12 @@ fn cluster(rel: &str, app: &KubeDirectorApp) -> KubeDirectorCluster {
 fn spark_app_with_four_roles_and_dashboards_round_trips() {
     let spark = app("apps/spark.yaml");
     assert_eq!(spark.spec.roles.len(), 4);
-    let dashboards = spark.spec.services.iter().filter(|s| s.endpoint.as_ref().is_some_and(|e| e.is_dashboard == Some(true))).count();
+    let dashboards = spark
+        .spec
+        .services
+        .iter()
+        .filter(|s| s.endpoint.as_ref().is_some_and(|e| e.is_dashboard == Some(true)))
+        .count();
     assert!(dashboards >= 3, "{dashboards} dashboards");
     // The gateway role's explicit `configPackage: null` survives defaulting; others inherit.
     let gateway = spark.spec.role("gateway").expect("gateway role");

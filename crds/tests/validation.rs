@@ -48,11 +48,16 @@ fn duplicate_role_and_service_ids_are_rejected() {
 #[test]
 fn unknown_role_and_service_ids_in_role_services_are_rejected() {
     let mut a = app();
-    a.config.role_services.push(RoleService { role_id: "ghost".into(), service_ids: vec!["cql".into(), "nope".into()] });
+    a.config
+        .role_services
+        .push(RoleService { role_id: "ghost".into(), service_ids: vec!["cql".into(), "nope".into()] });
     let errors = errors_of(validate::app(&a));
     let e = only(&errors, "known-role");
     assert_eq!(e.path, "spec.config.roleServices[2].roleID");
-    assert_eq!(e.message, "Invalid roleID(ghost) in roleServices array in config section. Valid roles: \"seed,worker\"");
+    assert_eq!(
+        e.message,
+        "Invalid roleID(ghost) in roleServices array in config section. Valid roles: \"seed,worker\""
+    );
     let e = only(&errors, "known-service");
     assert_eq!(e.path, "spec.config.roleServices[2].serviceIDs[1]");
     assert!(e.message.starts_with("Invalid service_id(nope) in roleServices array"), "{}", e.message);
@@ -107,14 +112,20 @@ fn member_count_must_match_cardinality_in_upstream_words() {
 fn exact_cardinality_allows_only_that_count() {
     let mut a = app();
     a.roles[1].cardinality = "1".into();
-    let e = only(&errors_of(validate::cluster(&cluster(&[("seed", Some(2)), ("worker", Some(2))]), "cassandra", &a)), "cardinality");
+    let e = only(
+        &errors_of(validate::cluster(&cluster(&[("seed", Some(2)), ("worker", Some(2))]), "cassandra", &a)),
+        "cardinality",
+    );
     assert_eq!(e.message, "Invalid member count for role(worker). Specified member count:2 Role cardinality:1");
 }
 
 #[test]
 fn at_most_a_thousand_members() {
     let a = app();
-    let e = only(&errors_of(validate::cluster(&cluster(&[("seed", Some(600)), ("worker", Some(401))]), "cassandra", &a)), "max-members");
+    let e = only(
+        &errors_of(validate::cluster(&cluster(&[("seed", Some(600)), ("worker", Some(401))]), "cassandra", &a)),
+        "max-members",
+    );
     assert_eq!(e.message, "Maximum number of total members per KD cluster supported is 1000.");
     assert_eq!(validate::cluster(&cluster(&[("seed", Some(600)), ("worker", Some(400))]), "cassandra", &a), Ok(()));
 }
@@ -122,8 +133,14 @@ fn at_most_a_thousand_members() {
 #[test]
 fn selected_roles_with_minimum_members_are_required() {
     let a = app();
-    let e = only(&errors_of(validate::cluster(&cluster(&[("worker", Some(1))]), "cassandra", &a)), "selected-role-required");
-    assert_eq!(e.message, "Active role(seed) in app(cassandra) must have its configuration included in the roles array.");
+    let e = only(
+        &errors_of(validate::cluster(&cluster(&[("worker", Some(1))]), "cassandra", &a)),
+        "selected-role-required",
+    );
+    assert_eq!(
+        e.message,
+        "Active role(seed) in app(cassandra) must have its configuration included in the roles array."
+    );
     // worker is 0+, so leaving it out is fine.
     assert_eq!(validate::cluster(&cluster(&[("seed", Some(2))]), "cassandra", &a), Ok(()));
 }
@@ -131,7 +148,11 @@ fn selected_roles_with_minimum_members_are_required() {
 #[test]
 fn unknown_and_duplicate_cluster_roles_are_rejected() {
     let a = app();
-    let errors = errors_of(validate::cluster(&cluster(&[("seed", Some(2)), ("ghost", Some(1)), ("seed", Some(2))]), "cassandra", &a));
+    let errors = errors_of(validate::cluster(
+        &cluster(&[("seed", Some(2)), ("ghost", Some(1)), ("seed", Some(2))]),
+        "cassandra",
+        &a,
+    ));
     let e = only(&errors, "known-role");
     assert_eq!(e.message, "Invalid role(ghost) in app(cassandra) specified. Valid roles: \"seed,worker\"");
     assert_eq!(only(&errors, "unique-role-id").path, "spec.roles[2].id");
@@ -157,9 +178,13 @@ fn labels_storage_and_placement_are_checked() {
 fn resources_below_the_app_minimum_are_rejected() {
     let a = app();
     let mut c = cluster(&[("seed", Some(2))]);
-    c.roles[0].resources.requests = Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()))].into());
+    c.roles[0].resources.requests =
+        Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()))].into());
     let e = only(&errors_of(validate::cluster(&c, "cassandra", &a)), "min-resources");
-    assert_eq!(e.message, "Specified resource(\"memory\") value(\"1Gi\") for role(\"seed\") is invalid. Minimum value must be \"4Gi\".");
+    assert_eq!(
+        e.message,
+        "Specified resource(\"memory\") value(\"1Gi\") for role(\"seed\") is invalid. Minimum value must be \"4Gi\"."
+    );
 }
 
 fn status_with_members(role: &str, pending: bool) -> KubeDirectorClusterStatus {
@@ -171,7 +196,11 @@ fn status_with_members(role: &str, pending: bool) -> KubeDirectorClusterStatus {
                 pod: "p".into(),
                 state: "configured".into(),
                 state_detail: kdfed_crds::cluster::MemberStateDetail {
-                    pending_notify_cmds: if pending { vec![NotificationDesc { arguments: vec!["--addnodes".into()] }] } else { vec![] },
+                    pending_notify_cmds: if pending {
+                        vec![NotificationDesc { arguments: vec!["--addnodes".into()] }]
+                    } else {
+                        vec![]
+                    },
                     ..Default::default()
                 },
                 ..Default::default()
@@ -187,7 +216,8 @@ fn app_is_immutable() {
     let old = cluster(&[("seed", Some(2))]);
     let mut new = old.clone();
     new.app = "spark".into();
-    let e = only(&errors_of(validate::cluster_update(&old, &new, Some(&status_with_members("seed", false)))), "immutable");
+    let e =
+        only(&errors_of(validate::cluster_update(&old, &new, Some(&status_with_members("seed", false)))), "immutable");
     assert_eq!((e.path.as_str(), e.message.as_str()), ("spec.app", "The app property is read-only."));
 }
 
@@ -200,8 +230,12 @@ fn only_members_may_change_while_a_role_has_members() {
     assert_eq!(validate::cluster_update(&old, &grow, Some(&status)), Ok(()));
     let mut relabel = old.clone();
     relabel.roles[0].pod_labels = Some([("a".to_string(), "b".to_string())].into());
-    let e = only(&errors_of(validate::cluster_update(&old, &relabel, Some(&status))), "role-immutable-while-members-exist");
-    assert_eq!(e.message, "Role(seed) properties other than the members count cannot be modified while role members exist.");
+    let e =
+        only(&errors_of(validate::cluster_update(&old, &relabel, Some(&status))), "role-immutable-while-members-exist");
+    assert_eq!(
+        e.message,
+        "Role(seed) properties other than the members count cannot be modified while role members exist."
+    );
     // Without members the role may change freely.
     assert_eq!(validate::cluster_update(&old, &relabel, Some(&status_with_members("worker", false))), Ok(()));
 }
@@ -211,8 +245,14 @@ fn spec_changes_wait_for_the_previous_one_and_for_notifications() {
     let old = cluster(&[("seed", Some(2))]);
     let mut grow = old.clone();
     grow.roles[0].members = Some(3);
-    let e = only(&errors_of(validate::cluster_update(&old, &grow, Some(&status_with_members("seed", true)))), "pending-notifications");
-    assert_eq!(e.message, "Change to spec not allowed because some members have not processed notifications of previous change.");
+    let e = only(
+        &errors_of(validate::cluster_update(&old, &grow, Some(&status_with_members("seed", true)))),
+        "pending-notifications",
+    );
+    assert_eq!(
+        e.message,
+        "Change to spec not allowed because some members have not processed notifications of previous change."
+    );
     let mut modified = status_with_members("seed", false);
     modified.state = Some(validate::STATE_SPEC_MODIFIED.into());
     only(&errors_of(validate::cluster_update(&old, &grow, Some(&modified))), "one-change-at-a-time");

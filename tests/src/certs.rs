@@ -27,7 +27,11 @@ pub struct Pki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().context("run openssl (apt-get install openssl)")?;
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("run openssl (apt-get install openssl)")?;
     if !out.status.success() {
         bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
@@ -40,8 +44,44 @@ fn signed_cert(dir: &Path, name: &str, subject: &str, extensions: &str) -> Resul
     let crt = format!("{name}.crt");
     let ext = format!("{name}.ext");
     std::fs::write(dir.join(&ext), extensions)?;
-    openssl(dir, &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject])?;
-    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "3650", "-extfile", &ext])?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "3650",
+            "-extfile",
+            &ext,
+        ],
+    )?;
     Ok(())
 }
 
@@ -61,11 +101,30 @@ pub fn create(dir: &Path) -> Result<Pki> {
     if pki.sa_pub.exists() {
         return Ok(pki);
     }
-    openssl(dir, &[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=kdfed-testbed-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-    ])?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=kdfed-testbed-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ],
+    )?;
     signed_cert(
         dir,
         "apiserver",

@@ -205,7 +205,8 @@ impl Drop for Testbed {
 /// Stops what `testbed up --dir DIR` started.
 pub fn down(dir: &Path) -> Result<Vec<String>> {
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("no test bed at {} (missing {STATE_FILE})", dir.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no test bed at {} (missing {STATE_FILE})", dir.display()))?;
     let state: StateFile = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
     let mut stopped = Vec::new();
     for cluster in state.clusters {
@@ -303,7 +304,8 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         &[],
     )?);
 
-    let cluster = Cluster { name: name.clone(), kubeconfig: kubeconfig.clone(), server, kwok_port, dir: dir.clone(), processes };
+    let cluster =
+        Cluster { name: name.clone(), kubeconfig: kubeconfig.clone(), server, kwok_port, dir: dir.clone(), processes };
     let mut cluster = cluster;
     let client = wait_ready(&mut cluster).await?;
     let kc = p(&kubeconfig);
@@ -387,7 +389,13 @@ fn check_alive(cluster: &mut Cluster) -> Result<()> {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{}: {} exited ({status}); last lines of {}:\n{}", cluster.name, p.name, log.display(), tail.join("\n"));
+            bail!(
+                "{}: {} exited ({status}); last lines of {}:\n{}",
+                cluster.name,
+                p.name,
+                log.display(),
+                tail.join("\n")
+            );
         }
     }
     Ok(())
@@ -476,9 +484,10 @@ async fn wait_settled(cluster: &mut Cluster, client: &Client, node_count: usize)
             .items
             .iter()
             .filter(|n| {
-                n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
             .count();
         let sa_ready = accounts.get_opt("default").await?.is_some();
@@ -486,7 +495,10 @@ async fn wait_settled(cluster: &mut Cluster, client: &Client, node_count: usize)
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("{}: {ready}/{node_count} nodes Ready, default ServiceAccount present: {sa_ready} after 180s", cluster.name);
+            bail!(
+                "{}: {ready}/{node_count} nodes Ready, default ServiceAccount present: {sa_ready} after 180s",
+                cluster.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -72,7 +72,8 @@ async fn main() -> Result<()> {
             for name in &clusters {
                 let mut labels = common.clone();
                 for l in &cluster_node_labels {
-                    let (cluster, label) = l.split_once(':').with_context(|| format!("{l:?} must be cluster:key=value"))?;
+                    let (cluster, label) =
+                        l.split_once(':').with_context(|| format!("{l:?} must be cluster:key=value"))?;
                     if !clusters.iter().any(|c| c == cluster) {
                         bail!("--cluster-node-label {l:?} names unknown cluster {cluster:?}");
                     }
@@ -81,7 +82,14 @@ async fn main() -> Result<()> {
                         labels.insert(k, v);
                     }
                 }
-                let pool = NodePool { count: nodes, labels, cpu: node_cpu.clone(), memory: node_memory.clone(), gpu: node_gpu.clone(), ..NodePool::default() };
+                let pool = NodePool {
+                    count: nodes,
+                    labels,
+                    cpu: node_cpu.clone(),
+                    memory: node_memory.clone(),
+                    gpu: node_gpu.clone(),
+                    ..NodePool::default()
+                };
                 specs.push(ClusterSpec { name: name.clone(), nodes: pool });
             }
             eprintln!("starting {} control plane(s) in {}", specs.len(), dir.display());

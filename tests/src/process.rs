@@ -32,10 +32,21 @@ pub enum Lifetime {
 
 impl Process {
     /// Starts `program args` with output appended to `logs/<name>.log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], logs: &Path, lifetime: Lifetime, envs: &[(String, String)]) -> Result<Process> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        logs: &Path,
+        lifetime: Lifetime,
+        envs: &[(String, String)],
+    ) -> Result<Process> {
         std::fs::create_dir_all(logs)?;
         let log_path = logs.join(format!("{name}.log"));
-        let log = File::options().create(true).append(true).open(&log_path).with_context(|| format!("open {}", log_path.display()))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
         for (k, v) in envs {
@@ -46,9 +57,8 @@ impl Process {
             // prctl(2), which is async-signal-safe.
             #[allow(unsafe_code)]
             unsafe {
-                command.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from)
-                });
+                command
+                    .pre_exec(|| nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from));
             }
         }
         let child = command.spawn().with_context(|| format!("start {name} ({})", program.display()))?;

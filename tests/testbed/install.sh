@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd, kwok) from the Go module proxy at pinned versions into a
+# kube-scheduler, kubectl, etcd, kwok) from the Go module proxy at pinned versions into a
 # cache outside the repository. Idempotent: a second run only checks the cache.
 #
 # Go is a test-bed tool only; the product is Rust.
@@ -27,7 +27,7 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 
 # --- Kubernetes control plane -------------------------------------------------
 k8s_dir="$BIN/k8s-$K8S_VERSION"
-k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 need_k8s=0
 for c in "${k8s_cmds[@]}"; do [ -x "$k8s_dir/$c" ] || need_k8s=1; done
 if [ "$need_k8s" = 1 ]; then
@@ -57,6 +57,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
@@ -117,6 +118,7 @@ cat > "$BIN/env" <<ENV
 KDFED_KUBE_APISERVER=$k8s_dir/kube-apiserver
 KDFED_KUBE_CONTROLLER_MANAGER=$k8s_dir/kube-controller-manager
 KDFED_KUBE_SCHEDULER=$k8s_dir/kube-scheduler
+KDFED_KUBECTL=$k8s_dir/kubectl
 KDFED_ETCD=$etcd_dir/etcd
 KDFED_KWOK=$kwok_dir/kwok
 KDFED_KWOK_STAGES=$kwok_dir/kustomize/stage

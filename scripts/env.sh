@@ -1,0 +1,26 @@
+# Sourced by kdfed's scripts: shared build locations outside the clone, so that every
+# clone (and CI) reuses one cargo target folder and the test bed's binary cache.
+export KDFED_CACHE="${KDFED_CACHE:-$HOME/.cache/kdfed}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KDFED_CACHE/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+kdfed_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Debian packages the scripts and tests need.
+kdfed_need_packages() {
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Rust components used by the checks.
+kdfed_need_rust() {
+  command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+}
