@@ -16,4 +16,13 @@ cargo fmt --all -- --check
 echo "[kdfed] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[kdfed] cargo test" >&2
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one "test result" per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "kdfed: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
