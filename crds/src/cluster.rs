@@ -265,9 +265,9 @@ pub struct PlacementPreference {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failover {
-    /// `Never` (default) or `OnMemberLoss`.
+    /// `Never` (default) or `Reschedule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(Never|OnMemberLoss)$"))]
+    #[schemars(regex(pattern = r"^(Never|Reschedule)$"))]
     pub policy: Option<String>,
     /// Seconds a member must be unavailable before the cluster moves (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -531,12 +531,12 @@ fn placement_errors(placement: &Placement, errors: &mut ValidationErrors) {
     if let Some(f) = &placement.failover {
         if let Some(p) = &f.policy
             && p != "Never"
-            && p != "OnMemberLoss"
+            && p != "Reschedule"
         {
             errors.push(
                 "spec.placement.failover.policy",
                 "enum",
-                format!("policy({p}) must be Never or OnMemberLoss."),
+                format!("policy({p}) must be Never or Reschedule."),
             );
         }
         if f.after_seconds.is_some_and(|s| s < 30) {

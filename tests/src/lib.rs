@@ -229,15 +229,21 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn stage_files(binaries: &Binaries) -> Vec<PathBuf> {
+/// kdfed's own pod-ready stage: KWOK's behaviour plus container ids that change when a pod
+/// is recreated.
+const POD_READY_STAGE: &str = include_str!("../testbed/stages/pod-ready.yaml");
+
+fn stage_files(binaries: &Binaries, kwok_home: &Path) -> Result<Vec<PathBuf>> {
     let s = &binaries.kwok_stages;
-    vec![
+    let pod_ready = kwok_home.join("pod-ready.yaml");
+    std::fs::write(&pod_ready, POD_READY_STAGE)?;
+    Ok(vec![
         s.join("node/fast/node-initialize.yaml"),
         s.join("node/heartbeat/node-heartbeat.yaml"),
-        s.join("pod/fast/pod-ready.yaml"),
+        pod_ready,
         s.join("pod/fast/pod-complete.yaml"),
         s.join("pod/fast/pod-delete.yaml"),
-    ]
+    ])
 }
 
 async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lifetime: Lifetime) -> Result<Cluster> {
@@ -355,11 +361,11 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         format!("--node-port={kwok_port}"),
         format!("--server-address=127.0.0.1:{kwok_port}"),
     ];
-    for stage in stage_files(binaries) {
-        kwok_args.push(format!("--config={}", p(&stage)));
-    }
     let kwok_home = dir.join("kwok");
     std::fs::create_dir_all(&kwok_home)?;
+    for stage in stage_files(binaries, &kwok_home)? {
+        kwok_args.push(format!("--config={}", p(&stage)));
+    }
     cluster.processes.push(Process::spawn(
         "kwok",
         &binaries.kwok,

@@ -124,6 +124,9 @@ async fn pods_on_the_fake_nodes_become_running_and_ready() {
         let ready = status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
         if status.phase.as_deref() == Some("Running") && ready {
             assert!(p.spec.and_then(|s| s.node_name).is_some_and(|n| n.starts_with("east-node-")));
+            let uid = p.metadata.uid.unwrap_or_default();
+            let id = status.container_statuses.unwrap_or_default().first().and_then(|c| c.container_id.clone());
+            assert_eq!(id, Some(format!("kwok://{uid}-main")), "container ids identify the pod incarnation");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "pod not Running/Ready after 60s: {:?}", status.phase);
