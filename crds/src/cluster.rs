@@ -35,6 +35,13 @@ pub const APP_CATALOG_SYSTEM: &str = "system";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.app == oldSelf.app", "message": "The app property is read-only."},
+    {"rule": "!has(oldSelf.appCatalog) || (has(self.appCatalog) && self.appCatalog == oldSelf.appCatalog)",
+     "message": "The appCatalog property is read-only."},
+    {"rule": "!has(oldSelf.namingScheme) || (has(self.namingScheme) && self.namingScheme == oldSelf.namingScheme)",
+     "message": "The namingScheme property is read-only."}
+]))]
 pub struct KubeDirectorClusterSpec {
     /// Name of the `KubeDirectorApp` to instantiate. Immutable.
     pub app: String,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -243,6 +244,10 @@ fn stage_files(binaries: &Binaries, kwok_home: &Path) -> Result<Vec<PathBuf>> {
         pod_ready,
         s.join("pod/fast/pod-complete.yaml"),
         s.join("pod/fast/pod-delete.yaml"),
+        s.join("volume/fast/pvc-provision.yaml"),
+        s.join("volume/fast/pv-bind.yaml"),
+        s.join("volume/fast/pvc-delete.yaml"),
+        s.join("volume/fast/pv-delete.yaml"),
     ])
 }
 
@@ -376,6 +381,7 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
     )?);
 
     create_nodes(&client, spec).await?;
+    create_storage_class(&client).await?;
     wait_settled(&mut cluster, &client, spec.nodes.count).await?;
     Ok(cluster)
 }
@@ -476,6 +482,27 @@ async fn create_nodes(client: &Client, spec: &ClusterSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The default StorageClass whose claims KWOK's volume stages provision and bind.
+pub const STORAGE_CLASS: &str = "kwok-volume";
+
+async fn create_storage_class(client: &Client) -> Result<()> {
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kwok.x-k8s.io/volume",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": true
+    }))?;
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).context("create StorageClass"),
+    }
 }
 
 async fn wait_settled(cluster: &mut Cluster, client: &Client, node_count: usize) -> Result<()> {

@@ -101,6 +101,16 @@ async fn crds_install_and_examples_round_trip_through_a_real_api_server() {
     assert!(e.message.contains("spec.roles[0].members"), "{}", e.message);
     assert!(e.message.contains("spec.serviceType"), "{}", e.message);
 
+    // Immutable fields are enforced by the API server itself (CEL transition rules).
+    let patch = kube::api::Patch::Merge(json!({"spec": {"app": "spark"}}));
+    match clusters.patch("hello", &kube::api::PatchParams::default(), &patch).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("The app property is read-only."), "{}", e.message);
+        }
+        other => panic!("changing spec.app must be rejected, got {other:?}"),
+    }
+
     let mut no_roles = example("clusters/minimal.yaml");
     no_roles["metadata"]["name"] = json!("no-roles");
     no_roles["spec"].as_object_mut().expect("spec").remove("roles");
@@ -130,6 +140,31 @@ async fn pods_on_the_fake_nodes_become_running_and_ready() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "pod not Running/Ready after 60s: {:?}", status.phase);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn claims_of_the_default_storage_class_are_provisioned_and_bound() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let bed = Testbed::start(&["west"]).await.expect("test bed");
+    let client = bed.client("west").await.expect("client");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, "default");
+    let pvc: PersistentVolumeClaim =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .expect("pvc");
+    pvcs.create(&PostParams::default(), &pvc).await.expect("create pvc");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = pvcs.get("data").await.expect("get pvc");
+        let phase = p.status.and_then(|s| s.phase);
+        if phase.as_deref() == Some("Bound") {
+            assert_eq!(p.spec.and_then(|s| s.storage_class_name).as_deref(), Some(kdfed_testbed::STORAGE_CLASS));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "claim not Bound after 60s: {phase:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
