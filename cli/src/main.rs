@@ -40,6 +40,19 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print every object the director would create for a cluster (offline), or the
+    /// validation errors.
+    Render {
+        /// The KubeDirectorApp manifest.
+        #[arg(long)]
+        app: PathBuf,
+        /// The KubeDirectorCluster manifest.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// A KubeDirectorConfig manifest with global settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Server-side apply manifests to the cluster.
     Apply {
         /// Files or folders (repeatable).
@@ -53,7 +66,7 @@ enum Command {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Crds { install: false } => print!("{}", kdfed_crds::crdgen::all_yaml()),
+        Command::Crds { install: false } => write_stdout(&kdfed_crds::crdgen::all_yaml())?,
         Command::Crds { install: true } => {
             let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
             for name in kdfed_common::crds::install(client).await? {
@@ -62,7 +75,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Convert { file } => {
             let text = manifest::read_input(&file)?;
-            print!("{}", kdfed_crds::convert::convert_yaml(&text)?);
+            write_stdout(&kdfed_crds::convert::convert_yaml(&text)?)?;
         }
         Command::Validate { files } => {
             let docs = manifest::read_all(&files)?;
@@ -74,6 +87,34 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("validation failed");
             }
         }
+        Command::Render { app, cluster, config } => {
+            let one = |path: &PathBuf, kind: &str| -> Result<serde_json::Value> {
+                let docs = manifest::read_all(std::slice::from_ref(path))?;
+                docs.into_iter()
+                    .find(|d| d.get("kind").and_then(serde_json::Value::as_str) == Some(kind))
+                    .ok_or_else(|| anyhow::anyhow!("{}: no {kind} in this file", path.display()))
+            };
+            let app: kdfed_crds::KubeDirectorApp = serde_json::from_value(one(&app, "KubeDirectorApp")?)?;
+            let cluster: kdfed_crds::KubeDirectorCluster =
+                serde_json::from_value(one(&cluster, "KubeDirectorCluster")?)?;
+            let config: Option<kdfed_crds::KubeDirectorConfig> = config
+                .map(|c| one(&c, "KubeDirectorConfig").and_then(|v| Ok(serde_json::from_value(v)?)))
+                .transpose()?;
+            match kdfed_spoke::director::render::render(&app, &cluster, config.as_ref().map(|c| &c.spec)) {
+                Ok(objects) => {
+                    let mut text = String::new();
+                    for object in objects {
+                        text.push_str("---\n");
+                        text.push_str(&serde_saphyr::to_string(&object)?);
+                    }
+                    write_stdout(&text)?;
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    bail!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster));
+                }
+            }
+        }
         Command::Apply { files, namespace } => {
             let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
             for doc in manifest::read_all(&files)? {
@@ -82,6 +123,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 #[tokio::main]

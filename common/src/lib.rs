@@ -2,6 +2,7 @@
 //! client set-up.
 
 pub mod crds;
+pub mod events;
 pub mod settings;
 pub mod telemetry;
 

@@ -68,6 +68,36 @@ pub struct KubeDirectorClusterSpec {
     /// kdfed extension: where in the fleet the cluster may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// kdfed extension: what happens to members' PVCs when the cluster is deleted or a
+    /// role shrinks. Default: both `Delete` (upstream's behaviour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<PvcRetentionPolicy>,
+}
+
+/// Whether PVCs are deleted or kept when the cluster is deleted and when members are removed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// `Delete` (default) or `Retain`: PVCs when the cluster is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(Delete|Retain)$"))]
+    pub when_deleted: Option<String>,
+    /// `Delete` (default) or `Retain`: a removed member's PVC when its role shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(Delete|Retain)$"))]
+    pub when_scaled: Option<String>,
+}
+
+impl KubeDirectorClusterSpec {
+    /// Whether PVCs are kept when the cluster is deleted.
+    pub fn retain_pvcs_when_deleted(&self) -> bool {
+        self.persistent_volume_claim_retention_policy.as_ref().and_then(|p| p.when_deleted.as_deref()) == Some("Retain")
+    }
+
+    /// Whether a removed member's PVC is kept when its role shrinks.
+    pub fn retain_pvcs_when_scaled(&self) -> bool {
+        self.persistent_volume_claim_retention_policy.as_ref().and_then(|p| p.when_scaled.as_deref()) == Some("Retain")
+    }
 }
 
 /// Objects connected to a cluster; their changes are announced to its members.
@@ -416,6 +446,9 @@ pub struct MemberStatus {
     /// Member id within the cluster.
     #[serde(rename = "nodeID")]
     pub node_id: i64,
+    /// kdfed: the member's DNS name, `<pod>.<headless service>.<namespace><domain base>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
     /// Block device paths.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub block_device_paths: Vec<String>,

@@ -10,7 +10,7 @@ pub const DEFAULT_SERVICE_TYPE: &str = "LoadBalancer";
 /// Naming scheme when neither the cluster nor `KubeDirectorConfig` names one (upstream's default).
 pub const DEFAULT_NAMING_SCHEME: &str = NAMING_SCHEME_UID;
 /// DNS domain base of services when `KubeDirectorConfig` names none.
-pub const DEFAULT_SVC_DOMAIN_BASE: &str = "svc.cluster.local";
+pub const DEFAULT_SVC_DOMAIN_BASE: &str = ".svc.cluster.local";
 /// Bytes of setup-script output kept in status when the app names no limit.
 pub const DEFAULT_MAX_LOG_SIZE_DUMP: i32 = 1024;
 

@@ -643,7 +643,7 @@ pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
         }
     }
     if let Some(base) = &spec.cluster_svc_domain_base
-        && !is_dns_subdomain(base)
+        && !is_dns_subdomain(base.strip_prefix('.').unwrap_or(base))
     {
         errors.push(
             "spec.clusterSvcDomainBase",

@@ -1,6 +1,6 @@
 //! The kdfed spoke: hub sync and the director (KubeDirector semantics on one cluster).
-//! At this stage it loads its configuration and connects to its API servers.
 
+pub mod director;
 pub mod settings;
 
 use anyhow::{Context, Result};
@@ -19,21 +19,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         let version = hub.apiserver_version().await.context("connect to the hub's API server")?;
         info!(version = %version.git_version, member = ?settings.member, "connected to the hub API server");
     }
-    shutdown_signal().await;
+    info!(system_namespace = %settings.system_namespace, "starting the director");
+    director::run(local, settings.system_namespace.clone()).await;
     info!("shutting down");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

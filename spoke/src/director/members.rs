@@ -1,0 +1,584 @@
+//! The member state machine as a pure function: from the cluster's spec, its last status
+//! and the pods observed, compute the next status and what to create or delete. Upstream
+//! KubeDirector's rules: no role changes while a member is `creating`; a role grows only
+//! when none of its members is being deleted; shrinking removes the highest ordinals; node
+//! ids are never reused; a changed container id sends a member back through setup.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kdfed_crds::cluster::{KubeDirectorClusterStatus, MemberStatus, RoleStatus, StateRollup};
+
+use super::names;
+
+/// Member waiting for its pod.
+pub const CREATE_PENDING: &str = "create pending";
+/// Member being set up.
+pub const CREATING: &str = "creating";
+/// Member set up.
+pub const CONFIGURED: &str = "configured";
+/// Member whose setup failed.
+pub const CONFIG_ERROR: &str = "config error";
+/// Member about to be removed (others are told first).
+pub const DELETE_PENDING: &str = "delete pending";
+/// Member being removed.
+pub const DELETING: &str = "deleting";
+/// Cluster state before it is first configured.
+pub const CLUSTER_CREATING: &str = "creating";
+/// Cluster state while members change.
+pub const CLUSTER_UPDATING: &str = "updating";
+/// Cluster state when every member is set up.
+pub const CLUSTER_CONFIGURED: &str = "configured";
+
+/// What the director saw of one pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    /// Pod phase.
+    pub phase: String,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// Id of the `app` container, once it has one.
+    pub app_container_id: Option<String>,
+    /// `running`, `waiting` or `terminated` (the app container's state).
+    pub app_state: Option<String>,
+    /// The init container has not finished.
+    pub initializing: bool,
+    /// The pod is being deleted.
+    pub deleting: bool,
+    /// Why the scheduler could not place it, if it could not.
+    pub unschedulable: Option<String>,
+}
+
+/// A role as the spec asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleWanted {
+    /// Role id.
+    pub id: String,
+    /// Members wanted.
+    pub members: i32,
+    /// Whether members get a PVC.
+    pub storage: bool,
+    /// Whether members get a Service.
+    pub ports: bool,
+    /// Whether members run a setup package.
+    pub setup_package: bool,
+}
+
+/// Fixed facts about the cluster the planner needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// Cluster name.
+    pub name: String,
+    /// Cluster UID (seeds generated names).
+    pub uid: String,
+    /// `UID` or `CrNameRole`.
+    pub naming_scheme: String,
+    /// Keep a removed member's PVC.
+    pub retain_pvcs_when_scaled: bool,
+    /// Namespace (for FQDNs).
+    pub namespace: String,
+    /// Cluster service domain base, e.g. `.svc.cluster.local`.
+    pub domain_base: String,
+}
+
+/// A Kubernetes Event to record on the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// `Cluster`, `Role` or `Member` (upstream's reasons).
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// The next status and the changes to make.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Status to write.
+    pub status: KubeDirectorClusterStatus,
+    /// StatefulSets to apply: name → (role, replicas).
+    pub statefulsets: BTreeMap<String, (String, i32)>,
+    /// StatefulSets to delete.
+    pub delete_statefulsets: Vec<String>,
+    /// Member Services to apply: (role, pod).
+    pub member_services: Vec<(String, String)>,
+    /// Services to delete.
+    pub delete_services: Vec<String>,
+    /// PVCs to delete.
+    pub delete_pvcs: Vec<String>,
+    /// Events to record.
+    pub events: Vec<PlannedEvent>,
+    /// Every member is set up and nothing is changing.
+    pub settled: bool,
+}
+
+fn counts_as_current(state: &str) -> bool {
+    matches!(state, CONFIGURED | CONFIG_ERROR | CREATE_PENDING)
+}
+
+fn runs_pod(state: &str) -> bool {
+    matches!(state, CREATE_PENDING | CREATING | CONFIGURED | CONFIG_ERROR)
+}
+
+fn container_state(pod: Option<&PodView>) -> &'static str {
+    match pod {
+        None => "absent",
+        Some(p) => match p.app_state.as_deref() {
+            Some("running") if p.ready => "running",
+            Some("running") => "unresponsive",
+            Some("terminated") => "terminated",
+            Some("waiting") if p.initializing => "initializing",
+            Some("waiting") => "waiting",
+            _ if p.initializing => "initializing",
+            _ => "unknown",
+        },
+    }
+}
+
+/// Computes the next status from the last one, the wanted roles and the observed pods.
+pub fn plan(
+    facts: &ClusterFacts,
+    wanted: &[RoleWanted],
+    old: &KubeDirectorClusterStatus,
+    pods: &BTreeMap<String, PodView>,
+    existing_statefulsets: &BTreeSet<String>,
+) -> Plan {
+    let mut plan = Plan { status: old.clone(), ..Plan::default() };
+    let st = &mut plan.status;
+    if st.cluster_service.as_deref().is_none_or(str::is_empty) {
+        st.cluster_service = Some(names::headless_service(&facts.uid));
+    }
+    let mut events: Vec<PlannedEvent> = Vec::new();
+    if st.state.is_none() {
+        st.state = Some(CLUSTER_CREATING.to_string());
+        st.spec_generation_to_process = Some(0);
+        events.push(PlannedEvent { warning: false, reason: "Cluster", message: "new".into() });
+    }
+
+    // Container checks: a new container id in a set-up member means it restarted.
+    for role in &mut st.roles {
+        let role_storage = wanted.iter().find(|w| w.id == role.id).is_some_and(|w| w.storage);
+        for m in &mut role.members {
+            let pod = pods.get(&m.pod);
+            m.state_detail.last_known_container_state = Some(container_state(pod).to_string());
+            m.state_detail.scheduling_error_message = pod.and_then(|p| p.unschedulable.clone());
+            if m.state == CONFIGURED || m.state == CONFIG_ERROR {
+                let current = pod.and_then(|p| p.app_container_id.clone()).unwrap_or_default();
+                let last = m.state_detail.last_configured_container.clone().unwrap_or_default();
+                if current != last {
+                    m.state = CREATE_PENDING.to_string();
+                    let message = if role_storage && m.pvc.is_some() {
+                        format!("container ID has changed for member{{{}}}; will re-check setup", m.pod)
+                    } else {
+                        m.state_detail.last_config_data_generation = None;
+                        m.state_detail.last_setup_generation = None;
+                        m.state_detail.pending_notify_cmds.clear();
+                        format!(
+                            "container ID has changed for member{{{}}}; no persistent storage, will re-run setup",
+                            m.pod
+                        )
+                    };
+                    events.push(PlannedEvent { warning: false, reason: "Member", message });
+                }
+            }
+        }
+    }
+
+    // Roles: create, grow, shrink, finish. Nothing changes while a member is being set up.
+    let gate = st.roles.iter().flat_map(|r| &r.members).any(|m| m.state == CREATING);
+    let mut changed = false;
+    let mut order: Vec<RoleWanted> = wanted.to_vec();
+    for role in &st.roles {
+        if !order.iter().any(|w| w.id == role.id) {
+            order.push(RoleWanted {
+                id: role.id.clone(),
+                members: 0,
+                storage: false,
+                ports: false,
+                setup_package: false,
+            });
+        }
+    }
+    let mut remove_roles: Vec<String> = Vec::new();
+    for want in &order {
+        let index = st.roles.iter().position(|r| r.id == want.id);
+        let Some(index) = index else {
+            if want.members > 0 && !gate {
+                let sts = names::statefulset(&facts.naming_scheme, &facts.name, &facts.uid, &want.id);
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "Role",
+                    message: format!("creating role{{{}}}", want.id),
+                });
+                let fresh = RoleStatus { id: want.id.clone(), stateful_set: sts, ..RoleStatus::default() };
+                let (role_status, next_node) = grow(fresh, want, st.last_node_id.unwrap_or(0));
+                st.roles.push(role_status);
+                st.last_node_id = Some(next_node);
+                changed = true;
+            }
+            continue;
+        };
+        if gate {
+            continue;
+        }
+        let role = &mut st.roles[index];
+        if role.members.is_empty() && want.members == 0 {
+            if existing_statefulsets.contains(&role.stateful_set) {
+                plan.delete_statefulsets.push(role.stateful_set.clone());
+            }
+            events.push(PlannedEvent {
+                warning: false,
+                reason: "Role",
+                message: format!("finishing cleanup on role{{{}}}", want.id),
+            });
+            remove_roles.push(role.id.clone());
+            continue;
+        }
+        role.members.sort_by_key(|m| names::ordinal(&m.pod).unwrap_or(usize::MAX));
+        let current = role.members.iter().filter(|m| counts_as_current(&m.state)).count() as i32;
+        let removing = role.members.iter().any(|m| m.state == DELETE_PENDING || m.state == DELETING);
+        if want.members > current && !removing {
+            events.push(PlannedEvent {
+                warning: false,
+                reason: "Role",
+                message: format!("expanding role{{{}}}", want.id),
+            });
+            let (grown, next_node) = grow(role.clone(), want, st.last_node_id.unwrap_or(0));
+            *role = grown;
+            st.last_node_id = Some(next_node);
+            changed = true;
+        } else if want.members < current {
+            events.push(PlannedEvent {
+                warning: false,
+                reason: "Role",
+                message: format!("shrinking role{{{}}}", want.id),
+            });
+            let mut keep = want.members.max(0) as usize;
+            for m in role.members.iter_mut() {
+                if !counts_as_current(&m.state) {
+                    continue;
+                }
+                if keep > 0 {
+                    keep -= 1;
+                    continue;
+                }
+                m.state = if m.state == CREATE_PENDING { DELETING.to_string() } else { DELETE_PENDING.to_string() };
+            }
+            changed = true;
+        }
+    }
+    st.roles.retain(|r| !remove_roles.contains(&r.id));
+
+    // Members: move each one along.
+    let mut remove_members: Vec<(String, String)> = Vec::new();
+    for role in &mut st.roles {
+        let want = order.iter().find(|w| w.id == role.id);
+        let setup = want.is_some_and(|w| w.setup_package);
+        for m in &mut role.members {
+            let pod = pods.get(&m.pod);
+            match m.state.as_str() {
+                CREATE_PENDING => {
+                    if let Some(p) = pod.filter(|p| p.phase == "Running" && !p.deleting)
+                        && let Some(id) = &p.app_container_id
+                    {
+                        m.state_detail.configuring_container = Some(id.clone());
+                        m.state = CREATING.to_string();
+                    }
+                }
+                CREATING => {
+                    let current = pod.and_then(|p| p.app_container_id.clone());
+                    if current.is_none() || current != m.state_detail.configuring_container {
+                        m.state = CREATE_PENDING.to_string();
+                        events.push(PlannedEvent {
+                            warning: false,
+                            reason: "Member",
+                            message: format!("previous setup for member{{{}}} interrupted; re-trying setup", m.pod),
+                        });
+                        continue;
+                    }
+                    if setup {
+                        // Running setup packages inside members is not built yet: say so
+                        // rather than pretend the member is configured.
+                        m.state = CONFIG_ERROR.to_string();
+                        m.state_detail.config_error_detail = Some(
+                            "execution of app config failed: this kdfed build does not run setup packages yet"
+                                .to_string(),
+                        );
+                        events.push(PlannedEvent {
+                            warning: true,
+                            reason: "Member",
+                            message: format!(
+                                "failed to run initial config for member{{{}}} in role{{{}}}",
+                                m.pod, role.id
+                            ),
+                        });
+                    } else {
+                        m.state = CONFIGURED.to_string();
+                        m.state_detail.config_error_detail = None;
+                        events.push(PlannedEvent {
+                            warning: false,
+                            reason: "Member",
+                            message: format!("initial config skipped for member{{{}}} in role{{{}}}", m.pod, role.id),
+                        });
+                    }
+                    m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
+                    m.state_detail.last_setup_generation = st.spec_generation_to_process;
+                    m.state_detail.last_config_data_generation = st.spec_generation_to_process;
+                }
+                DELETE_PENDING => {
+                    m.state = DELETING.to_string();
+                }
+                DELETING if pod.is_none() => {
+                    if !m.service.is_empty() && m.service != names::NO_SERVICE {
+                        plan.delete_services.push(m.service.clone());
+                    }
+                    if let Some(pvc) = m.pvc.clone().filter(|p| !p.is_empty())
+                        && !facts.retain_pvcs_when_scaled
+                    {
+                        plan.delete_pvcs.push(pvc);
+                    }
+                    remove_members.push((role.id.clone(), m.pod.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+    for role in &mut st.roles {
+        role.members.retain(|m| !remove_members.contains(&(role.id.clone(), m.pod.clone())));
+    }
+
+    // Objects: StatefulSets sized to the members that run pods; Services for those members.
+    let headless = st.cluster_service.clone().unwrap_or_default();
+    for role in &mut st.roles {
+        for m in &mut role.members {
+            m.fqdn = Some(names::fqdn(&m.pod, &headless, &facts.namespace, &facts.domain_base));
+        }
+        let replicas = role.members.iter().filter(|m| runs_pod(&m.state)).count() as i32;
+        plan.statefulsets.insert(role.stateful_set.clone(), (role.id.clone(), replicas));
+        let ports = order.iter().find(|w| w.id == role.id).is_some_and(|w| w.ports);
+        for m in &mut role.members {
+            if !runs_pod(&m.state) {
+                continue;
+            }
+            if ports {
+                m.service = names::member_service(&m.pod);
+                plan.member_services.push((role.id.clone(), m.pod.clone()));
+            } else {
+                m.service = names::NO_SERVICE.to_string();
+            }
+        }
+    }
+
+    // Roll-up, counts and the cluster's state.
+    let members: Vec<&MemberStatus> = st.roles.iter().flat_map(|r| &r.members).collect();
+    let mut rollup = StateRollup::default();
+    for m in &members {
+        let restarted = m.state_detail.last_configured_container.as_deref().is_some_and(|c| !c.is_empty());
+        let container = m.state_detail.last_known_container_state.as_deref().unwrap_or("unknown");
+        match m.state.as_str() {
+            CREATE_PENDING | CREATING if restarted => rollup.members_restarting = true,
+            CREATE_PENDING | CREATING => rollup.membership_changing = true,
+            DELETE_PENDING | DELETING => rollup.membership_changing = true,
+            CONFIG_ERROR => rollup.config_errors = true,
+            _ => {}
+        }
+        if matches!(m.state.as_str(), CREATING | CONFIGURED | DELETE_PENDING | CONFIG_ERROR)
+            && matches!(container, "terminated" | "unresponsive" | "absent")
+        {
+            rollup.members_down = true;
+        }
+        if container == "waiting"
+            || (m.state == CREATE_PENDING && container == "absent")
+            || m.state_detail.scheduling_error_message.is_some()
+        {
+            rollup.members_waiting = true;
+        }
+        if container == "initializing" {
+            rollup.members_initializing = true;
+        }
+    }
+    let configured = members.iter().filter(|m| m.state == CONFIGURED).count();
+    st.members_ready = Some(format!("{configured}/{}", members.len()));
+    st.member_state_rollup = Some(rollup);
+    if changed {
+        st.spec_generation_to_process = Some(st.spec_generation_to_process.unwrap_or(0) + 1);
+    }
+    let all_set_up = members.iter().all(|m| m.state == CONFIGURED || m.state == CONFIG_ERROR);
+    let roles_complete = order.iter().all(|w| {
+        let have = st.roles.iter().find(|r| r.id == w.id).map_or(0, |r| r.members.len() as i32);
+        have == w.members
+    });
+    let settled = !changed && all_set_up && roles_complete && plan.delete_statefulsets.is_empty();
+    let previous = st.state.clone().unwrap_or_default();
+    if settled {
+        if previous != CLUSTER_CONFIGURED {
+            events.push(PlannedEvent { warning: false, reason: "Cluster", message: "stable".into() });
+        }
+        st.state = Some(CLUSTER_CONFIGURED.to_string());
+    } else if previous != CLUSTER_CREATING {
+        st.state = Some(CLUSTER_UPDATING.to_string());
+    }
+    plan.settled = settled;
+    plan.events.extend(events);
+    plan
+}
+
+/// Appends members to `role` until it has `want.members` current ones; returns the role and
+/// the last node id handed out.
+fn grow(mut role: RoleStatus, want: &RoleWanted, mut last_node: i64) -> (RoleStatus, i64) {
+    let current = role.members.iter().filter(|m| counts_as_current(&m.state)).count() as i32;
+    for _ in current..want.members {
+        let ordinal = role.members.iter().filter_map(|m| names::ordinal(&m.pod)).max().map_or(0, |o| o + 1);
+        let pod = names::pod(&role.stateful_set, ordinal);
+        last_node += 1;
+        role.members.push(MemberStatus {
+            pvc: want.storage.then(|| names::member_pvc(&pod)),
+            pod,
+            service: String::new(),
+            state: CREATE_PENDING.to_string(),
+            node_id: last_node,
+            ..MemberStatus::default()
+        });
+    }
+    (role, last_node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(retain: bool) -> ClusterFacts {
+        ClusterFacts {
+            name: "c".into(),
+            uid: "uid".into(),
+            naming_scheme: "UID".into(),
+            retain_pvcs_when_scaled: retain,
+            namespace: "ns".into(),
+            domain_base: ".svc.cluster.local".into(),
+        }
+    }
+
+    fn want(members: i32) -> Vec<RoleWanted> {
+        vec![RoleWanted { id: "w".into(), members, storage: true, ports: true, setup_package: false }]
+    }
+
+    fn running(status: &KubeDirectorClusterStatus, tag: &str) -> BTreeMap<String, PodView> {
+        status
+            .roles
+            .iter()
+            .flat_map(|r| &r.members)
+            .map(|m| {
+                let view = PodView {
+                    phase: "Running".into(),
+                    ready: true,
+                    app_container_id: Some(format!("id-{}-{tag}", m.pod)),
+                    app_state: Some("running".into()),
+                    ..PodView::default()
+                };
+                (m.pod.clone(), view)
+            })
+            .collect()
+    }
+
+    fn states(status: &KubeDirectorClusterStatus) -> Vec<&str> {
+        status.roles.iter().flat_map(|r| &r.members).map(|m| m.state.as_str()).collect()
+    }
+
+    /// Plans until nothing changes, with every member's pod running.
+    fn settle(f: &ClusterFacts, w: &[RoleWanted], mut status: KubeDirectorClusterStatus) -> Plan {
+        for _ in 0..10 {
+            let pods = running(&status, "a");
+            let plan = plan(f, w, &status, &pods, &BTreeSet::new());
+            if plan.settled {
+                return plan;
+            }
+            status = plan.status;
+        }
+        panic!("did not settle: {status:#?}");
+    }
+
+    #[test]
+    fn a_new_cluster_creates_members_then_configures_them() {
+        let first =
+            plan(&facts(false), &want(2), &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        assert_eq!(first.status.state.as_deref(), Some(CLUSTER_CREATING));
+        assert_eq!(states(&first.status), vec![CREATE_PENDING, CREATE_PENDING]);
+        let sts = &first.status.roles[0].stateful_set;
+        assert_eq!(first.statefulsets.get(sts), Some(&("w".to_string(), 2)));
+        assert_eq!(first.status.roles[0].members[1].pvc.as_deref(), Some(format!("p-{sts}-1").as_str()));
+        assert_eq!(first.status.last_node_id, Some(2));
+        let fqdn = first.status.roles[0].members[0].fqdn.clone().unwrap_or_default();
+        assert!(fqdn.starts_with(&format!("{sts}-0.kdhs-")) && fqdn.ends_with(".ns.svc.cluster.local"), "{fqdn}");
+        let done = settle(&facts(false), &want(2), first.status);
+        assert_eq!(done.status.state.as_deref(), Some(CLUSTER_CONFIGURED));
+        assert_eq!(states(&done.status), vec![CONFIGURED, CONFIGURED]);
+        assert_eq!(done.status.members_ready.as_deref(), Some("2/2"));
+    }
+
+    #[test]
+    fn roles_do_not_change_while_a_member_is_creating() {
+        let first =
+            plan(&facts(false), &want(1), &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        let pods = running(&first.status, "a");
+        let creating = plan(&facts(false), &want(1), &first.status, &pods, &BTreeSet::new());
+        assert_eq!(states(&creating.status), vec![CREATING]);
+        // Simulate the member still creating (setup running) while the user asks for 3.
+        let mut status = creating.status.clone();
+        status.roles[0].members[0].state = CREATING.into();
+        let mut pods = running(&status, "a");
+        pods.values_mut()
+            .for_each(|p| p.app_container_id = status.roles[0].members[0].state_detail.configuring_container.clone());
+        let gated = plan(&facts(false), &want(3), &status, &pods, &BTreeSet::new());
+        assert_eq!(gated.status.roles[0].members.len(), 1, "no expansion while creating");
+        let grown = plan(&facts(false), &want(3), &gated.status, &running(&gated.status, "a"), &BTreeSet::new());
+        assert_eq!(grown.status.roles[0].members.len(), 3);
+        assert_eq!(grown.status.state.as_deref(), Some(CLUSTER_CREATING), "still creating until first configured");
+    }
+
+    #[test]
+    fn shrinking_removes_the_highest_ordinals_and_their_objects() {
+        let done = settle(&facts(false), &want(3), KubeDirectorClusterStatus::default());
+        let sts = done.status.roles[0].stateful_set.clone();
+        let shrink = plan(&facts(false), &want(1), &done.status, &running(&done.status, "a"), &BTreeSet::new());
+        assert_eq!(states(&shrink.status), vec![CONFIGURED, DELETING, DELETING]);
+        assert_eq!(shrink.statefulsets.get(&sts).map(|(_, n)| *n), Some(1));
+        // Pods 1 and 2 are gone now.
+        let mut pods = running(&shrink.status, "a");
+        pods.retain(|name, _| name.ends_with("-0"));
+        let cleaned = plan(&facts(false), &want(1), &shrink.status, &pods, &BTreeSet::new());
+        assert_eq!(states(&cleaned.status), vec![CONFIGURED]);
+        assert_eq!(cleaned.delete_services, vec![format!("s-{sts}-1"), format!("s-{sts}-2")]);
+        assert_eq!(cleaned.delete_pvcs, vec![format!("p-{sts}-1"), format!("p-{sts}-2")]);
+        let kept = plan(&facts(true), &want(1), &shrink.status, &pods, &BTreeSet::new());
+        assert!(kept.delete_pvcs.is_empty(), "whenScaled: Retain keeps PVCs");
+        let again = plan(&facts(false), &want(3), &cleaned.status, &pods, &BTreeSet::new());
+        let ids: Vec<i64> = again.status.roles[0].members.iter().map(|m| m.node_id).collect();
+        assert_eq!(ids, vec![1, 4, 5], "node ids are never reused");
+    }
+
+    #[test]
+    fn a_new_container_sends_a_member_back_through_setup() {
+        let done = settle(&facts(false), &want(1), KubeDirectorClusterStatus::default());
+        let restarted = plan(&facts(false), &want(1), &done.status, &running(&done.status, "b"), &BTreeSet::new());
+        assert_eq!(states(&restarted.status), vec![CREATING], "create pending, then creating in the same pass");
+        assert!(restarted.events.iter().any(|e| e.message.contains("container ID has changed")));
+        assert!(restarted.status.member_state_rollup.as_ref().is_some_and(|r| r.members_restarting));
+        assert_eq!(restarted.status.state.as_deref(), Some(CLUSTER_UPDATING));
+        let again =
+            plan(&facts(false), &want(1), &restarted.status, &running(&restarted.status, "b"), &BTreeSet::new());
+        assert_eq!(states(&again.status), vec![CONFIGURED]);
+        assert_eq!(again.status.state.as_deref(), Some(CLUSTER_CONFIGURED));
+    }
+
+    #[test]
+    fn a_role_at_zero_is_cleaned_up() {
+        let done = settle(&facts(false), &want(1), KubeDirectorClusterStatus::default());
+        let sts = done.status.roles[0].stateful_set.clone();
+        let shrink = plan(&facts(false), &want(0), &done.status, &running(&done.status, "a"), &BTreeSet::new());
+        let gone = plan(&facts(false), &want(0), &shrink.status, &BTreeMap::new(), &BTreeSet::from([sts.clone()]));
+        assert!(gone.status.roles[0].members.is_empty());
+        let finished = plan(&facts(false), &want(0), &gone.status, &BTreeMap::new(), &BTreeSet::from([sts.clone()]));
+        assert!(finished.status.roles.is_empty());
+        assert_eq!(finished.delete_statefulsets, vec![sts]);
+    }
+}

@@ -1,0 +1,223 @@
+//! `kdfed render`: every object the director would create for a cluster, built offline by
+//! the same functions the controller uses.
+
+use kdfed_crds::app::KubeDirectorApp;
+use kdfed_crds::cluster::{APP_CATALOG_LOCAL, KubeDirectorCluster};
+use kdfed_crds::config::KubeDirectorConfigSpec;
+use kdfed_crds::validate::{FieldError, ValidationErrors};
+use kdfed_crds::{defaults, validate};
+use kube::ResourceExt;
+use serde_json::Value;
+
+use super::build::{self, Inputs};
+use super::names;
+
+/// Why a cluster cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The app or cluster breaks validation rules.
+    #[error("{0}")]
+    Invalid(#[from] ValidationErrors),
+    /// An object could not be built.
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+    /// An object could not be serialized.
+    #[error("cannot serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The objects for `cluster` with every member it asks for: the headless Service, then per
+/// role its StatefulSet and member Services. Names in the `UID` scheme derive from
+/// `metadata.uid`, or from `<namespace>/<name>` when the manifest has none.
+pub fn render(
+    app: &KubeDirectorApp,
+    cluster: &KubeDirectorCluster,
+    config: Option<&KubeDirectorConfigSpec>,
+) -> Result<Vec<Value>, RenderError> {
+    if app.name_any() != cluster.spec.app {
+        return Err(ValidationErrors(vec![FieldError {
+            path: "spec.app".into(),
+            rule: "known-app",
+            message: format!("Invalid app({}). The given app is {:?}.", cluster.spec.app, app.name_any()),
+        }])
+        .into());
+    }
+    let mut app_spec = app.spec.clone();
+    defaults::app(&mut app_spec);
+    validate::app(&app_spec)?;
+    let mut spec = cluster.spec.clone();
+    defaults::cluster(&mut spec, &app_spec, config);
+    validate::cluster(&spec, &cluster.spec.app, &app_spec)?;
+
+    let mut cluster = cluster.clone();
+    let ns = cluster.namespace().unwrap_or_else(|| "default".to_string());
+    cluster.metadata.namespace = Some(ns.clone());
+    let seed = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{}", cluster.name_any()));
+    cluster.metadata.uid = Some(seed.clone());
+    let headless = names::headless_service(&seed);
+    let catalog = spec.app_catalog.clone().unwrap_or_else(|| APP_CATALOG_LOCAL.to_string());
+    let inputs = Inputs {
+        cluster: &cluster,
+        spec: &spec,
+        app_name: &cluster.spec.app,
+        app: &app_spec,
+        config,
+        app_catalog: &catalog,
+        headless: &headless,
+    };
+    let naming = spec.naming_scheme.clone().unwrap_or_default();
+    let mut out = vec![serde_json::to_value(inputs.headless_service()?)?];
+    for role in &spec.roles {
+        let members = build::desired_members(&spec, &app_spec, &role.id);
+        if members == 0 {
+            continue;
+        }
+        let sts = names::statefulset(&naming, &cluster.name_any(), &seed, &role.id);
+        out.push(serde_json::to_value(inputs.statefulset(role, &sts, members)?)?);
+        for ordinal in 0..members.max(0) as usize {
+            if let Some(svc) = inputs.member_service(role, &names::pod(&sts, ordinal))? {
+                out.push(serde_json::to_value(svc)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn example<T: serde::de::DeserializeOwned>(rel: &str) -> T {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(rel);
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
+    }
+
+    fn kinds(objects: &[Value]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")))
+            .collect()
+    }
+
+    fn find<'a>(objects: &'a [Value], kind: &str, prefix: &str) -> &'a Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no {kind} {prefix}* in {:?}", kinds(objects)))
+    }
+
+    #[test]
+    fn spark_example_renders_every_object() {
+        let app: KubeDirectorApp = example("apps/spark.yaml");
+        let cluster: KubeDirectorCluster = example("clusters/spark.yaml");
+        let objects = render(&app, &cluster, None).expect("render");
+        // headless + controller(1) + worker(3) + jupyter(1): 3 StatefulSets, 5 member Services.
+        let statefulsets = objects.iter().filter(|o| o["kind"] == "StatefulSet").count();
+        let services = objects.iter().filter(|o| o["kind"] == "Service").count();
+        assert_eq!((statefulsets, services), (3, 6), "{:?}", kinds(&objects));
+
+        let controller = find(&objects, "StatefulSet", "spark-analytics-controller-");
+        assert_eq!(controller["spec"]["replicas"], 1);
+        assert_eq!(controller["spec"]["podManagementPolicy"], "Parallel");
+        assert_eq!(controller["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "p");
+        assert_eq!(controller["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi");
+        let template = &controller["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["team"], "analytics", "role podLabels");
+        assert_eq!(template["metadata"]["labels"]["kubedirector.hpe.com/role"], "controller");
+        let container = &template["spec"]["containers"][0];
+        assert_eq!(container["name"], "app");
+        assert_eq!(container["image"], "docker.io/kdfed-examples/spark:3.5.1");
+        assert_eq!(
+            container["securityContext"]["capabilities"]["add"],
+            serde_json::json!(["SYS_RESOURCE", "IPC_LOCK"])
+        );
+        let mounts: Vec<&str> = container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .filter_map(|m| m["mountPath"].as_str())
+            .collect();
+        // Legacy setup layout defaults plus the app's /var/lib/spark; /etc/spark is covered by /etc.
+        for dir in ["/etc", "/opt", "/usr", "/var/lib/spark", "/tmp", "/run", "/run/lock"] {
+            assert!(mounts.contains(&dir), "{dir} not mounted: {mounts:?}");
+        }
+        assert!(!mounts.contains(&"/etc/spark"));
+        let init = &template["spec"]["initContainers"][0];
+        assert!(init["args"][1].as_str().is_some_and(|s| s.contains("/etc /opt /usr /var/lib/spark")), "{init}");
+
+        let worker = find(&objects, "StatefulSet", "spark-analytics-worker-");
+        assert_eq!(worker["spec"]["replicas"], 3);
+        assert!(worker["spec"]["volumeClaimTemplates"].as_array().is_none_or(Vec::is_empty), "no storage, no claims");
+        let env: Vec<&str> = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(env, vec!["SPARK_WORKER_CORES", "NVIDIA_VISIBLE_DEVICES"]);
+
+        let jupyter_svc = find(&objects, "Service", "s-spark-analytics-jupyter-");
+        assert_eq!(jupyter_svc["spec"]["type"], "ClusterIP");
+        let ports: Vec<&str> =
+            jupyter_svc["spec"]["ports"].as_array().expect("ports").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(ports, vec!["generic-ssh", "http-jupyter"]);
+        let headless = find(&objects, "Service", "kdhs-");
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+        assert_eq!(controller["spec"]["serviceName"], headless["metadata"]["name"]);
+    }
+
+    #[test]
+    fn config_labels_and_defaults_apply() {
+        let app: KubeDirectorApp = example("apps/minimal.yaml");
+        let cluster: KubeDirectorCluster = example("clusters/minimal.yaml");
+        let config = KubeDirectorConfigSpec {
+            default_service_type: Some("NodePort".into()),
+            pod_labels: Some([("cost-center".to_string(), "42".to_string())].into()),
+            service_annotations: Some([("example.com/lb".to_string(), "internal".to_string())].into()),
+            ..KubeDirectorConfigSpec::default()
+        };
+        let objects = render(&app, &cluster, Some(&config)).expect("render");
+        let sts = find(&objects, "StatefulSet", "kdss-");
+        assert_eq!(sts["spec"]["replicas"], 2);
+        assert_eq!(sts["spec"]["template"]["metadata"]["labels"]["cost-center"], "42");
+        assert!(sts["spec"]["template"]["spec"]["initContainers"].is_null(), "no storage, no init container");
+        let svc = find(&objects, "Service", "s-kdss-");
+        assert_eq!(svc["spec"]["type"], "NodePort");
+        assert_eq!(svc["metadata"]["annotations"]["example.com/lb"], "internal");
+        assert_eq!(svc["spec"]["ports"][0]["name"], "http-web");
+    }
+
+    #[test]
+    fn invalid_clusters_render_their_errors() {
+        let app: KubeDirectorApp = example("apps/cassandra.yaml");
+        let mut cluster: KubeDirectorCluster = example("clusters/cassandra.yaml");
+        cluster.spec.roles[0].members = Some(1);
+        let err = render(&app, &cluster, None).expect_err("must fail").to_string();
+        assert!(
+            err.contains("spec.roles[0].members: Invalid member count for role(seed). Specified member count:1 Role cardinality:2+"),
+            "{err}"
+        );
+        let other: KubeDirectorApp = example("apps/minimal.yaml");
+        let err = render(&other, &cluster, None).expect_err("app mismatch").to_string();
+        assert!(err.starts_with("spec.app:"), "{err}");
+    }
+
+    #[test]
+    fn persist_dirs_drop_covered_and_duplicate_directories() {
+        use kdfed_crds::app::{NodeRole, SetupPackageUrl};
+        let mut role = NodeRole {
+            persist_dirs: Some(vec!["/etc/app".into(), "/data".into(), "/data/sub".into()]),
+            ..Default::default()
+        };
+        role.config_package = Some(None);
+        assert_eq!(build::persist_dirs(&role), vec!["/etc", "/data"]);
+        role.config_package = Some(Some(SetupPackageUrl { package_url: "x".into(), use_new_setup_layout: Some(true) }));
+        role.persist_dirs = Some(vec!["/opt".into()]);
+        // /opt covers /opt/guestconfig and /opt/guestconfig.backup.
+        assert_eq!(
+            build::persist_dirs(&role),
+            vec!["/etc", "/var/log/guestconfig", "/usr/local/bin", "/usr/local/lib", "/opt"]
+        );
+    }
+}

@@ -1,0 +1,477 @@
+//! The director on a real control plane with KWOK nodes: clusters are built, expanded,
+//! shrunk, repaired and deleted as upstream KubeDirector does it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Service};
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
+use kdfed_testbed::Testbed;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `kdfed-spoke --standalone` process, killed on drop.
+struct Director(Child);
+
+impl Director {
+    fn start(kubeconfig: &Path, log: &Path) -> Director {
+        let log = std::fs::File::create(log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
+            .args(["--standalone", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--admin-address", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start kdfed-spoke");
+        Director(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Env {
+    bed: Testbed,
+    client: Client,
+}
+
+async fn env() -> Env {
+    let bed = Testbed::start(&["east"]).await.expect("test bed");
+    let client = bed.client("east").await.expect("client");
+    kdfed_common::crds::install(client.clone()).await.expect("CRDs");
+    Env { bed, client }
+}
+
+impl Env {
+    fn director(&self) -> Director {
+        let c = self.bed.cluster("east");
+        let n = std::fs::read_dir(&c.dir).map(|d| d.count()).unwrap_or(0);
+        Director::start(&c.kubeconfig, &c.dir.join(format!("director-{n}.log")))
+    }
+}
+
+/// A Spark-like app with four roles and no setup package.
+fn spark_app() -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+        "metadata": {"name": "spark-lite"},
+        "spec": {
+            "label": {"name": "Spark lite"}, "distroID": "test/spark", "version": "1", "configSchemaVersion": 8,
+            "defaultImageRepoTag": "example/spark:1", "defaultConfigPackage": null,
+            "services": [
+                {"id": "ssh", "endpoint": {"port": 22}},
+                {"id": "master-ui", "endpoint": {"urlScheme": "http", "port": 8080, "isDashboard": true}},
+                {"id": "worker-ui", "endpoint": {"urlScheme": "HTTP", "port": 8081, "isDashboard": true}},
+                {"id": "notebook", "endpoint": {"urlScheme": "http", "port": 8888, "isDashboard": true}}
+            ],
+            "roles": [
+                {"id": "controller", "cardinality": "1"},
+                {"id": "worker", "cardinality": "1+"},
+                {"id": "jupyter", "cardinality": "0+"},
+                {"id": "gateway", "cardinality": "0+", "persistDirs": ["/var/lib/gw"]}
+            ],
+            "config": {
+                "selectedRoles": ["controller", "worker", "jupyter", "gateway"],
+                "roleServices": [
+                    {"roleID": "controller", "serviceIDs": ["ssh", "master-ui"]},
+                    {"roleID": "worker", "serviceIDs": ["ssh", "worker-ui"]},
+                    {"roleID": "jupyter", "serviceIDs": ["notebook"]}
+                ]
+            }
+        }
+    })
+}
+
+fn spark_cluster(name: &str, workers: i32) -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "app": "spark-lite", "serviceType": "NodePort", "namingScheme": "CrNameRole",
+            "roles": [
+                {"id": "controller", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}, "storage": {"size": "2Gi"}},
+                {"id": "worker", "members": workers, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+                {"id": "jupyter", "members": 0},
+                {"id": "gateway", "members": 1}
+            ]
+        }
+    })
+}
+
+async fn create<K>(client: &Client, manifest: Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), "default");
+    let object: K = serde_json::from_value(manifest).expect("typed");
+    api.create(&PostParams::default(), &object).await.expect("create")
+}
+
+async fn wait_for<F>(clusters: &Api<KubeDirectorCluster>, name: &str, what: &str, mut done: F) -> KubeDirectorCluster
+where
+    F: FnMut(&KubeDirectorCluster) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(c) = clusters.get_opt(name).await.expect("get cluster")
+            && done(&c)
+        {
+            return c;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let c = clusters.get_opt(name).await.expect("get");
+            panic!("{name}: not {what} after {TIMEOUT:?}: {:#?}", c.map(|c| c.status));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn state(c: &KubeDirectorCluster) -> &str {
+    c.status.as_ref().and_then(|s| s.state.as_deref()).unwrap_or("")
+}
+
+/// Configured, and the status describes exactly the spec's member counts.
+fn configured_with(c: &KubeDirectorCluster, counts: &[(&str, usize)]) -> bool {
+    let Some(status) = &c.status else { return false };
+    state(c) == "configured"
+        && counts.iter().all(|(role, n)| {
+            let members = status.roles.iter().find(|r| r.id == *role).map_or(0, |r| r.members.len());
+            members == *n
+        })
+        && status.roles.iter().flat_map(|r| &r.members).all(|m| m.state == "configured")
+}
+
+fn members_of<'a>(c: &'a KubeDirectorCluster, role: &str) -> Vec<&'a kdfed_crds::cluster::MemberStatus> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.roles.iter().find(|r| r.id == role))
+        .map(|r| r.members.iter().collect())
+        .unwrap_or_default()
+}
+
+async fn names<K>(client: &Client, cluster: &str) -> BTreeSet<String>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().labels(&format!("kubedirector.hpe.com/kdcluster={cluster}"));
+    api.list(&lp).await.expect("list").items.iter().map(ResourceExt::name_any).collect()
+}
+
+async fn live_pods(client: &Client, cluster: &str) -> BTreeSet<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().labels(&format!("kubedirector.hpe.com/kdcluster={cluster}"));
+    api.list(&lp)
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+async fn events_of(client: &Client, cluster: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(cluster))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+async fn set_members(clusters: &Api<KubeDirectorCluster>, name: &str, role_index: usize, members: i32) {
+    let mut c = clusters.get(name).await.expect("get");
+    c.spec.roles[role_index].members = Some(members);
+    c.metadata.managed_fields = None;
+    c.status = None;
+    clusters.replace(name, &PostParams::default(), &c).await.expect("update spec");
+}
+
+#[tokio::test]
+async fn a_spark_like_cluster_is_built_expanded_shrunk_repaired_and_deleted() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    create::<KubeDirectorCluster>(&client, spark_cluster("spark", 1)).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+
+    // Built: one StatefulSet per role with members, none for the empty jupyter role.
+    let c = wait_for(&clusters, "spark", "configured", |c| {
+        configured_with(c, &[("controller", 1), ("worker", 1), ("gateway", 1)])
+    })
+    .await;
+    let status = c.status.clone().expect("status");
+    assert!(status.roles.iter().all(|r| r.id != "jupyter"), "a role with zero members has no status");
+    assert_eq!(status.members_ready.as_deref(), Some("3/3"));
+    let rollup = status.member_state_rollup.clone().expect("rollup");
+    assert!(!rollup.membership_changing && !rollup.config_errors && !rollup.members_down);
+    let sts = names::<StatefulSet>(&client, "spark").await;
+    assert_eq!(sts.len(), 3, "{sts:?}");
+    for role in ["controller", "worker", "gateway"] {
+        let name = &status.roles.iter().find(|r| r.id == role).expect("role").stateful_set;
+        assert!(name.starts_with(&format!("spark-{role}-")), "CrNameRole names: {name}");
+        assert!(sts.contains(name));
+    }
+    let node_ids: BTreeSet<i64> = status.roles.iter().flat_map(|r| &r.members).map(|m| m.node_id).collect();
+    assert_eq!(node_ids, BTreeSet::from([1, 2, 3]));
+
+    // Services: headless, and one per member of roles with ports, typed and named by scheme.
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let headless = services.get(status.cluster_service.as_deref().expect("clusterService")).await.expect("headless");
+    assert_eq!(headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
+    let controller = members_of(&c, "controller")[0].clone();
+    let svc = services.get(&controller.service).await.expect("controller member service");
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    let ports: Vec<(String, i32)> =
+        spec.ports.unwrap_or_default().into_iter().map(|p| (p.name.unwrap_or_default(), p.port)).collect();
+    assert_eq!(ports, vec![("generic-ssh".to_string(), 22), ("http-master-ui".to_string(), 8080)]);
+    let worker_svc = services.get(&members_of(&c, "worker")[0].service).await.expect("worker service");
+    let worker_ports: Vec<String> =
+        worker_svc.spec.and_then(|s| s.ports).unwrap_or_default().into_iter().filter_map(|p| p.name).collect();
+    assert_eq!(worker_ports, vec!["generic-ssh", "http-worker-ui"], "schemes are lower-cased");
+    assert_eq!(members_of(&c, "gateway")[0].service, "n/a", "a role without ports gets no member service");
+
+    // Storage: the controller's PVC exists and is bound; its StatefulSet seeds /etc.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pvc_name = controller.pvc.clone().expect("controller has a pvc");
+    assert_eq!(pvc_name, format!("p-{}", controller.pod));
+    let pvc = pvcs.get(&pvc_name).await.expect("pvc");
+    assert_eq!(pvc.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let controller_sts = statefulsets
+        .get(&status.roles.iter().find(|r| r.id == "controller").expect("role").stateful_set)
+        .await
+        .expect("sts");
+    let pod_spec = controller_sts.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    let init = pod_spec.init_containers.unwrap_or_default();
+    assert_eq!(init.len(), 1);
+    assert!(init[0].args.as_ref().is_some_and(|a| a.join(" ").contains("/etc")), "{:?}", init[0].args);
+    assert_eq!(controller_sts.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()), Some("Parallel"));
+
+    // Expand the 1+ worker role 1 → 3.
+    set_members(&clusters, "spark", 1, 3).await;
+    let c = wait_for(&clusters, "spark", "expanded", |c| configured_with(c, &[("worker", 3)])).await;
+    let workers: Vec<String> = members_of(&c, "worker").iter().map(|m| m.pod.clone()).collect();
+    let sts_name = c
+        .status
+        .as_ref()
+        .expect("status")
+        .roles
+        .iter()
+        .find(|r| r.id == "worker")
+        .expect("worker")
+        .stateful_set
+        .clone();
+    assert_eq!(workers, (0..3).map(|i| format!("{sts_name}-{i}")).collect::<Vec<_>>());
+    let ids: Vec<i64> = members_of(&c, "worker").iter().map(|m| m.node_id).collect();
+    assert_eq!(&ids[1..], &[4, 5], "new members get new node ids");
+    assert!(live_pods(&client, "spark").await.is_superset(&workers.iter().cloned().collect()));
+
+    // Shrink 3 → 1: the highest ordinals go, with their Services.
+    set_members(&clusters, "spark", 1, 1).await;
+    let c = wait_for(&clusters, "spark", "shrunk", |c| configured_with(c, &[("worker", 1)])).await;
+    assert_eq!(members_of(&c, "worker")[0].pod, format!("{sts_name}-0"));
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let pods = live_pods(&client, "spark").await;
+        let svcs = names::<Service>(&client, "spark").await;
+        let gone = !pods.contains(&format!("{sts_name}-1")) && !pods.contains(&format!("{sts_name}-2"));
+        let svc_gone = !svcs.contains(&format!("s-{sts_name}-1")) && !svcs.contains(&format!("s-{sts_name}-2"));
+        if gone && svc_gone {
+            assert_eq!(pods.len(), 3, "{pods:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "shrunk members linger: {pods:?} {svcs:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // A pod killed by hand comes back, and its member goes through setup again.
+    let before = members_of(&c, "controller")[0].state_detail.last_configured_container.clone().expect("container id");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.delete(&controller.pod, &DeleteParams::default()).await.expect("kill pod");
+    let c = wait_for(&clusters, "spark", "re-set-up", |c| {
+        configured_with(c, &[("controller", 1)])
+            && members_of(c, "controller")[0]
+                .state_detail
+                .last_configured_container
+                .as_deref()
+                .is_some_and(|id| id != before)
+    })
+    .await;
+    assert_eq!(members_of(&c, "controller")[0].node_id, controller.node_id, "same member, same node id");
+    let events = events_of(&client, "spark").await;
+    assert!(
+        events.iter().any(|(_, r, m)| r == "Member"
+            && m.starts_with(&format!("container ID has changed for member{{{}}}", controller.pod))),
+        "{events:#?}"
+    );
+
+    // A cardinality violation is refused with upstream's message; nothing running is touched.
+    set_members(&clusters, "spark", 0, 2).await;
+    let expected = "Invalid member count for role(controller). Specified member count:2 Role cardinality:1";
+    let c = wait_for(&clusters, "spark", "marked invalid", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|k| k.type_ == "Valid" && k.status == "False" && k.message.contains(expected))
+        })
+    })
+    .await;
+    assert_eq!(state(&c), "configured");
+    assert_eq!(live_pods(&client, "spark").await.len(), 3);
+    let events = events_of(&client, "spark").await;
+    assert!(
+        events.iter().any(|(t, _, m)| t == "Warning" && m.contains(expected) && m.contains("spec.roles[0].members")),
+        "{events:#?}"
+    );
+    set_members(&clusters, "spark", 0, 1).await;
+    wait_for(&clusters, "spark", "valid again", |c| {
+        c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|k| k.type_ == "Valid" && k.status == "True"))
+    })
+    .await;
+
+    // Deleting the cluster removes everything it created, PVCs included (the default).
+    clusters.delete("spark", &DeleteParams::default()).await.expect("delete");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let gone = clusters.get_opt("spark").await.expect("get").is_none();
+        let sts = names::<StatefulSet>(&client, "spark").await;
+        let svcs = names::<Service>(&client, "spark").await;
+        let pods = names::<Pod>(&client, "spark").await;
+        let claim = pvcs.get_opt(&pvc_name).await.expect("pvc").filter(|p| p.metadata.deletion_timestamp.is_none());
+        if gone && sts.is_empty() && svcs.is_empty() && pods.is_empty() && claim.is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind: cluster {gone} {sts:?} {svcs:?} {pods:?} {claim:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn retained_pvcs_survive_deletion_and_bad_clusters_do_not_block_good_ones() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    let mut retained = spark_cluster("keep", 1);
+    retained["spec"]["persistentVolumeClaimRetentionPolicy"] = json!({"whenDeleted": "Retain"});
+    let mut orphan = spark_cluster("orphan", 1);
+    orphan["spec"]["app"] = json!("no-such-app");
+    create::<KubeDirectorCluster>(&client, orphan).await;
+    create::<KubeDirectorCluster>(&client, retained).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let c =
+        wait_for(&clusters, "keep", "configured", |c| configured_with(c, &[("controller", 1), ("worker", 1)])).await;
+    let orphan = wait_for(&clusters, "orphan", "marked invalid", |c| {
+        c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|k| k.type_ == "Valid" && k.status == "False"))
+    })
+    .await;
+    let message = &orphan.status.expect("status").conditions[0].message;
+    assert_eq!(message, "Invalid app(no-such-app). This app resource ID has not been registered.");
+    assert!(names::<StatefulSet>(&client, "orphan").await.is_empty());
+
+    let pvc = members_of(&c, "controller")[0].pvc.clone().expect("pvc");
+    clusters.delete("keep", &DeleteParams::default()).await.expect("delete");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("keep").await.expect("get").is_some() || !names::<Pod>(&client, "keep").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "cluster not deleted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let claim = pvcs.get_opt(&pvc).await.expect("get pvc").expect("retained PVC still exists");
+    assert!(claim.metadata.deletion_timestamp.is_none(), "retained PVC is not being deleted");
+}
+
+#[tokio::test]
+async fn a_director_restarted_mid_creation_converges_without_duplicates() {
+    let env = env().await;
+    let client = env.client.clone();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    let mut manifest = spark_cluster("restart", 4);
+    manifest["spec"]["namingScheme"] = json!("UID");
+    create::<KubeDirectorCluster>(&client, manifest).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+
+    // Kill the director as soon as it has started building, then start a new one.
+    let mut first = env.director();
+    wait_for(&clusters, "restart", "started", |c| c.status.as_ref().is_some_and(|s| !s.roles.is_empty())).await;
+    first.kill();
+    let _second = env.director();
+    let c = wait_for(&clusters, "restart", "configured", |c| {
+        configured_with(c, &[("controller", 1), ("worker", 4), ("gateway", 1)])
+    })
+    .await;
+
+    let status = c.status.expect("status");
+    let ids: Vec<i64> = status.roles.iter().flat_map(|r| &r.members).map(|m| m.node_id).collect();
+    let unique: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "node ids are unique: {ids:?}");
+    assert_eq!(names::<StatefulSet>(&client, "restart").await.len(), 3, "one StatefulSet per role");
+    for r in &status.roles {
+        assert!(r.stateful_set.starts_with("kdss-"), "UID names: {}", r.stateful_set);
+    }
+    let pods = live_pods(&client, "restart").await;
+    let expected: BTreeSet<String> = status.roles.iter().flat_map(|r| &r.members).map(|m| m.pod.clone()).collect();
+    assert_eq!(pods, expected, "exactly the members' pods");
+    let services = names::<Service>(&client, "restart").await;
+    assert_eq!(services.len(), 1 + 1 + 4, "headless + controller + 4 workers: {services:?}");
+}
+
+#[tokio::test]
+async fn a_role_scaled_to_zero_loses_its_statefulset_and_status() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    create::<KubeDirectorCluster>(&client, spark_cluster("zero", 1)).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    wait_for(&clusters, "zero", "configured", |c| configured_with(c, &[("gateway", 1)])).await;
+    // A 0+ role shrunk to zero loses its StatefulSet and its role status.
+    let patch = Patch::Json::<()>(
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/roles/3/members", "value": 0}])).expect("patch"),
+    );
+    clusters.patch("zero", &PatchParams::default(), &patch).await.expect("scale gateway to zero");
+    let c = wait_for(&clusters, "zero", "without gateway", |c| {
+        configured_with(c, &[("controller", 1), ("worker", 1)])
+            && c.status.as_ref().is_some_and(|s| s.roles.iter().all(|r| r.id != "gateway"))
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while names::<StatefulSet>(&client, "zero").await.len() != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "gateway StatefulSet not deleted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(c.status.expect("status").members_ready.as_deref(), Some("2/2"));
+}
