@@ -1,5 +1,6 @@
 //! `kdfed`: the user and admin command line.
 
+mod fleet;
 mod manifest;
 mod offline;
 
@@ -53,6 +54,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Register, remove and list member clusters (against the hub).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// List clusters on the hub with their placement and state.
+    Cluster {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// List the app catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
     /// Server-side apply manifests to the cluster.
     Apply {
         /// Files or folders (repeatable).
@@ -61,6 +77,45 @@ enum Command {
         /// Namespace for objects that name none.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Register a member: its namespace, identity and RBAC on the hub; prints the
+    /// kubeconfig its spoke joins with.
+    Add {
+        /// Member name (DNS label).
+        name: String,
+        /// Placement label, key=value (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Hub API server URL the spoke connects to (default: the kubeconfig's).
+        #[arg(long)]
+        server: Option<String>,
+        /// Lifetime of the initial token in seconds (the spoke renews its own).
+        #[arg(long, default_value_t = kdfed_hub::registry::DEFAULT_TOKEN_SECONDS)]
+        token_seconds: i64,
+        /// Write the kubeconfig to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Remove a member; its credentials stop working at once.
+    Remove {
+        /// Member name.
+        name: String,
+    },
+    /// List members: labels, availability, heartbeat age, capacity, clusters placed.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// List them.
+    List {
+        /// Only this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
 }
 
@@ -114,6 +169,24 @@ async fn run(cli: Cli) -> Result<()> {
                     bail!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster));
                 }
             }
+        }
+        Command::Member { command } => {
+            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+            match command {
+                MemberCommand::Add { name, labels, server, token_seconds, output } => {
+                    fleet::add(&client, cli.kubeconfig.as_ref(), &name, &labels, server, token_seconds, output).await?
+                }
+                MemberCommand::Remove { name } => fleet::remove(&client, &name).await?,
+                MemberCommand::List => fleet::list_members(&client).await?,
+            }
+        }
+        Command::Cluster { command: ListCommand::List { namespace } } => {
+            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+            fleet::list_clusters(&client, namespace.as_deref()).await?;
+        }
+        Command::Catalog { command: ListCommand::List { .. } } => {
+            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+            fleet::list_catalog(&client).await?;
         }
         Command::Apply { files, namespace } => {
             let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;

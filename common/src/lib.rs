@@ -1,10 +1,13 @@
 //! Plumbing shared by kdfed's binaries: layered configuration, telemetry and Kubernetes
 //! client set-up.
 
+pub mod catalog;
+pub mod conditions;
 pub mod crds;
 pub mod events;
 pub mod settings;
 pub mod telemetry;
+pub mod tokens;
 
 use std::path::Path;
 

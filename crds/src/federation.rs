@@ -203,3 +203,31 @@ pub struct KubeDirectorWorkStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// Label on the member's namespace and RBAC objects on the hub.
+pub const LABEL_MEMBER: &str = "federation.kubedirector.hpe.com/member";
+/// Label on local copies (cluster, app, Secrets) a spoke applies for a Work: the Work's name.
+pub const LABEL_WORK: &str = "federation.kubedirector.hpe.com/work";
+/// Annotation on local copies: the placement epoch they were applied from.
+pub const ANNOTATION_EPOCH: &str = "federation.kubedirector.hpe.com/epoch";
+/// Annotation on local copies: the origin `namespace/name` on the hub.
+pub const ANNOTATION_ORIGIN: &str = "federation.kubedirector.hpe.com/origin";
+/// Finalizer the hub puts on intents (user clusters) it placed.
+pub const FINALIZER_INTENT: &str = "federation.kubedirector.hpe.com/placement";
+/// Finalizer on Works, released by the spoke once the member-side cleanup is done.
+pub const FINALIZER_WORK: &str = "federation.kubedirector.hpe.com/member-cleanup";
+/// Annotation an admin sets on an intent to let it go without the member's cleanup.
+pub const ANNOTATION_ORPHAN: &str = "federation.kubedirector.hpe.com/orphan";
+/// Name of the ServiceAccount that is a member's identity on the hub.
+pub const MEMBER_SERVICE_ACCOUNT: &str = "kdfed-spoke";
+/// Name of a member's heartbeat Lease in its namespace.
+pub const MEMBER_LEASE: &str = "kdfed-spoke";
+/// Name of a member's cluster-scoped RBAC objects on the hub.
+pub fn member_rbac_name(member: &str) -> String {
+    format!("kdfed-member-{member}")
+}
+
+/// Name of the Work for an intent: `<namespace>.<name>` (unique within a member namespace).
+pub fn work_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}

@@ -1,33 +1,34 @@
-//! The kdfed hub: app catalog, member registry, placement and status aggregation.
-//! At this stage it loads its configuration and connects to the hub's API server.
+//! The kdfed hub: app catalog, member registry, placement, Works and status aggregation.
 
+pub mod intents;
+pub mod members;
+pub mod placement;
+pub mod registry;
 pub mod settings;
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
 use tracing::info;
 
 pub use settings::Settings;
 
-/// Connects to the hub's API server and runs until SIGINT/SIGTERM.
+/// Connects to the hub's API server and runs the hub's controllers until SIGINT/SIGTERM.
 pub async fn run(settings: Settings) -> Result<()> {
     let client = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = client.apiserver_version().await.context("connect to the hub's API server")?;
     info!(version = %version.git_version, "connected to the hub API server");
-    shutdown_signal().await;
+    let grace = Duration::from_secs(settings.heartbeat_grace_seconds);
+    let ctx = Arc::new(intents::Context {
+        client: client.clone(),
+        system_namespace: settings.system_namespace.clone(),
+        grace,
+        recorder: kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub"),
+    });
+    let availability = tokio::spawn(members::run(client.clone(), grace, Duration::from_secs(2)));
+    intents::run(ctx).await;
+    availability.abort();
     info!("shutting down");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,26 +1,51 @@
 //! The kdfed spoke: hub sync and the director (KubeDirector semantics on one cluster).
 
 pub mod director;
+pub mod hubsync;
 pub mod settings;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use settings::Settings;
 
-/// Connects to the member's (and, unless standalone, the hub's) API server and runs until
-/// SIGINT/SIGTERM.
+/// Runs the director on the member's API server and, unless standalone, hub sync, until
+/// SIGINT/SIGTERM. Hub sync failures never stop the director: local clusters keep being
+/// reconciled while the hub is unreachable.
 pub async fn run(settings: Settings) -> Result<()> {
     let local = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = local.apiserver_version().await.context("connect to the member's API server")?;
     info!(version = %version.git_version, "connected to the member API server");
-    if !settings.standalone {
-        let hub = kdfed_common::client(settings.hub_kubeconfig.as_deref()).await?;
-        let version = hub.apiserver_version().await.context("connect to the hub's API server")?;
-        info!(version = %version.git_version, member = ?settings.member, "connected to the hub API server");
+    let director = director::run(local.clone(), settings.system_namespace.clone());
+    if settings.standalone {
+        info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");
+        director.await;
+    } else {
+        let hub_kubeconfig = settings.hub_kubeconfig.clone().context("hub_kubeconfig is required")?;
+        let token_file = settings
+            .hub_token_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.token", hub_kubeconfig.display())));
+        let opts = hubsync::Options {
+            member: settings.member.clone().context("member is required")?,
+            hub_kubeconfig,
+            token_file,
+            token_seconds: settings.hub_token_seconds,
+            lease_interval: Duration::from_secs(settings.lease_interval_seconds),
+            report_interval: Duration::from_secs(settings.report_interval_seconds),
+        };
+        info!(member = %opts.member, "starting the director and hub sync");
+        let sync = tokio::spawn(async move {
+            if let Err(e) = hubsync::run(local, opts).await {
+                warn!("hub sync stopped: {e}");
+            }
+        });
+        director.await;
+        sync.abort();
     }
-    info!(system_namespace = %settings.system_namespace, "starting the director");
-    director::run(local, settings.system_namespace.clone()).await;
     info!("shutting down");
     Ok(())
 }

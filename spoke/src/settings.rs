@@ -26,6 +26,12 @@ pub struct Settings {
     pub log_level: String,
     /// Seconds between heartbeat Lease renewals.
     pub lease_interval_seconds: u64,
+    /// Seconds between capacity reports (written to the hub only when something changed).
+    pub report_interval_seconds: u64,
+    /// File holding the current hub token, renewed in place (default: `<hub_kubeconfig>.token`).
+    pub hub_token_file: Option<PathBuf>,
+    /// Lifetime of renewed hub tokens in seconds (at least 600).
+    pub hub_token_seconds: i64,
     /// Namespace of the system app catalog and the `KubeDirectorConfig`.
     pub system_namespace: String,
 }
@@ -41,6 +47,9 @@ impl Default for Settings {
             log_format: "text".into(),
             log_level: "info".into(),
             lease_interval_seconds: 10,
+            report_interval_seconds: 10,
+            hub_token_file: None,
+            hub_token_seconds: 3600,
             system_namespace: "kdfed-system".into(),
         }
     }
@@ -54,6 +63,12 @@ impl Settings {
         }
         if self.lease_interval_seconds == 0 {
             return Err("lease_interval_seconds: must be at least 1".into());
+        }
+        if self.report_interval_seconds == 0 {
+            return Err("report_interval_seconds: must be at least 1".into());
+        }
+        if self.hub_token_seconds < 600 {
+            return Err("hub_token_seconds: must be at least 600".into());
         }
         if !self.standalone {
             if self.hub_kubeconfig.is_none() {

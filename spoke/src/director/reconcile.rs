@@ -7,9 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kdfed_crds::app::KubeDirectorApp;
-use kdfed_crds::cluster::{APP_CATALOG_LOCAL, APP_CATALOG_SYSTEM, KubeDirectorCluster, KubeDirectorClusterStatus};
+use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
 use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -138,7 +136,16 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     }
 
     // Dereference: the app (local, then system catalog) and the global config.
-    let (app, catalog) = match find_app(&ctx, cluster, &ns).await? {
+    let found = kdfed_common::catalog::find_app(
+        &ctx.client,
+        &ns,
+        &ctx.system_namespace,
+        &cluster.spec.app,
+        cluster.spec.app_catalog.as_deref(),
+    )
+    .await
+    .doing("read app")?;
+    let (app, catalog) = match found {
         Some(found) => found,
         None => {
             let message = format!("Invalid app({}). This app resource ID has not been registered.", cluster.spec.app);
@@ -250,7 +257,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
 
     // Status, with the Valid condition, then Events.
     let mut status = plan.status.clone();
-    status.conditions = merged_conditions(
+    status.conditions = kdfed_common::conditions::set_condition(
         &old_status.conditions,
         "Valid",
         "True",
@@ -311,55 +318,6 @@ fn pod_view(pod: &Pod) -> PodView {
     }
 }
 
-async fn find_app(
-    ctx: &Context,
-    cluster: &KubeDirectorCluster,
-    ns: &str,
-) -> Result<Option<(KubeDirectorApp, String)>, Error> {
-    let name = &cluster.spec.app;
-    let local = || Api::<KubeDirectorApp>::namespaced(ctx.client.clone(), ns);
-    let system = || Api::<KubeDirectorApp>::namespaced(ctx.client.clone(), &ctx.system_namespace);
-    let found = match cluster.spec.app_catalog.as_deref() {
-        Some(APP_CATALOG_LOCAL) => local().get_opt(name).await.doing("read app")?.map(|a| (a, APP_CATALOG_LOCAL)),
-        Some(APP_CATALOG_SYSTEM) => system().get_opt(name).await.doing("read app")?.map(|a| (a, APP_CATALOG_SYSTEM)),
-        _ => match local().get_opt(name).await.doing("read app")? {
-            Some(a) => Some((a, APP_CATALOG_LOCAL)),
-            None => system().get_opt(name).await.doing("read app")?.map(|a| (a, APP_CATALOG_SYSTEM)),
-        },
-    };
-    Ok(found.map(|(a, c)| (a, c.to_string())))
-}
-
-fn now() -> Time {
-    Time(jiff::Timestamp::now())
-}
-
-/// Conditions with `type_` set, keeping the transition time when the status is unchanged.
-pub fn merged_conditions(
-    old: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Vec<Condition> {
-    let mut out: Vec<Condition> = old.iter().filter(|c| c.type_ != type_).cloned().collect();
-    let previous = old.iter().find(|c| c.type_ == type_);
-    let last_transition_time = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => now(),
-    };
-    out.push(Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        last_transition_time,
-        observed_generation: generation,
-    });
-    out
-}
-
 /// Writes the whole status with server-side apply, conditional on the resourceVersion the
 /// plan was made from: a concurrent change makes this fail and the reconcile retry.
 async fn write_status(
@@ -391,8 +349,14 @@ async fn invalid(
 ) -> Result<(), Error> {
     let old = cluster.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    status.conditions =
-        merged_conditions(&old.conditions, "Valid", "False", "InvalidSpec", message, cluster.metadata.generation);
+    status.conditions = kdfed_common::conditions::set_condition(
+        &old.conditions,
+        "Valid",
+        "False",
+        "InvalidSpec",
+        message,
+        cluster.metadata.generation,
+    );
     if status != old {
         write_status(api, cluster, &status).await?;
         publish(ctx, cluster, true, "Cluster", format!("{field}: {message}")).await;

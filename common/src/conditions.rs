@@ -1,0 +1,34 @@
+//! Kubernetes-style conditions, keeping transition times when the status is unchanged.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// `conditions` with `type_` set; the transition time changes only with the status.
+pub fn set_condition(
+    conditions: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = conditions.iter().filter(|c| c.type_ != type_).cloned().collect();
+    let last_transition_time = match conditions.iter().find(|c| c.type_ == type_) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => Time(jiff::Timestamp::now()),
+    };
+    out.push(Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    });
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// The condition of a type, if present.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}

@@ -1,0 +1,476 @@
+//! The intent controller: places each user `KubeDirectorCluster` on the hub onto one
+//! member, writes its `KubeDirectorWork` into the member's namespace, folds the member's
+//! report back into the cluster's status, and on deletion waits for the member's cleanup.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kdfed_common::conditions::{condition, set_condition};
+use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus, PlacementStatus};
+use kdfed_crds::federation::{
+    ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, member_namespace,
+    work_name,
+};
+use kdfed_crds::{defaults, validate};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::placement::{self, IntentView, MemberView, Resources};
+
+/// Field manager of the hub's writes to intents and Works.
+pub const FIELD_MANAGER: &str = "kdfed-hub";
+/// Label on Works: the origin's namespace.
+pub const LABEL_ORIGIN_NAMESPACE: &str = "federation.kubedirector.hpe.com/origin-namespace";
+/// Label on Works: the origin's name.
+pub const LABEL_ORIGIN_NAME: &str = "federation.kubedirector.hpe.com/origin-name";
+
+/// Errors of one reconcile; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct Error {
+    action: String,
+    #[source]
+    source: kube::Error,
+}
+
+trait Doing<T> {
+    fn doing(self, action: &str) -> Result<T, Error>;
+}
+
+impl<T> Doing<T> for Result<T, kube::Error> {
+    fn doing(self, action: &str) -> Result<T, Error> {
+        self.map_err(|source| Error { action: action.to_string(), source })
+    }
+}
+
+/// Shared state of the intent controller.
+pub struct Context {
+    /// Hub client.
+    pub client: Client,
+    /// Namespace of the system catalog.
+    pub system_namespace: String,
+    /// Heartbeat grace before a member is unavailable.
+    pub grace: Duration,
+    /// Event recorder.
+    pub recorder: kdfed_common::events::Recorder,
+}
+
+/// Runs the intent controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let intents: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
+    let works: Api<KubeDirectorWork> = Api::all(client.clone());
+    let members: Api<KubeDirectorMember> = Api::all(client.clone());
+    let controller = Controller::new(intents, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(works, watcher::Config::default().labels(LABEL_ORIGIN_NAME), |work: KubeDirectorWork| {
+            Some(ObjectRef::new(&work.spec.origin.name).within(&work.spec.origin.namespace))
+        })
+        .watches(members, watcher::Config::default(), move |_member: KubeDirectorMember| {
+            // Any member change (joined, capacity, availability) may make unplaced clusters fit.
+            store
+                .state()
+                .into_iter()
+                .filter(|i| i.0.as_ref().is_ok_and(|c| c.status.as_ref().and_then(|s| s.placement.as_ref()).is_none()))
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!("intents: {e}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<DeserializeGuard<KubeDirectorCluster>>, error: &Error, _: Arc<Context>) -> Action {
+    warn!("reconcile failed: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn event(ctx: &Context, intent: &KubeDirectorCluster, warning: bool, reason: &str, message: &str) {
+    if let Err(e) = ctx.recorder.record(intent, warning, reason, message).await {
+        warn!("cannot record event: {e}");
+    }
+}
+
+async fn write_status(
+    api: &Api<KubeDirectorCluster>,
+    intent: &KubeDirectorCluster,
+    status: &KubeDirectorClusterStatus,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION, "kind": "KubeDirectorCluster",
+        "metadata": {"resourceVersion": intent.resource_version()},
+        "status": status,
+    });
+    api.patch_status(&intent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .await
+        .doing("write status")?;
+    Ok(())
+}
+
+async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let cached = match &guard.0 {
+        Ok(c) => c,
+        Err(invalid) => {
+            warn!(error = %invalid.error, "ignoring malformed KubeDirectorCluster");
+            let message = format!("malformed KubeDirectorCluster: {}", invalid.error);
+            if let Err(e) = ctx.recorder.record(guard.as_ref(), true, "Invalid", &message).await {
+                warn!("cannot record event: {e}");
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let ns = cached.namespace().unwrap_or_else(|| "default".into());
+    let name = cached.name_any();
+    let api: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(intent) = api.get_opt(&name).await.doing("read cluster")? else {
+        return Ok(Action::await_change());
+    };
+    let span = tracing::info_span!("reconcile", intent = %format!("{ns}/{name}"));
+    let _enter = span.enter();
+
+    if intent.metadata.deletion_timestamp.is_some() {
+        return delete(&ctx, &api, &intent).await;
+    }
+    if !intent.finalizers().iter().any(|f| f == FINALIZER_INTENT) {
+        let mut finalizers = intent.finalizers().to_vec();
+        finalizers.push(FINALIZER_INTENT.to_string());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": intent.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.doing("add finalizer")?;
+        return Ok(Action::requeue(Duration::from_millis(50)));
+    }
+    let old = intent.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let generation = intent.metadata.generation;
+
+    // Catalog and validation.
+    let found = kdfed_common::catalog::find_app(
+        &ctx.client,
+        &ns,
+        &ctx.system_namespace,
+        &intent.spec.app,
+        intent.spec.app_catalog.as_deref(),
+    )
+    .await
+    .doing("read app")?;
+    let Some((app, catalog)) = found else {
+        let message = format!("Invalid app({}). This app resource ID has not been registered.", intent.spec.app);
+        status.conditions = set_condition(&status.conditions, "Valid", "False", "AppNotFound", &message, generation);
+        if status != old {
+            write_status(&api, &intent, &status).await?;
+            event(&ctx, &intent, true, "Invalid", &format!("spec.app: {message}")).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    let mut app_spec = app.spec.clone();
+    defaults::app(&mut app_spec);
+    let mut spec = intent.spec.clone();
+    defaults::cluster(&mut spec, &app_spec, None);
+    spec.app_catalog = Some("local".to_string());
+    if let Err(errors) = validate::app(&app_spec).and_then(|()| validate::cluster(&spec, &intent.spec.app, &app_spec)) {
+        status.conditions =
+            set_condition(&status.conditions, "Valid", "False", "InvalidSpec", &errors.to_string(), generation);
+        if status != old {
+            write_status(&api, &intent, &status).await?;
+            event(&ctx, &intent, true, "Invalid", &errors.to_string()).await;
+        }
+        return Ok(Action::await_change());
+    }
+    status.conditions = set_condition(
+        &status.conditions,
+        "Valid",
+        "True",
+        "Valid",
+        &format!("app found in the {catalog} catalog"),
+        generation,
+    );
+
+    // Placement: sticky once decided.
+    let members: Api<KubeDirectorMember> = Api::all(ctx.client.clone());
+    let placement = match status.placement.clone() {
+        Some(p) => p,
+        None => {
+            let all_members = members.list(&Default::default()).await.doing("list members")?.items;
+            let intents = api_all(&ctx.client).list(&Default::default()).await.doing("list clusters")?.items;
+            let views = member_views(&all_members, &intents);
+            match placement::schedule(&IntentView::of(&spec), &views) {
+                Ok(m) => {
+                    let p =
+                        PlacementStatus { member: m.name.clone(), epoch: 1, time: Some(Time(jiff::Timestamp::now())) };
+                    status.placement = Some(p.clone());
+                    let message = format!("placed on member {} (epoch 1)", m.name);
+                    status.conditions =
+                        set_condition(&status.conditions, "Placed", "True", "Scheduled", &message, generation);
+                    // Record the decision before acting on it, so a restart never places twice.
+                    write_status(&api, &intent, &status).await?;
+                    info!(member = %m.name, "placed");
+                    event(&ctx, &intent, false, "Placed", &message).await;
+                    return Ok(Action::requeue(Duration::from_millis(50)));
+                }
+                Err(why) => {
+                    status.conditions = set_condition(
+                        &status.conditions,
+                        "Placed",
+                        "False",
+                        "Unschedulable",
+                        &why.to_string(),
+                        generation,
+                    );
+                    if status != old {
+                        write_status(&api, &intent, &status).await?;
+                        event(&ctx, &intent, true, "Unschedulable", &why.to_string()).await;
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(10)));
+                }
+            }
+        }
+    };
+
+    // The Work: a frozen snapshot of everything the member needs.
+    let member = members.get_opt(&placement.member).await.doing("read member")?;
+    let member_ns = member_namespace(&placement.member);
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.client.clone(), &member_ns);
+    let wname = work_name(&ns, &name);
+    let existing = works.get_opt(&wname).await.doing("read work")?;
+    if member.is_some() && existing.as_ref().is_none_or(|w| w.metadata.deletion_timestamp.is_none()) {
+        let secrets = referenced_secrets(&ctx.client, &ns, &spec).await?;
+        let work = json!({
+            "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorWork",
+            "metadata": {
+                "name": wname, "namespace": member_ns,
+                "labels": {LABEL_ORIGIN_NAMESPACE: ns, LABEL_ORIGIN_NAME: name},
+                "finalizers": [FINALIZER_WORK],
+            },
+            "spec": {
+                "origin": {"namespace": ns, "name": name, "uid": intent.metadata.uid, "generation": generation.unwrap_or(0)},
+                "placementEpoch": placement.epoch,
+                "app": {"name": intent.spec.app, "spec": app_spec},
+                "cluster": {"namespace": ns, "name": name, "labels": intent.labels(), "spec": spec},
+                "secrets": secrets,
+            }
+        });
+        works
+            .patch(&wname, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(work))
+            .await
+            .doing("apply work")?;
+    }
+
+    // Fold the member's report into the status, never showing stale data as current.
+    let work = works.get_opt(&wname).await.doing("read work")?;
+    let available =
+        member.as_ref().and_then(|m| m.status.as_ref()).and_then(|s| condition(&s.conditions, "Available")).cloned();
+    let member_ok = available.as_ref().is_some_and(|c| c.status == "True");
+    let report = work.as_ref().and_then(|w| w.status.clone()).unwrap_or_default();
+    if let Some(cs) = report.cluster_status.clone() {
+        status.state = cs.state;
+        status.member_state_rollup = cs.member_state_rollup;
+        status.roles = cs.roles;
+        status.members_ready = cs.members_ready;
+        status.cluster_service = cs.cluster_service;
+        status.last_node_id = cs.last_node_id;
+        status.spec_generation_to_process = cs.spec_generation_to_process;
+        status.generation_uid = cs.generation_uid;
+        status.last_connection_hash = cs.last_connection_hash;
+    }
+    status.member_status_time = report.report_time.clone();
+    status.observed_generation = generation;
+    let (ms, mr, mm) = match (&member, &available) {
+        (None, _) => ("False", "MemberGone", format!("member {} is not registered", placement.member)),
+        (Some(_), Some(c)) => {
+            (c.status.as_str(), c.reason.as_str(), format!("member {}: {}", placement.member, c.message))
+        }
+        (Some(_), None) => ("Unknown", "NotJoined", format!("member {} has not joined yet", placement.member)),
+    };
+    status.conditions = set_condition(&status.conditions, "MemberAvailable", ms, mr, &mm, generation);
+    let work_generation = work.as_ref().and_then(|w| w.metadata.generation);
+    let applied = report.observed_generation.is_some()
+        && report.observed_generation == work_generation
+        && report.applied_epoch == Some(placement.epoch);
+    let (a_status, a_reason, a_message) = if applied {
+        ("True", "Applied", format!("member {} applied generation {}", placement.member, generation.unwrap_or(0)))
+    } else {
+        ("False", "Pending", format!("waiting for member {} to apply the latest spec", placement.member))
+    };
+    status.conditions = set_condition(&status.conditions, "Applied", a_status, a_reason, &a_message, generation);
+    let seen = report.report_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "never".into());
+    let (r_status, r_reason, r_message) = if !member_ok {
+        (
+            "Unknown",
+            "MemberUnavailable",
+            format!("member {} is unavailable; member data last seen at {seen}", placement.member),
+        )
+    } else if applied && status.state.as_deref() == Some("configured") {
+        ("True", "Configured", "every member is configured".to_string())
+    } else {
+        ("False", "Reconciling", format!("state {}", status.state.clone().unwrap_or_else(|| "pending".into())))
+    };
+    status.conditions = set_condition(&status.conditions, "Ready", r_status, r_reason, &r_message, generation);
+    if status != old {
+        write_status(&api, &intent, &status).await?;
+        let was_ready = condition(&old.conditions, "Ready").map(|c| c.status.clone());
+        if was_ready.as_deref() != Some(r_status) {
+            event(&ctx, &intent, r_status == "Unknown", r_reason, &r_message).await;
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(if member_ok && applied { 30 } else { 3 })))
+}
+
+fn api_all(client: &Client) -> Api<KubeDirectorCluster> {
+    Api::all(client.clone())
+}
+
+/// Scheduler views of the members: reported capacity, plus the requests of clusters placed
+/// on each member that it has not reported as fully running yet.
+pub fn member_views(members: &[KubeDirectorMember], intents: &[KubeDirectorCluster]) -> Vec<MemberView> {
+    let mut in_flight: BTreeMap<String, Resources> = BTreeMap::new();
+    for intent in intents {
+        let Some(status) = &intent.status else { continue };
+        let Some(p) = &status.placement else { continue };
+        let running =
+            status.members_ready.as_deref().is_some_and(|r| r.split_once('/').is_some_and(|(a, b)| a == b && a != "0"));
+        if !running {
+            let r = placement::cluster_requests(&intent.spec);
+            let e = in_flight.entry(p.member.clone()).or_default();
+            *e = Resources { cpu: e.cpu + r.cpu, memory: e.memory + r.memory, gpu: e.gpu + r.gpu };
+        }
+    }
+    members
+        .iter()
+        .map(|m| {
+            let status = m.status.clone().unwrap_or_default();
+            let capacity = status.capacity.clone().unwrap_or_default();
+            let allocatable = Resources::from_map(capacity.allocatable.iter().map(|(k, v)| (k, v.0.as_str())));
+            let mut requested = Resources::from_map(capacity.requested.iter().map(|(k, v)| (k, v.0.as_str())));
+            if let Some(extra) = in_flight.get(&m.name_any()) {
+                requested = Resources {
+                    cpu: requested.cpu + extra.cpu,
+                    memory: requested.memory + extra.memory,
+                    gpu: requested.gpu + extra.gpu,
+                };
+            }
+            let available =
+                condition(&status.conditions, "Available").is_some_and(|c| c.status == "True") && !m.spec.unschedulable;
+            MemberView {
+                name: m.name_any(),
+                labels: m.labels().clone(),
+                taints: m.spec.taints.clone(),
+                available,
+                allocatable,
+                requested,
+                storage_classes: status.storage_classes.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The Secrets a cluster references (default secret, role secrets, connected secrets), with
+/// their data, for the Work.
+async fn referenced_secrets(
+    client: &Client,
+    ns: &str,
+    spec: &KubeDirectorClusterSpec,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let mut names: Vec<String> = spec.default_secret.iter().map(|s| s.name.clone()).collect();
+    names.extend(spec.roles.iter().filter_map(|r| r.secret.as_ref().map(|s| s.name.clone())));
+    names.extend(spec.connections.iter().flat_map(|c| c.secrets.clone()));
+    names.sort();
+    names.dedup();
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(secret) = api.get_opt(&name).await.doing("read secret")? {
+            let data: BTreeMap<String, String> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v.0)))
+                .collect();
+            out.push(json!({"name": name, "type": secret.type_, "data": data}));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletion: delete the Work, wait for the member to release it, then let the intent go.
+async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDirectorCluster) -> Result<Action, Error> {
+    if !intent.finalizers().iter().any(|f| f == FINALIZER_INTENT) {
+        return Ok(Action::await_change());
+    }
+    let ns = intent.namespace().unwrap_or_default();
+    let name = intent.name_any();
+    let old = intent.status.clone().unwrap_or_default();
+    if let Some(p) = &old.placement {
+        let works: Api<KubeDirectorWork> = Api::namespaced(ctx.client.clone(), &member_namespace(&p.member));
+        let wname = work_name(&ns, &name);
+        if let Some(work) = works.get_opt(&wname).await.doing("read work")? {
+            if work.metadata.deletion_timestamp.is_none() {
+                works.delete(&wname, &DeleteParams::background()).await.doing("delete work")?;
+            }
+            let orphan = intent.annotations().get(ANNOTATION_ORPHAN).is_some_and(|v| v == "true");
+            let member_exists = Api::<KubeDirectorMember>::all(ctx.client.clone())
+                .get_opt(&p.member)
+                .await
+                .doing("read member")?
+                .is_some();
+            if orphan {
+                let patch = json!({"metadata": {"finalizers": null}});
+                works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("orphan work")?;
+                event(
+                    ctx,
+                    intent,
+                    true,
+                    "Orphaned",
+                    &format!("released without cleanup on member {} (annotation {ANNOTATION_ORPHAN})", p.member),
+                )
+                .await;
+            } else {
+                let message = if member_exists {
+                    format!("waiting for member {} to clean up", p.member)
+                } else {
+                    format!(
+                        "member {} is gone; its cleanup cannot be confirmed. Set the annotation {ANNOTATION_ORPHAN}=true to delete anyway",
+                        p.member
+                    )
+                };
+                let mut status = old.clone();
+                status.conditions = set_condition(
+                    &status.conditions,
+                    "Deleting",
+                    "True",
+                    if member_exists { "WaitingForMember" } else { "MemberGone" },
+                    &message,
+                    intent.metadata.generation,
+                );
+                if status != old {
+                    write_status(api, intent, &status).await?;
+                    event(ctx, intent, !member_exists, "Deleting", &message).await;
+                }
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        }
+    }
+    let finalizers: Vec<String> = intent.finalizers().iter().filter(|f| *f != FINALIZER_INTENT).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": intent.resource_version()}});
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(source) => return Err(Error { action: "remove finalizer".into(), source }),
+    }
+    info!("intent released");
+    Ok(Action::await_change())
+}

@@ -1,0 +1,417 @@
+//! Hub sync: the spoke's side of federation. It connects out to the hub with the member's
+//! own identity (renewing its token itself), renews a heartbeat Lease, reports capacity and
+//! cluster counts into its member's status when they change, and turns each Work in its
+//! namespace into local objects for the director, writing the director's status back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kdfed_crds::cluster::KubeDirectorCluster;
+use kdfed_crds::federation::{
+    ANNOTATION_EPOCH, ANNOTATION_ORIGIN, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, LABEL_WORK,
+    MEMBER_LEASE, MEMBER_SERVICE_ACCOUNT, MemberCapacity, member_namespace,
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Field manager of everything hub sync writes (locally and on the hub).
+pub const FIELD_MANAGER: &str = "kdfed-hub-sync";
+
+/// Settings of hub sync.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// This member's name.
+    pub member: String,
+    /// The kubeconfig `kdfed member add` printed.
+    pub hub_kubeconfig: PathBuf,
+    /// Where the current hub token is kept (renewed in place).
+    pub token_file: PathBuf,
+    /// Lifetime of renewed tokens.
+    pub token_seconds: i64,
+    /// Heartbeat interval.
+    pub lease_interval: Duration,
+    /// Interval of capacity reports (written only when something changed).
+    pub report_interval: Duration,
+}
+
+/// Errors of hub sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server of the hub or the member refused a request.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The hub kubeconfig or token file could not be used.
+    #[error("hub credentials: {0}")]
+    Credentials(String),
+}
+
+trait Doing<T> {
+    fn doing(self, action: &str) -> Result<T, Error>;
+}
+
+impl<T> Doing<T> for Result<T, kube::Error> {
+    fn doing(self, action: &str) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube { action: action.to_string(), source })
+    }
+}
+
+/// A hub client that reads its token from `token_file` (re-read by the client as it
+/// changes), seeded from the join kubeconfig's token the first time.
+pub async fn hub_client(opts: &Options) -> Result<Client, Error> {
+    let kc = Kubeconfig::read_from(&opts.hub_kubeconfig).map_err(|e| Error::Credentials(e.to_string()))?;
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Credentials(e.to_string()))?;
+    if !opts.token_file.exists() {
+        let token = config.auth_info.token.as_ref().map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
+        let Some(token) = token else {
+            return Err(Error::Credentials(format!(
+                "{} has no token and {} does not exist",
+                opts.hub_kubeconfig.display(),
+                opts.token_file.display()
+            )));
+        };
+        write_token(&opts.token_file, &token).map_err(|e| Error::Credentials(e.to_string()))?;
+    }
+    config.auth_info.token = None;
+    config.auth_info.token_file = Some(opts.token_file.display().to_string());
+    Client::try_from(config).map_err(|e| Error::Credentials(e.to_string()))
+}
+
+fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, token)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Runs hub sync until the process stops. Each loop retries on its own, so a hub that
+/// cannot be reached never stops the director or the other loops.
+pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
+    let hub = hub_client(&opts).await?;
+    info!(member = %opts.member, "hub sync starting");
+    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone() });
+    tokio::join!(renew_tokens(ctx.clone()), heartbeat(ctx.clone()), report(ctx.clone()), works(ctx));
+    Ok(())
+}
+
+struct SyncContext {
+    hub: Client,
+    local: Client,
+    opts: Options,
+}
+
+impl SyncContext {
+    fn namespace(&self) -> String {
+        member_namespace(&self.opts.member)
+    }
+}
+
+async fn renew_tokens(ctx: Arc<SyncContext>) {
+    let lifetime = ctx.opts.token_seconds.max(kdfed_common::tokens::MIN_TOKEN_SECONDS);
+    loop {
+        // Renew at a third of the lifetime, so two failures in a row still leave time.
+        tokio::time::sleep(Duration::from_secs((lifetime / 3) as u64)).await;
+        match kdfed_common::tokens::issue(&ctx.hub, &ctx.namespace(), MEMBER_SERVICE_ACCOUNT, lifetime).await {
+            Ok(token) => match write_token(&ctx.opts.token_file, &token) {
+                Ok(()) => info!("hub token renewed"),
+                Err(e) => warn!("cannot store the renewed hub token: {e}"),
+            },
+            Err(e) => warn!("cannot renew the hub token: {e}"),
+        }
+    }
+}
+
+async fn heartbeat(ctx: Arc<SyncContext>) {
+    let leases: Api<Lease> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let holder = format!("{}/{}", ctx.opts.member, std::env::var("HOSTNAME").unwrap_or_else(|_| "spoke".into()));
+    loop {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": MEMBER_LEASE, "namespace": ctx.namespace()},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": ctx.opts.lease_interval.as_secs().max(1) * 3,
+                "renewTime": MicroTime(jiff::Timestamp::now()),
+            }
+        });
+        if let Err(e) =
+            leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await
+        {
+            warn!("heartbeat not renewed: {e}");
+        }
+        tokio::time::sleep(ctx.opts.lease_interval).await;
+    }
+}
+
+/// What a member reports about itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// API server version.
+    pub version: String,
+    /// Capacity summary.
+    pub capacity: MemberCapacity,
+    /// Storage classes.
+    pub storage_classes: Vec<String>,
+    /// Local federated clusters by state.
+    pub clusters_by_state: BTreeMap<String, i64>,
+}
+
+fn add(map: &mut BTreeMap<String, f64>, key: &str, q: &Quantity) {
+    *map.entry(key.to_string()).or_default() += kdfed_crds::quantity::parse(&q.0).unwrap_or(0.0);
+}
+
+fn quantities(map: BTreeMap<String, f64>) -> BTreeMap<String, Quantity> {
+    map.into_iter()
+        .map(|(k, v)| {
+            let millis = (v * 1000.0).round() as i64;
+            let text = match k.as_str() {
+                "cpu" if millis % 1000 == 0 => format!("{}", millis / 1000),
+                "cpu" => format!("{millis}m"),
+                "memory" if (v as i64) % (1 << 30) == 0 => format!("{}Gi", (v as i64) >> 30),
+                "memory" => format!("{}Mi", (v / 1048576.0).round() as i64),
+                _ => format!("{}", v.round() as i64),
+            };
+            (k, Quantity(text))
+        })
+        .collect()
+}
+
+async fn build_report(local: &Client) -> Result<Report, Error> {
+    const KEYS: [&str; 3] = ["cpu", "memory", "nvidia.com/gpu"];
+    let version = local.apiserver_version().await.doing("read version")?.git_version;
+    let nodes = Api::<Node>::all(local.clone()).list(&ListParams::default()).await.doing("list nodes")?.items;
+    let mut allocatable = BTreeMap::new();
+    let mut schedulable = Vec::new();
+    for node in &nodes {
+        let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if cordoned || !ready {
+            continue;
+        }
+        schedulable.push(node.name_any());
+        for (k, q) in node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default() {
+            if KEYS.contains(&k.as_str()) {
+                add(&mut allocatable, &k, &q);
+            }
+        }
+    }
+    let mut requested = BTreeMap::new();
+    for pod in Api::<Pod>::all(local.clone()).list(&ListParams::default()).await.doing("list pods")?.items {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let on = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" || !schedulable.contains(&on) {
+            continue;
+        }
+        for c in pod.spec.map(|s| s.containers).unwrap_or_default() {
+            for (k, q) in c.resources.and_then(|r| r.requests).unwrap_or_default() {
+                if KEYS.contains(&k.as_str()) {
+                    add(&mut requested, &k, &q);
+                }
+            }
+        }
+    }
+    let mut storage_classes: Vec<String> = Api::<StorageClass>::all(local.clone())
+        .list(&ListParams::default())
+        .await
+        .doing("list storage classes")?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    storage_classes.sort();
+    let mut clusters_by_state = BTreeMap::new();
+    let lp = ListParams::default().labels(LABEL_WORK);
+    for c in Api::<KubeDirectorCluster>::all(local.clone()).list(&lp).await.doing("list clusters")?.items {
+        let state = c.status.and_then(|s| s.state).unwrap_or_else(|| "pending".into());
+        *clusters_by_state.entry(state).or_default() += 1;
+    }
+    Ok(Report {
+        version,
+        capacity: MemberCapacity {
+            allocatable: quantities(allocatable),
+            requested: quantities(requested),
+            nodes: schedulable.len() as i64,
+        },
+        storage_classes,
+        clusters_by_state,
+    })
+}
+
+async fn report(ctx: Arc<SyncContext>) {
+    let members: Api<KubeDirectorMember> = Api::all(ctx.hub.clone());
+    let mut last: Option<Report> = None;
+    loop {
+        match build_report(&ctx.local).await {
+            Ok(r) if last.as_ref() != Some(&r) => {
+                let patch = json!({"status": {
+                    "kubernetesVersion": r.version,
+                    "spokeVersion": env!("CARGO_PKG_VERSION"),
+                    "capacity": r.capacity,
+                    "storageClasses": r.storage_classes,
+                    "clustersByState": r.clusters_by_state,
+                    "lastReportTime": Time(jiff::Timestamp::now()),
+                }});
+                let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+                match members.patch_status(&ctx.opts.member, &pp, &Patch::Merge(patch)).await {
+                    Ok(_) => last = Some(r),
+                    Err(e) => warn!("member status not reported: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!("cannot build the member report: {e}"),
+        }
+        tokio::time::sleep(ctx.opts.report_interval).await;
+    }
+}
+
+async fn works(ctx: Arc<SyncContext>) {
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let local_clusters: Api<KubeDirectorCluster> = Api::all(ctx.local.clone());
+    let ns = ctx.namespace();
+    Controller::new(works, watcher::Config::default())
+        .watches(local_clusters, watcher::Config::default().labels(LABEL_WORK), move |c: KubeDirectorCluster| {
+            let work = c.labels().get(LABEL_WORK)?.clone();
+            Some(ObjectRef::new(&work).within(&ns))
+        })
+        .shutdown_on_signal()
+        .run(
+            reconcile_work,
+            |_, e: &Error, _| {
+                warn!("work sync failed: {e}");
+                Action::requeue(Duration::from_secs(5))
+            },
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!("work sync: {e}");
+            }
+        })
+        .await;
+}
+
+async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Result<Action, Error> {
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let wname = cached.name_any();
+    let Some(work) = works.get_opt(&wname).await.doing("read work")? else {
+        return Ok(Action::await_change());
+    };
+    let cluster = &work.spec.cluster;
+    let local_clusters: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+
+    if work.metadata.deletion_timestamp.is_some() {
+        // Delete the local copy, wait for the director's cleanup, then release the Work.
+        if let Some(local) = local_clusters.get_opt(&cluster.name).await.doing("read local cluster")? {
+            if local.metadata.deletion_timestamp.is_none() {
+                local_clusters
+                    .delete(&cluster.name, &DeleteParams::background())
+                    .await
+                    .doing("delete local cluster")?;
+                info!(work = %wname, "deleting the local cluster");
+            }
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        let secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+        let lp = ListParams::default().labels(&format!("{LABEL_WORK}={wname}"));
+        for s in secrets.list(&lp).await.doing("list secrets")?.items {
+            let _ = secrets.delete(&s.name_any(), &DeleteParams::background()).await;
+        }
+        let finalizers: Vec<String> = work.finalizers().iter().filter(|f| *f != FINALIZER_WORK).cloned().collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": work.resource_version()}});
+        works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("release work")?;
+        info!(work = %wname, "local cleanup done; work released");
+        return Ok(Action::await_change());
+    }
+
+    // Namespace, app, Secrets, then the cluster copy for the director.
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.namespace}});
+    Api::<Namespace>::all(ctx.local.clone())
+        .patch(&cluster.namespace, &pp, &Patch::Apply(namespace))
+        .await
+        .doing("apply namespace")?;
+    let app = json!({
+        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION, "kind": "KubeDirectorApp",
+        "metadata": {"name": work.spec.app.name, "namespace": cluster.namespace, "labels": {"app.kubernetes.io/managed-by": "kdfed"}},
+        "spec": work.spec.app.spec,
+    });
+    Api::<kdfed_crds::KubeDirectorApp>::namespaced(ctx.local.clone(), &cluster.namespace)
+        .patch(&work.spec.app.name, &pp, &Patch::Apply(app))
+        .await
+        .doing("apply app")?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+    for s in &work.spec.secrets {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": s.name, "namespace": cluster.namespace, "labels": {LABEL_WORK: wname}},
+            "type": s.type_, "data": s.data});
+        secrets.patch(&s.name, &pp, &Patch::Apply(secret)).await.doing("apply secret")?;
+    }
+    let mut labels = cluster.labels.clone();
+    labels.insert(LABEL_WORK.to_string(), wname.clone());
+    let origin = format!("{}/{}", work.spec.origin.namespace, work.spec.origin.name);
+    let copy = json!({
+        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION, "kind": "KubeDirectorCluster",
+        "metadata": {
+            "name": cluster.name, "namespace": cluster.namespace, "labels": labels,
+            "annotations": {ANNOTATION_EPOCH: work.spec.placement_epoch.to_string(), ANNOTATION_ORIGIN: origin},
+        },
+        "spec": cluster.spec,
+    });
+    let local = local_clusters.patch(&cluster.name, &pp, &Patch::Apply(copy)).await.doing("apply local cluster")?;
+
+    // Report the director's status back into the Work.
+    let status = local.status.clone();
+    let ready = status.as_ref().and_then(|s| s.state.as_deref()) == Some("configured");
+    let report = json!({
+        "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorWork",
+        "status": {
+            "observedGeneration": work.metadata.generation,
+            "appliedEpoch": work.spec.placement_epoch,
+            "clusterStatus": status,
+            "reportTime": Time(jiff::Timestamp::now()),
+            "conditions": [
+                {"type": "Applied", "status": "True", "reason": "Applied", "message": "local copy applied",
+                 "lastTransitionTime": Time(jiff::Timestamp::now()), "observedGeneration": work.metadata.generation},
+                {"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": if ready { "Configured" } else { "Reconciling" },
+                 "message": format!("local state {}", local.status.as_ref().and_then(|s| s.state.clone()).unwrap_or_else(|| "pending".into())),
+                 "lastTransitionTime": Time(jiff::Timestamp::now()), "observedGeneration": work.metadata.generation}
+            ],
+        }
+    });
+    let unchanged = work.status.as_ref().is_some_and(|s| {
+        s.observed_generation == work.metadata.generation
+            && s.applied_epoch == Some(work.spec.placement_epoch)
+            && s.cluster_status == local.status
+    });
+    if !unchanged {
+        works.patch_status(&wname, &pp, &Patch::Apply(report)).await.doing("report work status")?;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
