@@ -15,6 +15,8 @@ echo "[kdfed] cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "[kdfed] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[kdfed] cargo build --bins (end-to-end tests start kdfed-hub and kdfed-spoke)" >&2
+cargo build --workspace --bins --locked
 echo "[kdfed] cargo test" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

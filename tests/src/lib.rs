@@ -173,6 +173,13 @@ impl Testbed {
         client_for(&self.cluster(name).kubeconfig).await
     }
 
+    /// Adds `pool.count` more KWOK nodes to a running cluster (e.g. to add capacity).
+    pub async fn add_nodes(&self, name: &str, pool: &NodePool) -> Result<()> {
+        let client = self.client(name).await?;
+        let existing = Api::<Node>::all(client.clone()).list(&Default::default()).await?.items.len();
+        create_node_range(&client, name, existing, pool).await
+    }
+
     /// Leaves every process running (for `testbed up`); `testbed down` stops them.
     pub fn detach(mut self) {
         for cluster in &mut self.clusters {
@@ -200,6 +207,52 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A binary of this workspace (`kdfed-hub`, `kdfed-spoke`, `kdfed`, ...) next to the running
+/// test executable: run `cargo build --bins` before tests that start them.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).context("test executable has no target folder")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} is missing: run `cargo build --bins` first (scripts/test.sh does)", path.display());
+    }
+    Ok(path)
+}
+
+/// A process started by a test (hub, spoke): own process group, dies with the test, killed
+/// on drop; output in `log`.
+pub struct Daemon {
+    process: Process,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program args`, logging to `log_dir/<name>.log`.
+    pub fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Daemon> {
+        let process = Process::spawn(
+            name,
+            program,
+            args,
+            log_dir,
+            Lifetime::TiedToParent,
+            &[("RUST_LOG".into(), "info".into())],
+        )?;
+        Ok(Daemon { process, log: log_dir.join(format!("{name}.log")) })
+    }
+
+    /// Kills it (and everything it started).
+    pub fn kill(&mut self) {
+        self.process.stop(Duration::ZERO);
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.process.exited().is_none()
     }
 }
 
@@ -472,9 +525,13 @@ fn node_object(cluster: &str, index: usize, pool: &NodePool) -> Result<Node> {
 }
 
 async fn create_nodes(client: &Client, spec: &ClusterSpec) -> Result<()> {
+    create_node_range(client, &spec.name, 0, &spec.nodes).await
+}
+
+async fn create_node_range(client: &Client, cluster: &str, first: usize, pool: &NodePool) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    for i in 0..spec.nodes.count {
-        let node = node_object(&spec.name, i, &spec.nodes)?;
+    for i in first..first + pool.count {
+        let node = node_object(cluster, i, pool)?;
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}

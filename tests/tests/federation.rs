@@ -1,0 +1,328 @@
+//! End to end: a hub and two members (east, west) on real control planes, the real
+//! `kdfed-hub` and `kdfed-spoke` processes joined with scoped credentials. Clusters are
+//! placed by labels and capacity, built on the member, reported back, kept honest while a
+//! member is down, and cleaned up on deletion.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
+use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, workspace_binary};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const GRACE_SECONDS: u64 = 5;
+
+struct Fleet {
+    bed: Testbed,
+    hub: Client,
+    dir: PathBuf,
+    _hubd: Daemon,
+    spokes: BTreeMap<String, Daemon>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn join_file(&self, member: &str) -> PathBuf {
+        self.dir.join(format!("{member}-join.kubeconfig"))
+    }
+
+    fn start_spoke(&mut self, member: &str) {
+        let c = self.bed.cluster(member);
+        let args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            c.kubeconfig.display().to_string(),
+            "--hub-kubeconfig".into(),
+            self.join_file(member).display().to_string(),
+            "--member".into(),
+            member.into(),
+            "--lease-interval-seconds".into(),
+            "1".into(),
+            "--admin-address".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let n = self.spokes.len();
+        let spoke = Daemon::start(
+            &format!("spoke-{member}-{n}"),
+            &workspace_binary("kdfed-spoke").expect("spoke"),
+            &args,
+            &self.dir,
+        )
+        .expect("start spoke");
+        self.spokes.insert(member.to_string(), spoke);
+    }
+
+    async fn member_client(&self, member: &str) -> Client {
+        let kc = Kubeconfig::read_from(self.join_file(member)).expect("join kubeconfig");
+        Client::try_from(Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config"))
+            .expect("client")
+    }
+}
+
+async fn fleet() -> Fleet {
+    let tmp = tempfile::Builder::new().prefix("kdfed-fleet-").tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let specs = vec![ClusterSpec::named("hub"), ClusterSpec::named("east"), ClusterSpec::named("west")];
+    let bed =
+        Testbed::start_in(&dir.join("bed"), &specs, kdfed_testbed::Lifetime::TiedToParent).await.expect("test bed");
+    let hub = bed.client("hub").await.expect("hub client");
+    for c in ["hub", "east", "west"] {
+        kdfed_common::crds::install(bed.client(c).await.expect("client")).await.expect("CRDs");
+    }
+    let server = bed.cluster("hub").server.clone();
+    for (member, region) in [("east", "east"), ("west", "west")] {
+        let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
+        let kubeconfig =
+            kdfed_hub::registry::add_member(&hub, member, &labels, &server, 3600).await.expect("add member");
+        std::fs::write(dir.join(format!("{member}-join.kubeconfig")), kubeconfig).expect("write join kubeconfig");
+    }
+    let hub_args: Vec<String> = vec![
+        "--kubeconfig".into(),
+        bed.cluster("hub").kubeconfig.display().to_string(),
+        "--heartbeat-grace-seconds".into(),
+        GRACE_SECONDS.to_string(),
+        "--admin-address".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let hubd =
+        Daemon::start("hub", &workspace_binary("kdfed-hub").expect("hub binary"), &hub_args, &dir).expect("start hub");
+    let mut fleet = Fleet { bed, hub, dir, _hubd: hubd, spokes: BTreeMap::new(), _tmp: tmp };
+    fleet.start_spoke("east");
+    fleet.start_spoke("west");
+    for m in ["east", "west"] {
+        wait_member(&fleet.hub, m, "True").await;
+    }
+    fleet
+}
+
+async fn wait_member(hub: &Client, member: &str, available: &str) -> KubeDirectorMember {
+    let api: Api<KubeDirectorMember> = Api::all(hub.clone());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let m = api.get(member).await.expect("member");
+        let status = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Available"))
+            .map(|c| c.status.clone());
+        let reported = m.status.as_ref().is_some_and(|s| s.capacity.is_some());
+        if status.as_deref() == Some(available) && (available != "True" || reported) {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "member {member} not Available={available}: {:#?}", m.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_cluster<F: FnMut(&KubeDirectorCluster) -> bool>(
+    api: &Api<KubeDirectorCluster>,
+    name: &str,
+    what: &str,
+    mut done: F,
+) -> KubeDirectorCluster {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let c = api.get_opt(name).await.expect("get");
+        if let Some(c) = &c
+            && done(c)
+        {
+            return c.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}: not {what}: {:#?}", c.map(|c| c.status));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn cond<'a>(
+    c: &'a KubeDirectorCluster,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.as_ref().and_then(|s| s.conditions.iter().find(|k| k.type_ == t))
+}
+
+fn ready_with(c: &KubeDirectorCluster, members: &str) -> bool {
+    cond(c, "Ready").is_some_and(|k| k.status == "True")
+        && c.status.as_ref().and_then(|s| s.members_ready.as_deref()) == Some(members)
+}
+
+fn member_of(c: &KubeDirectorCluster) -> Option<String> {
+    c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.member.clone())
+}
+
+fn spark_like() -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+        "metadata": {"name": "spark-lite", "namespace": "default"},
+        "spec": {
+            "label": {"name": "Spark lite"}, "distroID": "test/spark", "version": "1", "configSchemaVersion": 8,
+            "defaultImageRepoTag": "example/spark:1", "defaultConfigPackage": null,
+            "services": [{"id": "ui", "endpoint": {"urlScheme": "http", "port": 8080, "isDashboard": true}}],
+            "roles": [{"id": "controller", "cardinality": "1"}, {"id": "worker", "cardinality": "1+"}],
+            "config": {"selectedRoles": ["controller", "worker"], "roleServices": [{"roleID": "controller", "serviceIDs": ["ui"]}]}
+        }
+    })
+}
+
+fn cluster(name: &str, workers: i32, cpu: &str, selector: Option<(&str, &str)>) -> Value {
+    let mut c = json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "app": "spark-lite",
+            "defaultSecret": {"name": "spark-creds", "mountPath": "/etc/creds"},
+            "roles": [
+                {"id": "controller", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
+                {"id": "worker", "members": workers, "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}
+            ]
+        }
+    });
+    if let Some((k, v)) = selector {
+        c["spec"]["placement"] = json!({"memberSelector": {"matchLabels": {k: v}}});
+    }
+    c
+}
+
+#[tokio::test]
+async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "s3cret"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+
+    // Placed by label on west only, built there, visible from the hub.
+    let analytics: KubeDirectorCluster =
+        serde_json::from_value(cluster("analytics", 1, "1", Some(("region", "west")))).expect("c");
+    clusters.create(&PostParams::default(), &analytics).await.expect("create");
+    let c = wait_cluster(&clusters, "analytics", "ready on west", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"));
+    assert_eq!(c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.epoch), Some(1));
+    for t in ["Placed", "Applied", "MemberAvailable", "Valid"] {
+        assert_eq!(cond(&c, t).map(|k| k.status.as_str()), Some("True"), "{t}: {:#?}", c.status);
+    }
+    let west = fleet.bed.client("west").await.expect("west");
+    let east = fleet.bed.client("east").await.expect("east");
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    assert!(local.get_opt("analytics").await.expect("get").is_some(), "built on west");
+    assert!(
+        Api::<KubeDirectorCluster>::namespaced(east.clone(), "default")
+            .get_opt("analytics")
+            .await
+            .expect("get")
+            .is_none(),
+        "not on east"
+    );
+    let copied = Api::<Secret>::namespaced(west.clone(), "default").get_opt("spark-creds").await.expect("get");
+    assert!(copied.is_some(), "the referenced Secret travels with the Work");
+    assert!(Api::<Secret>::namespaced(east.clone(), "default").get_opt("spark-creds").await.expect("get").is_none());
+
+    // Expanding on the hub expands on west.
+    let patch = Patch::Json::<()>(
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/roles/1/members", "value": 3}])).expect("patch"),
+    );
+    clusters.patch("analytics", &PatchParams::default(), &patch).await.expect("expand");
+    wait_cluster(&clusters, "analytics", "expanded", |c| ready_with(c, "4/4")).await;
+    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=analytics");
+    assert_eq!(pods.list(&lp).await.expect("pods").items.len(), 4);
+
+    // Too large for any member: not placed, with the reason; placed once capacity is added.
+    let big: KubeDirectorCluster = serde_json::from_value(cluster("big", 1, "20", None)).expect("c");
+    clusters.create(&PostParams::default(), &big).await.expect("create big");
+    let c = wait_cluster(&clusters, "big", "unschedulable", |c| cond(c, "Placed").is_some_and(|k| k.status == "False"))
+        .await;
+    let reason = cond(&c, "Placed").map(|k| k.message.clone()).unwrap_or_default();
+    assert_eq!(reason, "0/2 members fit: 2 had insufficient free CPU, memory or GPU");
+    fleet
+        .bed
+        .add_nodes("east", &NodePool { count: 2, cpu: "32".into(), ..NodePool::default() })
+        .await
+        .expect("add nodes");
+    let c = wait_cluster(&clusters, "big", "placed on east", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("east"));
+
+    // A member only sees its own namespace on the hub.
+    let east_identity = fleet.member_client("east").await;
+    let own: Api<KubeDirectorWork> = Api::namespaced(east_identity.clone(), "kdfed-member-east");
+    assert_eq!(own.list(&ListParams::default()).await.expect("own works").items.len(), 1);
+    let forbidden = |r: Result<kube::core::ObjectList<KubeDirectorWork>, kube::Error>| matches!(r, Err(kube::Error::Api(e)) if e.code == 403);
+    assert!(forbidden(
+        Api::<KubeDirectorWork>::namespaced(east_identity.clone(), "kdfed-member-west")
+            .list(&ListParams::default())
+            .await
+    ));
+    let secret_list = Api::<Secret>::namespaced(east_identity.clone(), "default").list(&ListParams::default()).await;
+    assert!(
+        matches!(secret_list, Err(kube::Error::Api(e)) if e.code == 403),
+        "Secrets outside its namespace are hidden"
+    );
+    let other_member = Api::<KubeDirectorMember>::all(east_identity.clone()).get("west").await;
+    assert!(matches!(other_member, Err(kube::Error::Api(e)) if e.code == 403), "other members are hidden");
+
+    // East's spoke dies: east goes Unknown within the grace, and its cluster's status says
+    // the member data is stale instead of showing it as current.
+    fleet.spokes.get_mut("east").expect("east spoke").kill();
+    wait_member(&hub, "east", "Unknown").await;
+    let c = wait_cluster(&clusters, "big", "stale", |c| cond(c, "Ready").is_some_and(|k| k.status == "Unknown")).await;
+    let ready = cond(&c, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "MemberUnavailable");
+    assert!(ready.message.contains("last seen at"), "{}", ready.message);
+    assert_eq!(cond(&c, "MemberAvailable").map(|k| k.status.as_str()), Some("Unknown"));
+    // Apps keep running on the member during the outage.
+    let east_pods: Api<Pod> = Api::namespaced(east.clone(), "default");
+    assert_eq!(
+        east_pods
+            .list(&ListParams::default().labels("kubedirector.hpe.com/kdcluster=big"))
+            .await
+            .expect("pods")
+            .items
+            .len(),
+        2
+    );
+    fleet.start_spoke("east");
+    wait_member(&hub, "east", "True").await;
+    wait_cluster(&clusters, "big", "ready again", |c| ready_with(c, "2/2")).await;
+
+    // Deleting an intent cleans up on its member, then the intent goes.
+    clusters.delete("analytics", &DeleteParams::default()).await.expect("delete");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let intent = clusters.get_opt("analytics").await.expect("get");
+        let copy = local.get_opt("analytics").await.expect("get");
+        let left = pods.list(&lp).await.expect("pods").items.len();
+        if intent.is_none() && copy.is_none() && left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not cleaned up: intent {} copy {} pods {left}",
+            intent.is_some(),
+            copy.is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let works: Api<KubeDirectorWork> = Api::namespaced(hub.clone(), "kdfed-member-west");
+    assert!(works.list(&ListParams::default()).await.expect("works").items.is_empty());
+
+    // Removing a member revokes its credentials at once.
+    kdfed_hub::registry::remove_member(&hub, "east").await.expect("remove east");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match own.list(&ListParams::default()).await {
+            Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "east's token still works: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
