@@ -19,6 +19,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     let client = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = client.apiserver_version().await.context("connect to the hub's API server")?;
     info!(version = %version.git_version, "connected to the hub API server");
+    if let Some(addr) =
+        settings.webhook.start(&client, &settings.system_namespace, "kdfed-hub").await.map_err(anyhow::Error::msg)?
+    {
+        info!(%addr, "admission webhook serving");
+    }
     let grace = Duration::from_secs(settings.heartbeat_grace_seconds);
     let ctx = Arc::new(intents::Context {
         client: client.clone(),

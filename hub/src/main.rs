@@ -18,6 +18,21 @@ struct Args {
     /// Admin server address (metrics, health).
     #[arg(long)]
     admin_address: Option<String>,
+    /// Webhook listen address.
+    #[arg(long)]
+    webhook_address: Option<String>,
+    /// Webhook serving certificate (PEM).
+    #[arg(long)]
+    webhook_cert_file: Option<String>,
+    /// Webhook serving key (PEM).
+    #[arg(long)]
+    webhook_key_file: Option<String>,
+    /// CA of the webhook certificate (for registration).
+    #[arg(long)]
+    webhook_ca_file: Option<String>,
+    /// URL the API server calls the webhook at; set to register it.
+    #[arg(long)]
+    webhook_url: Option<String>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -35,6 +50,11 @@ async fn main() -> ExitCode {
     let overrides = [
         ("kubeconfig", args.kubeconfig),
         ("admin_address", args.admin_address),
+        ("webhook.address", args.webhook_address),
+        ("webhook.cert_file", args.webhook_cert_file),
+        ("webhook.key_file", args.webhook_key_file),
+        ("webhook.ca_file", args.webhook_ca_file),
+        ("webhook.url", args.webhook_url),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("heartbeat_grace_seconds", args.heartbeat_grace_seconds),

@@ -20,6 +20,8 @@ pub struct Settings {
     pub log_level: String,
     /// Seconds without a heartbeat before a member is `Available=Unknown`.
     pub heartbeat_grace_seconds: u64,
+    /// Admission webhook.
+    pub webhook: kdfed_common::admission::WebhookSettings,
     /// Namespace of the system app catalog (`appCatalog: system`).
     pub system_namespace: String,
 }
@@ -33,6 +35,7 @@ impl Default for Settings {
             log_level: "info".into(),
             heartbeat_grace_seconds: 30,
             system_namespace: "kdfed-system".into(),
+            webhook: kdfed_common::admission::WebhookSettings::default(),
         }
     }
 }
@@ -40,6 +43,7 @@ impl Default for Settings {
 impl Settings {
     /// Checks values that the types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.webhook.validate()?;
         if self.log_format != "text" && self.log_format != "json" {
             return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
         }

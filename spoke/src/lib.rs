@@ -19,6 +19,11 @@ pub async fn run(settings: Settings) -> Result<()> {
     let local = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = local.apiserver_version().await.context("connect to the member's API server")?;
     info!(version = %version.git_version, "connected to the member API server");
+    if let Some(addr) =
+        settings.webhook.start(&local, &settings.system_namespace, "kdfed-spoke").await.map_err(anyhow::Error::msg)?
+    {
+        info!(%addr, "admission webhook serving");
+    }
     let director = director::run(local.clone(), settings.system_namespace.clone());
     if settings.standalone {
         info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");

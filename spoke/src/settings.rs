@@ -32,6 +32,8 @@ pub struct Settings {
     pub hub_token_file: Option<PathBuf>,
     /// Lifetime of renewed hub tokens in seconds (at least 600).
     pub hub_token_seconds: i64,
+    /// Admission webhook.
+    pub webhook: kdfed_common::admission::WebhookSettings,
     /// Namespace of the system app catalog and the `KubeDirectorConfig`.
     pub system_namespace: String,
 }
@@ -51,6 +53,7 @@ impl Default for Settings {
             hub_token_file: None,
             hub_token_seconds: 3600,
             system_namespace: "kdfed-system".into(),
+            webhook: kdfed_common::admission::WebhookSettings::default(),
         }
     }
 }
@@ -58,6 +61,7 @@ impl Default for Settings {
 impl Settings {
     /// Checks values that the types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.webhook.validate()?;
         if self.log_format != "text" && self.log_format != "json" {
             return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
         }

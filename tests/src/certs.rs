@@ -151,3 +151,16 @@ pub fn admin_kubeconfig(pki: &Pki, cluster: &str, server: &str) -> String {
         key = pki.admin_key.display(),
     )
 }
+
+/// A serving certificate for a webhook on 127.0.0.1, signed by the cluster's CA in
+/// `pki_dir`; returns (certificate, key, CA). Calling it again issues a new certificate
+/// (new serial) in the same files, which is how tests rotate it.
+pub fn webhook_cert(pki_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    signed_cert(
+        pki_dir,
+        name,
+        &format!("/CN={name}"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    Ok((pki_dir.join(format!("{name}.crt")), pki_dir.join(format!("{name}.key")), pki_dir.join("ca.crt")))
+}

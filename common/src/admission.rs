@@ -1,0 +1,439 @@
+//! Validating admission for kdfed's kinds: an HTTPS server (rustls, certificates re-read
+//! when their files change, so they rotate without a restart) and the review logic that
+//! applies the same defaulting and validation as everything else, naming field and rule.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kdfed_crds::federation::KubeDirectorMember;
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, defaults, validate};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::{Client, ResourceExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Path the webhook serves.
+pub const PATH: &str = "/validate";
+
+/// Why the webhook server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Certificate or key unusable.
+    #[error("webhook certificate {path}: {message}")]
+    Certificate {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The address could not be bound.
+    #[error("bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// TLS configuration failed.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Option<SystemTime>, Option<Arc<CertifiedKey>>)>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl ReloadingCert {
+    fn load(&self) -> Result<Arc<CertifiedKey>, ServeError> {
+        let bad = |path: &Path, message: String| ServeError::Certificate { path: path.display().to_string(), message };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .map_err(|e| bad(&self.cert, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&self.cert, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad(&self.cert, "no certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad(&self.key, e.to_string()))?;
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| bad(&self.key, e.to_string()))?;
+        let pair = CertifiedKey::new(certs, signing);
+        // A rotation caught between writing the key and the certificate: not a pair yet.
+        pair.keys_match().map_err(|e| bad(&self.cert, format!("certificate and key do not match: {e}")))?;
+        Ok(Arc::new(pair))
+    }
+
+    fn stamp(&self) -> Option<SystemTime> {
+        modified(&self.cert).max(modified(&self.key))
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let stamp = self.stamp();
+        if let Ok(guard) = self.current.read()
+            && guard.0 == stamp
+            && guard.1.is_some()
+        {
+            return guard.1.clone();
+        }
+        match self.load() {
+            Ok(key) if self.stamp() == stamp => {
+                if let Ok(mut guard) = self.current.write() {
+                    if guard.1.is_some() {
+                        info!("webhook certificate reloaded");
+                    }
+                    *guard = (stamp, Some(key.clone()));
+                }
+                Some(key)
+            }
+            // The files changed while being read: serve this pair, re-read next time.
+            Ok(key) => Some(key),
+            Err(e) => {
+                // Keep serving the last good certificate while a rotation is half-written.
+                warn!("{e}");
+                self.current.read().ok().and_then(|g| g.1.clone())
+            }
+        }
+    }
+}
+
+/// What the webhook checks against: the API server it guards.
+#[derive(Clone)]
+pub struct Reviewer {
+    /// Client of that API server.
+    pub client: Client,
+    /// Namespace of the system catalog and `KubeDirectorConfig`.
+    pub system_namespace: String,
+}
+
+/// Starts the webhook on `addr` with the certificate files; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+    reviewer: Reviewer,
+) -> Result<SocketAddr, ServeError> {
+    let resolver = ReloadingCert { cert, key, current: RwLock::new((None, None)) };
+    resolver.load()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ServeError::Bind(addr, e))?;
+    let bound = listener.local_addr().map_err(|e| ServeError::Bind(addr, e))?;
+    let reviewer = Arc::new(reviewer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            let reviewer = reviewer.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let service = hyper::service::service_fn(move |req| handle(req, reviewer.clone()));
+                if let Err(e) =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await
+                {
+                    warn!("webhook connection: {e}");
+                }
+            });
+        }
+    });
+    info!(address = %bound, "admission webhook listening");
+    Ok(bound)
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    reviewer: Arc<Reviewer>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let reply = |code: StatusCode, body: Vec<u8>| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = code;
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Ok(r)
+    };
+    match req.uri().path() {
+        "/healthz" => return reply(StatusCode::OK, b"{\"status\":\"ok\"}".to_vec()),
+        PATH => {}
+        _ => return reply(StatusCode::NOT_FOUND, b"{}".to_vec()),
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+    };
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+    };
+    let response = review_request(&reviewer, &request).await;
+    match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, String> {
+    match object {
+        None => Ok(None),
+        Some(o) => serde_json::to_value(o)
+            .and_then(serde_json::from_value)
+            .map(Some)
+            .map_err(|e| format!("malformed object: {e}")),
+    }
+}
+
+/// The decision for one admission request.
+pub async fn review_request(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let verdict = match req.kind.kind.as_str() {
+        "KubeDirectorApp" => review_app(reviewer, req).await,
+        "KubeDirectorCluster" => review_cluster(reviewer, req).await,
+        "KubeDirectorMember" => review_member(req),
+        "KubeDirectorConfig" => review_config(req),
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => response,
+        Err(message) => {
+            info!(kind = %req.kind.kind, name = %req.name, "rejected: {message}");
+            response.deny(message)
+        }
+    }
+}
+
+async fn review_app(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
+    let old: Option<KubeDirectorApp> = typed(&req.old_object)?;
+    let new: Option<KubeDirectorApp> = typed(&req.object)?;
+    if let Some(app) = &new {
+        let mut spec = app.spec.clone();
+        defaults::app(&mut spec);
+        validate::app(&spec).map_err(|e| e.to_string())?;
+    }
+    let changed = match (&old, &new, &req.operation) {
+        (_, _, Operation::Delete) => true,
+        (Some(o), Some(n), Operation::Update) => o.spec != n.spec,
+        _ => false,
+    };
+    if changed {
+        // Upstream's rule: an app in use cannot change or go.
+        let name = req.name.clone();
+        let clusters: Api<KubeDirectorCluster> = Api::all(reviewer.client.clone());
+        let list = clusters.list(&Default::default()).await.map_err(|e| format!("cannot check app references: {e}"))?;
+        let ns = req.namespace.clone().unwrap_or_default();
+        let users: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| c.spec.app == name)
+            .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) || ns == reviewer.system_namespace)
+            .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
+        if !users.is_empty() {
+            return Err(format!(
+                "KubeDirectorApp resource cannot be deleted or modified while referenced by the following KubeDirectorCluster resources: {} (rule: app-in-use)",
+                users.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn review_cluster(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
+    if req.operation == Operation::Delete {
+        return Ok(());
+    }
+    let old: Option<KubeDirectorCluster> = typed(&req.old_object)?;
+    let Some(new) = typed::<KubeDirectorCluster>(&req.object)? else { return Ok(()) };
+    if let Some(old) = &old
+        && old.spec == new.spec
+    {
+        // Metadata-only updates (finalizers, labels) never depend on the catalog.
+        return Ok(());
+    }
+    if new.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let ns = req.namespace.clone().unwrap_or_default();
+    let found = crate::catalog::find_app(
+        &reviewer.client,
+        &ns,
+        &reviewer.system_namespace,
+        &new.spec.app,
+        new.spec.app_catalog.as_deref(),
+    )
+    .await
+    .map_err(|e| format!("cannot read the app catalog: {e}"))?;
+    let Some((app, _)) = found else {
+        return Err(format!(
+            "spec.app: Invalid app({}). This app resource ID has not been registered. (rule: known-app)",
+            new.spec.app
+        ));
+    };
+    let config = Api::<KubeDirectorConfig>::namespaced(reviewer.client.clone(), &reviewer.system_namespace)
+        .get_opt(kdfed_crds::config::CONFIG_NAME)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.spec);
+    let mut app_spec = app.spec.clone();
+    defaults::app(&mut app_spec);
+    let mut spec = new.spec.clone();
+    defaults::cluster(&mut spec, &app_spec, config.as_ref());
+    validate::cluster(&spec, &new.spec.app, &app_spec).map_err(|e| e.to_string())?;
+    if let Some(old) = &old {
+        validate::cluster_update(&old.spec, &new.spec, old.status.as_ref()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn review_member(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
+    let Some(member) = typed::<KubeDirectorMember>(&req.object)? else { return Ok(()) };
+    let mut errors = validate::ValidationErrors::default();
+    let name = member.name_any();
+    if !validate::is_dns_label(&name) || name.len() > 40 {
+        return Err(format!(
+            "metadata.name: member name {name:?} must be a DNS label of at most 40 characters (rule: member-name)"
+        ));
+    }
+    validate::label_errors(member.labels(), "metadata.labels", &mut errors);
+    for (i, t) in member.spec.taints.iter().enumerate() {
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&t.effect.as_str()) {
+            return Err(format!(
+                "spec.taints[{i}].effect: effect({}) must be NoSchedule, PreferNoSchedule or NoExecute (rule: taint-effect)",
+                t.effect
+            ));
+        }
+    }
+    errors.into_result().map_err(|e| e.to_string())
+}
+
+fn review_config(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
+    let Some(config) = typed::<KubeDirectorConfig>(&req.object)? else { return Ok(()) };
+    validate::config(&config.spec).map_err(|e| e.to_string())
+}
+
+/// Name of the ValidatingWebhookConfiguration a component registers.
+pub fn configuration_name(component: &str) -> String {
+    format!("{component}.kubedirector.hpe.com")
+}
+
+/// Registers (server-side apply) the webhook for kdfed's kinds with `failurePolicy: Fail`,
+/// reached at `url`, trusted through `ca_pem`.
+pub async fn register(
+    client: &Client,
+    component: &str,
+    url: &str,
+    ca_pem: &str,
+    field_manager: &str,
+) -> Result<(), kube::Error> {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    let hook = |name: &str, group: &str, resources: &[&str], ops: &[&str]| {
+        json!({
+            "name": format!("{name}.{component}.kubedirector.hpe.com"),
+            "clientConfig": {"url": format!("{}{PATH}", url.trim_end_matches('/')), "caBundle": ca},
+            "rules": [{"apiGroups": [group], "apiVersions": ["*"], "operations": ops, "resources": resources, "scope": "*"}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        })
+    };
+    let name = configuration_name(component);
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            hook("apps", "kubedirector.hpe.com", &["kubedirectorapps"], &["CREATE", "UPDATE", "DELETE"]),
+            hook("clusters", "kubedirector.hpe.com", &["kubedirectorclusters"], &["CREATE", "UPDATE"]),
+            hook("configs", "kubedirector.hpe.com", &["kubedirectorconfigs"], &["CREATE", "UPDATE"]),
+            hook("members", "federation.kubedirector.hpe.com", &["kubedirectormembers"], &["CREATE", "UPDATE"]),
+        ]
+    });
+    let api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    api.patch(&name, &PatchParams::apply(field_manager).force(), &Patch::Apply(config)).await?;
+    Ok(())
+}
+
+/// Webhook settings shared by the hub and the spoke (standalone mode).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Address the webhook listens on.
+    pub address: SocketAddr,
+    /// Serving certificate (PEM); the webhook is off unless this and `key_file` are set.
+    pub cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA that signed the serving certificate, for the registration's `caBundle`.
+    pub ca_file: Option<PathBuf>,
+    /// URL the API server calls; with `ca_file`, the component registers the webhook itself.
+    pub url: Option<String>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            address: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            url: None,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// Checks that the settings are complete where they need to be.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("webhook.cert_file and webhook.key_file: set both or neither".into());
+        }
+        if self.url.is_some() && (self.ca_file.is_none() || self.cert_file.is_none()) {
+            return Err("webhook.url: registering the webhook needs webhook.ca_file and a serving certificate".into());
+        }
+        Ok(())
+    }
+
+    /// Starts the webhook (if configured) and registers it (if a URL is given).
+    pub async fn start(
+        &self,
+        client: &Client,
+        system_namespace: &str,
+        component: &str,
+    ) -> Result<Option<SocketAddr>, String> {
+        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else { return Ok(None) };
+        let reviewer = Reviewer { client: client.clone(), system_namespace: system_namespace.to_string() };
+        let bound = serve(self.address, cert.clone(), key.clone(), reviewer).await.map_err(|e| e.to_string())?;
+        if let (Some(url), Some(ca)) = (&self.url, &self.ca_file) {
+            let ca_pem = std::fs::read_to_string(ca).map_err(|e| format!("webhook.ca_file {}: {e}", ca.display()))?;
+            register(client, component, url, &ca_pem, component)
+                .await
+                .map_err(|e| format!("register the webhook: {e}"))?;
+            info!(url, "admission webhook registered");
+        }
+        Ok(Some(bound))
+    }
+}

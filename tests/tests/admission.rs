@@ -1,0 +1,177 @@
+//! The admission webhook through a real API server: bad manifests are rejected with a
+//! message naming the field and the rule, and the serving certificate rotates without a
+//! restart. Served by `kdfed-hub` on the hub and by `kdfed-spoke --standalone`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kdfed_crds::federation::KubeDirectorMember;
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
+use kdfed_testbed::{Daemon, Testbed, certs, workspace_binary};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn example(rel: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(rel);
+    serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Starts `binary` with a webhook on a free port and waits until the API server uses it.
+async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]) -> (Daemon, u16) {
+    let c = bed.cluster(cluster);
+    let (crt, key, ca) = certs::webhook_cert(&c.dir.join("pki"), "webhook").expect("webhook cert");
+    let port = free_port();
+    let mut args: Vec<String> = vec![
+        "--kubeconfig".into(),
+        c.kubeconfig.display().to_string(),
+        "--admin-address".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-address".into(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-cert-file".into(),
+        crt.display().to_string(),
+        "--webhook-key-file".into(),
+        key.display().to_string(),
+        "--webhook-ca-file".into(),
+        ca.display().to_string(),
+        "--webhook-url".into(),
+        format!("https://127.0.0.1:{port}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let daemon = Daemon::start(binary, &workspace_binary(binary).expect("binary"), &args, &c.dir).expect("start");
+    // Registered once the configuration exists and a bad object is refused.
+    let client = bed.client(cluster).await.expect("client");
+    let hooks: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while hooks.get_opt(&format!("{binary}.kubedirector.hpe.com")).await.expect("get").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "webhook not registered; see {}", daemon.log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (daemon, port)
+}
+
+fn denied(result: Result<impl std::fmt::Debug, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => {
+            assert!(e.message.contains("denied the request"), "not a webhook denial: {}", e.message);
+            e.message
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+async fn setup(client: &Client) {
+    kdfed_common::crds::install(client.clone()).await.expect("CRDs");
+    let apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "default");
+    for rel in ["apps/cassandra.yaml", "apps/minimal.yaml"] {
+        apps.create(&PostParams::default(), &serde_json::from_value(example(rel)).expect("app"))
+            .await
+            .expect("create app");
+    }
+}
+
+fn serial(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
+    let bed = Testbed::start(&["hub"]).await.expect("test bed");
+    let client = bed.client("hub").await.expect("client");
+    setup(&client).await;
+    let (_hub, port) = with_webhook(&bed, "hub", "kdfed-hub", &[]).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+
+    // Cardinality against the catalog, in upstream's words, with field and rule.
+    let mut bad = example("clusters/cassandra.yaml");
+    bad["spec"]["roles"][0]["members"] = json!(1);
+    let message = denied(clusters.create(&PostParams::default(), &serde_json::from_value(bad).expect("c")).await);
+    assert!(
+        message.contains("spec.roles[0].members: Invalid member count for role(seed). Specified member count:1 Role cardinality:2+ (rule: cardinality)"),
+        "{message}"
+    );
+    // An app that is not in the catalog.
+    let mut orphan = example("clusters/minimal.yaml");
+    orphan["spec"]["app"] = json!("nope");
+    let message = denied(clusters.create(&PostParams::default(), &serde_json::from_value(orphan).expect("c")).await);
+    assert!(
+        message.contains("spec.app: Invalid app(nope). This app resource ID has not been registered."),
+        "{message}"
+    );
+    // A good one passes, and its spec changes are checked too.
+    clusters
+        .create(&PostParams::default(), &serde_json::from_value(example("clusters/minimal.yaml")).expect("c"))
+        .await
+        .expect("valid cluster");
+    let patch = Patch::Json::<()>(
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/roles/0/members", "value": 0}])).expect("p"),
+    );
+    let message = denied(clusters.patch("hello", &PatchParams::default(), &patch).await);
+    assert!(message.contains("Role cardinality:1+"), "{message}");
+    // An app in use cannot be deleted (upstream's rule).
+    let apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "default");
+    let message = denied(apps.delete("minimal", &DeleteParams::default()).await);
+    assert!(message.contains("referenced by the following KubeDirectorCluster resources: default/hello"), "{message}");
+    // An invalid app definition.
+    let mut bad_app = example("apps/minimal.yaml");
+    bad_app["metadata"]["name"] = json!("broken");
+    bad_app["spec"]["services"][0]["endpoint"] = json!({"port": 80, "isDashboard": true});
+    let message = denied(apps.create(&PostParams::default(), &serde_json::from_value(bad_app).expect("a")).await);
+    assert!(message.contains("spec.services[0].endpoint.urlScheme"), "{message}");
+    // Members: taint effects.
+    let members: Api<KubeDirectorMember> = Api::all(client.clone());
+    let member = json!({"apiVersion": "federation.kubedirector.hpe.com/v1alpha1", "kind": "KubeDirectorMember",
+        "metadata": {"name": "edge"}, "spec": {"taints": [{"key": "k", "effect": "Sometimes"}]}});
+    let message = denied(members.create(&PostParams::default(), &serde_json::from_value(member).expect("m")).await);
+    assert!(message.contains("spec.taints[0].effect"), "{message}");
+
+    // Rotate the serving certificate in place: new connections get the new one, no restart.
+    let before = serial(port);
+    assert!(before.starts_with("serial="), "{before}");
+    certs::webhook_cert(&bed.cluster("hub").dir.join("pki"), "webhook").expect("rotate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = serial(port);
+        if now.starts_with("serial=") && now != before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "certificate not rotated: {before} → {now}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut bad = example("clusters/cassandra.yaml");
+    bad["spec"]["roles"][0]["members"] = json!(1);
+    denied(clusters.create(&PostParams::default(), &serde_json::from_value(bad).expect("c")).await);
+}
+
+#[tokio::test]
+async fn the_standalone_director_rejects_a_cardinality_violation() {
+    let bed = Testbed::start(&["east"]).await.expect("test bed");
+    let client = bed.client("east").await.expect("client");
+    setup(&client).await;
+    let (_spoke, _) = with_webhook(&bed, "east", "kdfed-spoke", &["--standalone"]).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    clusters
+        .create(&PostParams::default(), &serde_json::from_value(example("clusters/minimal.yaml")).expect("c"))
+        .await
+        .expect("create");
+    let patch = Patch::Json::<()>(
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/roles/0/members", "value": 0}])).expect("p"),
+    );
+    let message = denied(clusters.patch("hello", &PatchParams::default(), &patch).await);
+    assert!(
+        message.contains("spec.roles[0].members: Invalid member count for role(web). Specified member count:0 Role cardinality:1+ (rule: cardinality)"),
+        "{message}"
+    );
+}
