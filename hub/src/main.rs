@@ -33,6 +33,9 @@ struct Args {
     /// URL the API server calls the webhook at; set to register it.
     #[arg(long)]
     webhook_url: Option<String>,
+    /// Seconds a leader's Lease lasts without renewal.
+    #[arg(long)]
+    lease_duration_seconds: Option<String>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
         ("webhook.key_file", args.webhook_key_file),
         ("webhook.ca_file", args.webhook_ca_file),
         ("webhook.url", args.webhook_url),
+        ("lease_duration_seconds", args.lease_duration_seconds),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("heartbeat_grace_seconds", args.heartbeat_grace_seconds),

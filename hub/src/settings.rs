@@ -20,6 +20,10 @@ pub struct Settings {
     pub log_level: String,
     /// Seconds without a heartbeat before a member is `Available=Unknown`.
     pub heartbeat_grace_seconds: u64,
+    /// Run controllers only while holding the `kdfed-hub` Lease in the system namespace.
+    pub leader_election: bool,
+    /// Seconds a leader's Lease lasts without renewal before another replica takes over.
+    pub lease_duration_seconds: u64,
     /// Admission webhook.
     pub webhook: kdfed_common::admission::WebhookSettings,
     /// Namespace of the system app catalog (`appCatalog: system`).
@@ -36,6 +40,8 @@ impl Default for Settings {
             heartbeat_grace_seconds: 30,
             system_namespace: "kdfed-system".into(),
             webhook: kdfed_common::admission::WebhookSettings::default(),
+            leader_election: true,
+            lease_duration_seconds: 15,
         }
     }
 }
@@ -49,6 +55,9 @@ impl Settings {
         }
         if self.heartbeat_grace_seconds == 0 {
             return Err("heartbeat_grace_seconds: must be at least 1".into());
+        }
+        if self.lease_duration_seconds < 3 {
+            return Err("lease_duration_seconds: must be at least 3".into());
         }
         if self.system_namespace.is_empty() {
             return Err("system_namespace: must not be empty".into());

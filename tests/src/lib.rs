@@ -250,6 +250,11 @@ impl Daemon {
         self.process.stop(Duration::ZERO);
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.process.pid
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         self.process.exited().is_none()

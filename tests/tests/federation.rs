@@ -23,7 +23,7 @@ struct Fleet {
     bed: Testbed,
     hub: Client,
     dir: PathBuf,
-    _hubd: Daemon,
+    hubs: Vec<Daemon>,
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
 }
@@ -66,6 +66,10 @@ impl Fleet {
 }
 
 async fn fleet() -> Fleet {
+    fleet_with_hubs(1).await
+}
+
+async fn fleet_with_hubs(replicas: usize) -> Fleet {
     let tmp = tempfile::Builder::new().prefix("kdfed-fleet-").tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     let specs = vec![ClusterSpec::named("hub"), ClusterSpec::named("east"), ClusterSpec::named("west")];
@@ -89,10 +93,16 @@ async fn fleet() -> Fleet {
         GRACE_SECONDS.to_string(),
         "--admin-address".into(),
         "127.0.0.1:0".into(),
+        "--lease-duration-seconds".into(),
+        "6".into(),
     ];
-    let hubd =
-        Daemon::start("hub", &workspace_binary("kdfed-hub").expect("hub binary"), &hub_args, &dir).expect("start hub");
-    let mut fleet = Fleet { bed, hub, dir, _hubd: hubd, spokes: BTreeMap::new(), _tmp: tmp };
+    let hubs: Vec<Daemon> = (0..replicas)
+        .map(|i| {
+            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &hub_args, &dir)
+                .expect("start hub")
+        })
+        .collect();
+    let mut fleet = Fleet { bed, hub, dir, hubs, spokes: BTreeMap::new(), _tmp: tmp };
     fleet.start_spoke("east");
     fleet.start_spoke("west");
     for m in ["east", "west"] {
@@ -325,4 +335,50 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test]
+async fn a_second_hub_replica_takes_over_when_the_leader_dies() {
+    let mut fleet = fleet_with_hubs(2).await;
+    let hub = fleet.hub.clone();
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let first: KubeDirectorCluster = serde_json::from_value(cluster("first", 1, "1", None)).expect("c");
+    clusters.create(&PostParams::default(), &first).await.expect("create");
+    wait_cluster(&clusters, "first", "ready", |c| ready_with(c, "2/2")).await;
+
+    // Exactly one replica leads; kill it.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(hub.clone(), "kdfed-system");
+    let holder = leases.get("kdfed-hub").await.expect("lease").spec.and_then(|s| s.holder_identity).expect("holder");
+    let leader =
+        fleet.hubs.iter().position(|h| holder.ends_with(&format!("-{}", h.pid()))).expect("leader is one of ours");
+    fleet.hubs[leader].kill();
+
+    // The other replica takes over and the work goes on, without duplicates.
+    let second: KubeDirectorCluster = serde_json::from_value(cluster("second", 1, "1", None)).expect("c");
+    clusters.create(&PostParams::default(), &second).await.expect("create");
+    wait_cluster(&clusters, "second", "ready under the new leader", |c| ready_with(c, "2/2")).await;
+    let new_holder =
+        leases.get("kdfed-hub").await.expect("lease").spec.and_then(|s| s.holder_identity).expect("holder");
+    assert_ne!(new_holder, holder);
+    let patch = Patch::Json::<()>(
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/roles/1/members", "value": 2}])).expect("p"),
+    );
+    clusters.patch("first", &PatchParams::default(), &patch).await.expect("expand first");
+    wait_cluster(&clusters, "first", "expanded", |c| ready_with(c, "3/3")).await;
+    let mut works = Vec::new();
+    for m in ["east", "west"] {
+        let api: Api<KubeDirectorWork> = Api::namespaced(hub.clone(), &format!("kdfed-member-{m}"));
+        works.extend(
+            api.list(&ListParams::default()).await.expect("works").items.into_iter().map(|w| w.spec.origin.name),
+        );
+    }
+    works.sort();
+    assert_eq!(works, vec!["first".to_string(), "second".to_string()], "one Work per cluster");
 }
