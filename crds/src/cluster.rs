@@ -306,9 +306,9 @@ pub struct Failover {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(Never|Reschedule)$"))]
     pub policy: Option<String>,
-    /// Seconds a member must be unavailable before the cluster moves (default 300).
+    /// Seconds a member must be unavailable before the cluster moves (default 300, at least 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 30))]
+    #[schemars(range(min = 10))]
     pub after_seconds: Option<i64>,
 }
 
@@ -371,6 +371,17 @@ pub struct PlacementStatus {
     /// When the decision was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+}
+
+/// Default seconds of member unavailability before a `Reschedule` cluster moves.
+pub const DEFAULT_FAILOVER_SECONDS: i64 = 300;
+
+impl Placement {
+    /// Seconds after which the cluster moves off an unavailable member, if it may move.
+    pub fn failover_after(&self) -> Option<i64> {
+        let f = self.failover.as_ref()?;
+        (f.policy.as_deref() == Some("Reschedule")).then(|| f.after_seconds.unwrap_or(DEFAULT_FAILOVER_SECONDS))
+    }
 }
 
 /// Backup-restore progress.

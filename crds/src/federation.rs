@@ -70,6 +70,10 @@ pub struct KubeDirectorMemberStatus {
     /// Local clusters by state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clusters_by_state: BTreeMap<String, i64>,
+    /// Local copies fenced because their placement moved away (`namespace/name`): scaled
+    /// to zero, their PVCs kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fenced_clusters: Vec<String>,
     /// Clusters the hub placed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters_placed: Option<i64>,
@@ -216,6 +220,9 @@ pub const ANNOTATION_ORIGIN: &str = "federation.kubedirector.hpe.com/origin";
 pub const FINALIZER_INTENT: &str = "federation.kubedirector.hpe.com/placement";
 /// Finalizer on Works, released by the spoke once the member-side cleanup is done.
 pub const FINALIZER_WORK: &str = "federation.kubedirector.hpe.com/member-cleanup";
+/// Annotation on a local copy whose placement moved away: the director scales it to zero
+/// and keeps its PVCs; it never runs beside the new placement.
+pub const ANNOTATION_FENCED: &str = "federation.kubedirector.hpe.com/fenced";
 /// Annotation an admin sets on an intent to let it go without the member's cleanup.
 pub const ANNOTATION_ORPHAN: &str = "federation.kubedirector.hpe.com/orphan";
 /// Name of the ServiceAccount that is a member's identity on the hub.

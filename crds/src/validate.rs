@@ -535,8 +535,8 @@ fn placement_errors(placement: &Placement, errors: &mut ValidationErrors) {
         {
             errors.push("spec.placement.failover.policy", "enum", format!("policy({p}) must be Never or Reschedule."));
         }
-        if f.after_seconds.is_some_and(|s| s < 30) {
-            errors.push("spec.placement.failover.afterSeconds", "min", "afterSeconds must be at least 30.");
+        if f.after_seconds.is_some_and(|s| s < 10) {
+            errors.push("spec.placement.failover.afterSeconds", "min", "afterSeconds must be at least 10.");
         }
     }
 }

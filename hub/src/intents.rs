@@ -241,8 +241,29 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         }
     };
 
-    // The Work: a frozen snapshot of everything the member needs.
+    // Failover (opt-in): a member unavailable for longer than allowed loses the cluster.
     let member = members.get_opt(&placement.member).await.doing("read member")?;
+    // Unavailable since: the member's own Available condition, or (member gone) when this
+    // cluster last saw it available.
+    let unavailable_since = match &member {
+        Some(m) => m
+            .status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Available"))
+            .filter(|c| c.status != "True")
+            .map(|c| c.last_transition_time.0),
+        None => condition(&old.conditions, "MemberAvailable")
+            .filter(|c| c.status != "True")
+            .map(|c| c.last_transition_time.0),
+    };
+    if let Some(after) = intent.spec.placement.as_ref().and_then(|p| p.failover_after())
+        && let Some(since) = unavailable_since
+        && jiff::Timestamp::now().duration_since(since).as_secs() >= after
+    {
+        return fail_over(&ctx, &api, &intent, status, &placement, after, &spec).await;
+    }
+
+    // The Work: a frozen snapshot of everything the member needs.
     let member_ns = member_namespace(&placement.member);
     let works: Api<KubeDirectorWork> = Api::namespaced(ctx.client.clone(), &member_ns);
     let wname = work_name(&ns, &name);
@@ -328,6 +349,66 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         }
     }
     Ok(Action::requeue(Duration::from_secs(if member_ok && applied { 30 } else { 3 })))
+}
+
+/// Moves a cluster off a member that has been unavailable too long: the old Work is
+/// released without that member's cleanup (its spoke fences its copy when it returns), and
+/// the cluster is placed elsewhere with the next epoch.
+async fn fail_over(
+    ctx: &Context,
+    api: &Api<KubeDirectorCluster>,
+    intent: &KubeDirectorCluster,
+    mut status: KubeDirectorClusterStatus,
+    placement: &PlacementStatus,
+    after: i64,
+    spec: &KubeDirectorClusterSpec,
+) -> Result<Action, Error> {
+    let members: Api<KubeDirectorMember> = Api::all(ctx.client.clone());
+    let all_members = members.list(&Default::default()).await.doing("list members")?.items;
+    let intents = api_all(&ctx.client).list(&Default::default()).await.doing("list clusters")?.items;
+    let mut views = member_views(&all_members, &intents);
+    views.retain(|v| v.name != placement.member);
+    let target = match placement::schedule(&IntentView::of(spec), &views) {
+        Ok(m) => m.name.clone(),
+        Err(why) => {
+            let message =
+                format!("member {} unavailable for over {after}s but no other member fits: {why}", placement.member);
+            warn!("{message}");
+            event(ctx, intent, true, "FailoverBlocked", &message).await;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let ns = intent.namespace().unwrap_or_default();
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.client.clone(), &member_namespace(&placement.member));
+    let wname = work_name(&ns, &intent.name_any());
+    if works.get_opt(&wname).await.doing("read work")?.is_some() {
+        let release = json!({"metadata": {"finalizers": null}});
+        works.patch(&wname, &PatchParams::default(), &Patch::Merge(release)).await.doing("release old work")?;
+        match works.delete(&wname, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(Error { action: "delete old work".into(), source }),
+        }
+    }
+    let epoch = placement.epoch + 1;
+    let message =
+        format!("failed over from {} (unavailable for over {after}s) to {target} (epoch {epoch})", placement.member);
+    status.placement =
+        Some(PlacementStatus { member: target.clone(), epoch, time: Some(Time(jiff::Timestamp::now())) });
+    // Nothing reported so far describes the new placement.
+    status.state = None;
+    status.roles.clear();
+    status.member_state_rollup = None;
+    status.members_ready = None;
+    status.member_status_time = None;
+    status.cluster_service = None;
+    status.conditions.retain(|c| !matches!(c.type_.as_str(), "MemberAvailable" | "Applied" | "Ready"));
+    status.conditions =
+        set_condition(&status.conditions, "Placed", "True", "FailedOver", &message, intent.metadata.generation);
+    write_status(api, intent, &status).await?;
+    warn!("{message}");
+    event(ctx, intent, true, "FailedOver", &message).await;
+    Ok(Action::requeue(Duration::from_millis(50)))
 }
 
 fn api_all(client: &Client) -> Api<KubeDirectorCluster> {

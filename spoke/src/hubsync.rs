@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{
-    ANNOTATION_EPOCH, ANNOTATION_ORIGIN, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, LABEL_WORK,
-    MEMBER_LEASE, MEMBER_SERVICE_ACCOUNT, MemberCapacity, member_namespace,
+    ANNOTATION_EPOCH, ANNOTATION_FENCED, ANNOTATION_ORIGIN, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork,
+    LABEL_WORK, MEMBER_LEASE, MEMBER_SERVICE_ACCOUNT, MemberCapacity, member_namespace,
 };
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -177,6 +177,8 @@ pub struct Report {
     pub storage_classes: Vec<String>,
     /// Local federated clusters by state.
     pub clusters_by_state: BTreeMap<String, i64>,
+    /// Local copies fenced because their placement moved away.
+    pub fenced: Vec<String>,
 }
 
 fn add(map: &mut BTreeMap<String, f64>, key: &str, q: &Quantity) {
@@ -261,14 +263,53 @@ async fn build_report(local: &Client) -> Result<Report, Error> {
         },
         storage_classes,
         clusters_by_state,
+        fenced: Vec::new(),
     })
+}
+
+/// Fences local copies whose Work no longer exists on the hub (their placement moved away
+/// or was released without cleanup): they are scaled to zero by the director and keep their
+/// PVCs. Only a definite "not found" from the hub fences; errors change nothing.
+async fn fence_orphans(ctx: &SyncContext) -> Result<Vec<String>, Error> {
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let clusters: Api<KubeDirectorCluster> = Api::all(ctx.local.clone());
+    let mut fenced = Vec::new();
+    for c in clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items {
+        let Some(work) = c.labels().get(LABEL_WORK).cloned() else { continue };
+        let key = format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
+        let already = c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true");
+        if works.get_opt(&work).await.doing("read work")?.is_none() {
+            if !already && c.metadata.deletion_timestamp.is_none() {
+                let api: Api<KubeDirectorCluster> =
+                    Api::namespaced(ctx.local.clone(), &c.namespace().unwrap_or_default());
+                let patch = json!({"metadata": {"annotations": {ANNOTATION_FENCED: "true"}}});
+                api.patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .doing("fence local copy")?;
+                warn!(cluster = %key, work = %work, "its Work is gone from the hub: fenced (scaled to zero, PVCs kept)");
+            }
+            fenced.push(key);
+        }
+    }
+    Ok(fenced)
 }
 
 async fn report(ctx: Arc<SyncContext>) {
     let members: Api<KubeDirectorMember> = Api::all(ctx.hub.clone());
     let mut last: Option<Report> = None;
     loop {
-        match build_report(&ctx.local).await {
+        let fenced = match fence_orphans(&ctx).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warn!("cannot check for moved placements: {e}");
+                None
+            }
+        };
+        let report = build_report(&ctx.local).await.map(|mut r| {
+            r.fenced = fenced.clone().or_else(|| last.as_ref().map(|l| l.fenced.clone())).unwrap_or_default();
+            r
+        });
+        match report {
             Ok(r) if last.as_ref() != Some(&r) => {
                 let patch = json!({"status": {
                     "kubernetesVersion": r.version,
@@ -276,6 +317,7 @@ async fn report(ctx: Arc<SyncContext>) {
                     "capacity": r.capacity,
                     "storageClasses": r.storage_classes,
                     "clustersByState": r.clusters_by_state,
+                    "fencedClusters": r.fenced,
                     "lastReportTime": Time(jiff::Timestamp::now()),
                 }});
                 let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
@@ -384,7 +426,16 @@ async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) ->
         },
         "spec": cluster.spec,
     });
-    let local = local_clusters.patch(&cluster.name, &pp, &Patch::Apply(copy)).await.doing("apply local cluster")?;
+    let mut local = local_clusters.patch(&cluster.name, &pp, &Patch::Apply(copy)).await.doing("apply local cluster")?;
+    if local.annotations().contains_key(ANNOTATION_FENCED) {
+        // The placement is back on this member (a newer epoch): lift the fence.
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_FENCED: null}}});
+        local = local_clusters
+            .patch(&cluster.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .doing("lift fence")?;
+        info!(cluster = %cluster.name, epoch = work.spec.placement_epoch, "placement is back: fence lifted");
+    }
 
     // Report the director's status back into the Work.
     let status = local.status.clone();

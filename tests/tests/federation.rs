@@ -13,7 +13,7 @@ use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
 use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, workspace_binary};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -381,4 +381,78 @@ async fn a_second_hub_replica_takes_over_when_the_leader_dies() {
     }
     works.sort();
     assert_eq!(works, vec!["first".to_string(), "second".to_string()], "one Work per cluster");
+}
+
+#[tokio::test]
+async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut manifest = cluster("mobile", 1, "1", None);
+    manifest["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
+    manifest["spec"]["placement"] = json!({
+        "preferences": [{"weight": 50, "preference": {"matchLabels": {"region": "west"}}}],
+        "failover": {"policy": "Reschedule", "afterSeconds": 10}
+    });
+    clusters.create(&PostParams::default(), &serde_json::from_value(manifest).expect("c")).await.expect("create");
+    let c = wait_cluster(&clusters, "mobile", "ready on west", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"));
+    let controller =
+        c.status.as_ref().and_then(|s| s.roles.iter().find(|r| r.id == "controller")).expect("role").members[0].clone();
+    let pvc = controller.pvc.clone().expect("pvc");
+
+    // West's spoke stays down: after the grace and afterSeconds the cluster moves to east.
+    fleet.spokes.get_mut("west").expect("west").kill();
+    let c = wait_cluster(&clusters, "mobile", "failed over to east", |c| {
+        member_of(c).as_deref() == Some("east") && ready_with(c, "2/2")
+    })
+    .await;
+    assert_eq!(c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.epoch), Some(2));
+    assert_eq!(cond(&c, "Placed").map(|k| k.reason.as_str()), Some("FailedOver"));
+
+    // West comes back: its copy is fenced (scaled to zero, PVC kept) and never runs beside east's.
+    fleet.start_spoke("west");
+    let west = fleet.bed.client("west").await.expect("west");
+    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let copy = local.get_opt("mobile").await.expect("get").expect("the old copy is kept, not deleted");
+        let fenced = copy.annotations().get("federation.kubedirector.hpe.com/fenced").is_some_and(|v| v == "true");
+        let running = pods.list(&lp).await.expect("pods").items.len();
+        if fenced && running == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "west copy not fenced: fenced={fenced} pods={running}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(west.clone(), "default");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let claim = claims.get_opt(&pvc).await.expect("get pvc").expect("the old member keeps its PVC");
+    assert!(claim.metadata.deletion_timestamp.is_none());
+    let member = wait_member(&hub, "west", "True").await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut reported = member.status.map(|s| s.fenced_clusters).unwrap_or_default();
+    while !reported.contains(&"default/mobile".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "west does not report its fenced copy: {reported:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        reported = Api::<KubeDirectorMember>::all(hub.clone())
+            .get("west")
+            .await
+            .expect("m")
+            .status
+            .map(|s| s.fenced_clusters)
+            .unwrap_or_default();
+    }
+    let east = fleet.bed.client("east").await.expect("east");
+    let east_pods: Api<Pod> = Api::namespaced(east, "default");
+    assert_eq!(east_pods.list(&lp).await.expect("pods").items.len(), 2, "the new placement keeps running");
 }

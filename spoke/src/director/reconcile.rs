@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
 use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
+use kdfed_crds::federation::ANNOTATION_FENCED;
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
@@ -133,6 +134,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.doing("add finalizer")?;
         // The patch changed the resourceVersion; plan from the new object next time.
         return Ok(Action::requeue(Duration::from_millis(50)));
+    }
+
+    if cluster.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true") {
+        return fence(cluster, &api, &ctx).await;
     }
 
     // Dereference: the app (local, then system catalog) and the global config.
@@ -363,6 +368,54 @@ async fn invalid(
     }
     warn!(field, "{message}");
     Ok(())
+}
+
+/// A fenced copy (its placement moved to another member): every StatefulSet goes to zero
+/// replicas with its PVCs retained, and nothing else happens until the fence is lifted.
+async fn fence(cluster: &KubeDirectorCluster, api: &Api<KubeDirectorCluster>, ctx: &Context) -> Result<Action, Error> {
+    let ns = cluster.namespace().unwrap_or_else(|| "default".into());
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let lp = ListParams::default().labels(&format!("{}={}", names::LABEL_CLUSTER, cluster.name_any()));
+    for sts in statefulsets.list(&lp).await.doing("list statefulsets")?.items {
+        let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let retained =
+            sts.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref()).is_some_and(|p| {
+                p.when_scaled.as_deref() == Some("Retain") && p.when_deleted.as_deref() == Some("Retain")
+            });
+        if replicas != 0 || !retained {
+            // Retain first (same patch): scaling down must never take PVCs with it.
+            let patch = json!({"spec": {"replicas": 0,
+                "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"}}});
+            statefulsets
+                .patch(&sts.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .doing("fence statefulset")?;
+            info!(statefulset = %sts.name_any(), "fenced: scaled to zero, PVCs retained");
+        }
+    }
+    let old = cluster.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.state = Some("fenced".to_string());
+    status.conditions = kdfed_common::conditions::set_condition(
+        &old.conditions,
+        "Fenced",
+        "True",
+        "PlacementMoved",
+        "this copy's placement moved to another member: scaled to zero, PVCs kept",
+        cluster.metadata.generation,
+    );
+    if status != old {
+        write_status(api, cluster, &status).await?;
+        publish(
+            ctx,
+            cluster,
+            true,
+            "Cluster",
+            "fenced: placement moved to another member; scaled to zero, PVCs kept".into(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 /// Deletion: remove StatefulSets, Services and (unless retained) PVCs, wait until the pods
