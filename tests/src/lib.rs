@@ -207,6 +207,12 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.shutdown();
+        // A failing test leaves its logs behind for inspection.
+        if std::thread::panicking()
+            && let Some(t) = self._tempdir.take()
+        {
+            eprintln!("test bed kept for inspection: {}", t.keep().display());
+        }
     }
 }
 

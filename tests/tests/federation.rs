@@ -28,6 +28,18 @@ struct Fleet {
     _tmp: tempfile::TempDir,
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for d in self.hubs.iter_mut().chain(self.spokes.values_mut()) {
+            d.kill();
+        }
+        if std::thread::panicking() {
+            let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("tempdir"));
+            eprintln!("fleet kept for inspection: {}", tmp.keep().display());
+        }
+    }
+}
+
 impl Fleet {
     fn join_file(&self, member: &str) -> PathBuf {
         self.dir.join(format!("{member}-join.kubeconfig"))
@@ -335,6 +347,22 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // A cluster on a member that is gone waits for an explicit decision before it goes.
+    clusters.delete("big", &DeleteParams::default()).await.expect("delete big");
+    let c = wait_cluster(&clusters, "big", "waiting for a gone member", |c| {
+        cond(c, "Deleting").is_some_and(|k| k.reason == "MemberGone")
+    })
+    .await;
+    let message = cond(&c, "Deleting").map(|k| k.message.clone()).unwrap_or_default();
+    assert!(message.contains("federation.kubedirector.hpe.com/orphan=true"), "{message}");
+    let orphan = Patch::Merge(json!({"metadata": {"annotations": {"federation.kubedirector.hpe.com/orphan": "true"}}}));
+    clusters.patch("big", &PatchParams::default(), &orphan).await.expect("orphan");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("big").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "orphaned intent not released");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]
@@ -455,4 +483,116 @@ async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept(
     let east = fleet.bed.client("east").await.expect("east");
     let east_pods: Api<Pod> = Api::namespaced(east, "default");
     assert_eq!(east_pods.list(&lp).await.expect("pods").items.len(), 2, "the new placement keeps running");
+}
+
+/// A TCP forwarder between a spoke and the hub's API server that the test can cut, to
+/// simulate a network partition.
+struct Partition {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Partition {
+    async fn to(server: &str) -> Partition {
+        let target = server.trim_start_matches("https://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the hub is unreachable
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().expect("lock").push(task);
+            }
+        });
+        Partition { port, open, connections }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.connections.lock().expect("lock").drain(..) {
+            t.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anything() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    // Route east's spoke to the hub through a link the test can cut.
+    let link = Partition::to(&fleet.bed.cluster("hub").server).await;
+    fleet.spokes.get_mut("east").expect("east").kill();
+    let join = fleet.join_file("east");
+    let text = std::fs::read_to_string(&join).expect("join");
+    let text = text.replace(&fleet.bed.cluster("hub").server, &format!("https://127.0.0.1:{}", link.port));
+    std::fs::write(&join, text).expect("rewrite join");
+    fleet.start_spoke("east");
+    wait_member(&hub, "east", "True").await;
+
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}})).expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    clusters.create(&PostParams::default(), &serde_json::from_value(cluster("steady", 2, "1", Some(("region", "east")))).expect("c")).await.expect("create");
+    wait_cluster(&clusters, "steady", "ready on east", |c| ready_with(c, "3/3")).await;
+    let east = fleet.bed.client("east").await.expect("east");
+    let local: Api<KubeDirectorCluster> = Api::namespaced(east.clone(), "default");
+    let generation = local.get("steady").await.expect("copy").metadata.generation;
+    let pods: Api<Pod> = Api::namespaced(east.clone(), "default");
+    let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=steady");
+    let uids = |list: Vec<Pod>| list.into_iter().map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default())).collect::<BTreeMap<_, _>>();
+    let before = uids(pods.list(&lp).await.expect("pods").items);
+    assert_eq!(before.len(), 3);
+
+    // Cut the link: the hub marks east unavailable and the cluster's data stale...
+    link.cut();
+    wait_member(&hub, "east", "Unknown").await;
+    wait_cluster(&clusters, "steady", "stale", |c| cond(c, "Ready").is_some_and(|k| k.status == "Unknown")).await;
+    // ...while the member keeps running, and a restarted spoke keeps reconciling locally.
+    fleet.spokes.get_mut("east").expect("east").kill();
+    fleet.start_spoke("east");
+    let victim = before.keys().next().expect("a pod").clone();
+    pods.delete(&victim, &DeleteParams::default()).await.expect("kill a pod");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = uids(pods.list(&lp).await.expect("pods").items);
+        let copy = local.get("steady").await.expect("copy");
+        let configured = copy.status.as_ref().is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("3/3"));
+        if now.len() == 3 && now.get(&victim) != before.get(&victim) && configured {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the member did not repair itself while partitioned: {now:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Heal: east is available again, the status is current, and nothing unchanged was touched.
+    link.heal();
+    wait_member(&hub, "east", "True").await;
+    wait_cluster(&clusters, "steady", "ready again", |c| ready_with(c, "3/3")).await;
+    let after = uids(pods.list(&lp).await.expect("pods").items);
+    for (name, uid) in &before {
+        if *name != victim {
+            assert_eq!(after.get(name), Some(uid), "{name} was restarted by the resync");
+        }
+    }
+    assert_eq!(local.get("steady").await.expect("copy").metadata.generation, generation, "the local spec was not rewritten");
 }
