@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Brings up the local fleet on this machine: a hub and two member clusters as real
-# control planes on loopback (with KWOK nodes), kdfed's CRDs on each, the example app
-# catalog on the hub, the director on each member, and an example cluster built on east.
-# Stop it with deploy/local/down.sh.
+# control planes on loopback (KWOK nodes), kdfed's CRDs, the hub (with its admission
+# webhook), both members registered and joined by their spokes, the example catalog, and an
+# example cluster placed by labels and built on its member. Stop it with deploy/local/down.sh.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/env.sh"
 cd "$kdfed_root"
@@ -23,6 +23,7 @@ source "$KDFED_CACHE/bin/env"
 step "Building kdfed"
 cargo build --locked --bins
 BIN="$CARGO_TARGET_DIR/debug"
+KDFED="$BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig"
 
 step "Starting control planes: hub, east, west"
 rm -rf "$FLEET_DIR"
@@ -43,24 +44,45 @@ start_bg() {
   setsid "$@" >"$FLEET_DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$FLEET_DIR/pids/$name.pid"
 }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-step "Starting the director (kdfed-spoke --standalone) on east and west"
+step "Starting the hub (controllers, admission webhook)"
+read -r crt key ca < <("$BIN/testbed" webhook-cert --dir "$FLEET_DIR" --cluster hub)
+hook_port=$(free_port)
+hub_admin=$(free_port)
+start_bg hub "$BIN/kdfed-hub" --kubeconfig "$FLEET_DIR/hub.kubeconfig" --admin-address "127.0.0.1:$hub_admin" \
+  --webhook-address "127.0.0.1:$hook_port" --webhook-cert-file "$crt" --webhook-key-file "$key" \
+  --webhook-ca-file "$ca" --webhook-url "https://127.0.0.1:$hook_port" --log-format json
+
+step "Registering the members and joining their spokes"
+$KDFED member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
+$KDFED member add west --label region=us --label provider=cloud -o "$FLEET_DIR/west-join.kubeconfig"
 for c in east west; do
-  start_bg "spoke-$c" "$BIN/kdfed-spoke" --standalone --kubeconfig "$FLEET_DIR/$c.kubeconfig" \
-    --admin-address 127.0.0.1:0 --log-format json
+  start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c.kubeconfig" \
+    --hub-kubeconfig "$FLEET_DIR/$c-join.kubeconfig" --member "$c" \
+    --admin-address "127.0.0.1:$(free_port)" --log-format json
 done
-
-step "Loading the example catalog on the hub, and an example cluster on east"
-"$BIN/kdfed" --kubeconfig "$FLEET_DIR/hub.kubeconfig" apply -f examples/apps
-"$BIN/kdfed" --kubeconfig "$FLEET_DIR/east.kubeconfig" apply -f examples/apps/minimal.yaml -f examples/clusters/minimal.yaml
-
-step "Waiting until the example cluster is configured"
-for i in $(seq 120); do
-  state=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/east.kubeconfig" get kdcluster hello -o jsonpath='{.status.state}' 2>/dev/null || true)
-  [ "$state" = configured ] && break
+for i in $(seq 60); do
+  avail=$($KDFED member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)
+  [ "$avail" = 2 ] && break
   sleep 1
 done
-[ "$state" = configured ] || { echo "example cluster not configured (state: ${state:-none}); see $FLEET_DIR/logs" >&2; exit 1; }
+
+step "Loading the example catalog and launching an example cluster by placement labels"
+for i in $(seq 30); do
+  $KDFED apply -f examples/apps >/dev/null 2>&1 && break
+  sleep 1  # the webhook may need a moment after registration
+done
+$KDFED apply -f examples/clusters/minimal.yaml
+
+step "Waiting until the example cluster is configured on its member"
+for i in $(seq 120); do
+  ready=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster hello \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  [ "$ready" = True ] && break
+  sleep 1
+done
+[ "$ready" = True ] || { echo "example cluster not ready; see $FLEET_DIR/logs" >&2; $KDFED cluster list >&2 || true; exit 1; }
 
 step "Fleet summary"
 for c in hub east west; do
@@ -68,14 +90,16 @@ for c in hub east west; do
   printf '  %-5s %s  kubeconfig: %s\n' "$c" "$server" "$FLEET_DIR/$c.kubeconfig"
 done
 echo
-"$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kubedirectorapps -A
+$KDFED member list
 echo
-"$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/east.kubeconfig" get kubedirectorclusters,statefulsets,pods -A -l '!kwok' 2>/dev/null | grep -v '^kube-system' || true
+$KDFED cluster list
+echo
+$KDFED catalog list
 cat <<MSG
 
-The fleet runs in the background. Try:
-  $KDFED_KUBECTL --kubeconfig $FLEET_DIR/hub.kubeconfig get kubedirector
-  $KDFED_KUBECTL --kubeconfig $FLEET_DIR/east.kubeconfig get kdcluster hello -o yaml
-  logs: $FLEET_DIR/logs/
+The fleet runs in the background (logs: $FLEET_DIR/logs/). Try:
+  $BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig cluster list
+  $KDFED_KUBECTL --kubeconfig $FLEET_DIR/hub.kubeconfig get kdcluster hello -o yaml
+  $KDFED_KUBECTL --kubeconfig $FLEET_DIR/east.kubeconfig get pods
 Stop it with: deploy/local/down.sh
 MSG

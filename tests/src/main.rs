@@ -43,6 +43,19 @@ enum Command {
         #[arg(long)]
         node_gpu: Option<String>,
     },
+    /// Issue a webhook serving certificate for 127.0.0.1 signed by a cluster's CA; prints
+    /// the certificate, key and CA paths (run again to rotate).
+    WebhookCert {
+        /// The folder given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster whose CA signs it.
+        #[arg(long)]
+        cluster: String,
+        /// File name stem.
+        #[arg(long, default_value = "webhook")]
+        name: String,
+    },
     /// Stop everything `up` started in this folder.
     Down {
         /// The folder given to `up`.
@@ -98,6 +111,14 @@ async fn main() -> Result<()> {
                 println!("{}\t{}\t{}", c.name, c.server, c.kubeconfig.display());
             }
             bed.detach();
+        }
+        Command::WebhookCert { dir, cluster, name } => {
+            let pki = dir.join(&cluster).join("pki");
+            if !pki.join("ca.key").exists() {
+                bail!("no test-bed cluster {cluster:?} in {}", dir.display());
+            }
+            let (crt, key, ca) = kdfed_testbed::certs::webhook_cert(&pki, &name)?;
+            println!("{}\t{}\t{}", crt.display(), key.display(), ca.display());
         }
         Command::Down { dir } => {
             let stopped = kdfed_testbed::down(&dir)?;

@@ -549,17 +549,26 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
     apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
     let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}})).expect("secret");
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
+    .expect("secret");
     secrets.create(&PostParams::default(), &secret).await.expect("secret");
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
-    clusters.create(&PostParams::default(), &serde_json::from_value(cluster("steady", 2, "1", Some(("region", "east")))).expect("c")).await.expect("create");
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cluster("steady", 2, "1", Some(("region", "east")))).expect("c"),
+        )
+        .await
+        .expect("create");
     wait_cluster(&clusters, "steady", "ready on east", |c| ready_with(c, "3/3")).await;
     let east = fleet.bed.client("east").await.expect("east");
     let local: Api<KubeDirectorCluster> = Api::namespaced(east.clone(), "default");
     let generation = local.get("steady").await.expect("copy").metadata.generation;
     let pods: Api<Pod> = Api::namespaced(east.clone(), "default");
     let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=steady");
-    let uids = |list: Vec<Pod>| list.into_iter().map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default())).collect::<BTreeMap<_, _>>();
+    let uids = |list: Vec<Pod>| {
+        list.into_iter().map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default())).collect::<BTreeMap<_, _>>()
+    };
     let before = uids(pods.list(&lp).await.expect("pods").items);
     assert_eq!(before.len(), 3);
 
@@ -576,7 +585,10 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
     loop {
         let now = uids(pods.list(&lp).await.expect("pods").items);
         let copy = local.get("steady").await.expect("copy");
-        let configured = copy.status.as_ref().is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("3/3"));
+        let configured = copy
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("3/3"));
         if now.len() == 3 && now.get(&victim) != before.get(&victim) && configured {
             break;
         }
@@ -594,5 +606,9 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
             assert_eq!(after.get(name), Some(uid), "{name} was restarted by the resync");
         }
     }
-    assert_eq!(local.get("steady").await.expect("copy").metadata.generation, generation, "the local spec was not rewritten");
+    assert_eq!(
+        local.get("steady").await.expect("copy").metadata.generation,
+        generation,
+        "the local spec was not rewritten"
+    );
 }
