@@ -17,6 +17,10 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Each test runs a fleet of three control planes plus hub and spokes; on two cores they
+/// run one at a time so that timing-dependent steps (heartbeats, failover) stay honest.
+static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const GRACE_SECONDS: u64 = 5;
 
 struct Fleet {
@@ -26,6 +30,8 @@ struct Fleet {
     hubs: Vec<Daemon>,
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
+    // Last, so the next fleet starts only after this one is gone.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for Fleet {
@@ -82,6 +88,7 @@ async fn fleet() -> Fleet {
 }
 
 async fn fleet_with_hubs(replicas: usize) -> Fleet {
+    let serial = ONE_FLEET_AT_A_TIME.lock().await;
     let tmp = tempfile::Builder::new().prefix("kdfed-fleet-").tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     let specs = vec![ClusterSpec::named("hub"), ClusterSpec::named("east"), ClusterSpec::named("west")];
@@ -114,7 +121,7 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 .expect("start hub")
         })
         .collect();
-    let mut fleet = Fleet { bed, hub, dir, hubs, spokes: BTreeMap::new(), _tmp: tmp };
+    let mut fleet = Fleet { _serial: serial, bed, hub, dir, hubs, spokes: BTreeMap::new(), _tmp: tmp };
     fleet.start_spoke("east");
     fleet.start_spoke("west");
     for m in ["east", "west"] {
