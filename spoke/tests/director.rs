@@ -401,6 +401,20 @@ async fn retained_pvcs_survive_deletion_and_bad_clusters_do_not_block_good_ones(
     assert_eq!(message, "Invalid app(no-such-app). This app resource ID has not been registered.");
     assert!(names::<StatefulSet>(&client, "orphan").await.is_empty());
 
+    // A member the scheduler cannot place carries the scheduler's message in its stateDetail.
+    let mut huge = spark_cluster("huge", 1);
+    huge["spec"]["roles"][1]["resources"] = json!({"requests": {"cpu": "500", "memory": "1Gi"}});
+    create::<KubeDirectorCluster>(&client, huge).await;
+    let stuck = wait_for(&clusters, "huge", "reporting the scheduling error", |c| {
+        members_of(c, "worker")
+            .first()
+            .and_then(|m| m.state_detail.scheduling_error_message.clone())
+            .is_some_and(|m| m.contains("Insufficient cpu"))
+    })
+    .await;
+    assert_eq!(members_of(&stuck, "worker")[0].state, "create pending");
+    assert!(stuck.status.as_ref().and_then(|s| s.member_state_rollup.as_ref()).is_some_and(|r| r.members_waiting));
+
     let pvc = members_of(&c, "controller")[0].pvc.clone().expect("pvc");
     clusters.delete("keep", &DeleteParams::default()).await.expect("delete");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
