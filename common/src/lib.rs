@@ -1,6 +1,7 @@
 //! Plumbing shared by kdfed's binaries: layered configuration, telemetry and Kubernetes
 //! client set-up.
 
+pub mod admin;
 pub mod admission;
 pub mod catalog;
 pub mod conditions;

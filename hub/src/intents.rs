@@ -63,6 +63,8 @@ pub struct Context {
     pub grace: Duration,
     /// Event recorder.
     pub recorder: kdfed_common::events::Recorder,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 /// Runs the intent controller until shutdown.
@@ -87,7 +89,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(timed_reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!("intents: {e}");
@@ -121,6 +123,21 @@ async fn write_status(
         .await
         .doing("write status")?;
     Ok(())
+}
+
+async fn timed_reconcile(
+    guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile(guard, ctx.clone()).await;
+    ctx.metrics.observe_reconcile("placement", started, result.is_err());
+    result
+}
+
+fn seconds_since_creation(intent: &KubeDirectorCluster) -> Option<f64> {
+    let created = intent.metadata.creation_timestamp.as_ref()?.0;
+    Some(jiff::Timestamp::now().duration_since(created).as_secs_f64().max(0.0))
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -218,6 +235,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                         set_condition(&status.conditions, "Placed", "True", "Scheduled", &message, generation);
                     // Record the decision before acting on it, so a restart never places twice.
                     write_status(&api, &intent, &status).await?;
+                    if let Some(s) = seconds_since_creation(&intent) {
+                        ctx.metrics.placement_latency.observe(s);
+                    }
                     info!(member = %m.name, "placed");
                     event(&ctx, &intent, false, "Placed", &message).await;
                     return Ok(Action::requeue(Duration::from_millis(50)));
@@ -346,6 +366,12 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         let was_ready = condition(&old.conditions, "Ready").map(|c| c.status.clone());
         if was_ready.as_deref() != Some(r_status) {
             event(&ctx, &intent, r_status == "Unknown", r_reason, &r_message).await;
+            if r_status == "True"
+                && was_ready.is_none_or(|s| s == "False")
+                && let Some(s) = seconds_since_creation(&intent)
+            {
+                ctx.metrics.configured_latency.observe(s);
+            }
         }
     }
     Ok(Action::requeue(Duration::from_secs(if member_ok && applied { 30 } else { 3 })))

@@ -3,6 +3,7 @@
 pub mod intents;
 pub mod leader;
 pub mod members;
+pub mod metrics;
 pub mod placement;
 pub mod registry;
 pub mod settings;
@@ -17,9 +18,17 @@ pub use settings::Settings;
 
 /// Connects to the hub's API server and runs the hub's controllers until SIGINT/SIGTERM.
 pub async fn run(settings: Settings) -> Result<()> {
+    let mut admin = kdfed_common::admin::Admin::new();
+    let hub_metrics = metrics::HubMetrics::register(&mut admin.registry);
+    let admin = Arc::new(admin);
+    kdfed_common::admin::serve(settings.admin_address, admin.clone())
+        .await
+        .with_context(|| format!("admin server on {}", settings.admin_address))?;
     let client = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = client.apiserver_version().await.context("connect to the hub's API server")?;
     info!(version = %version.git_version, "connected to the hub API server");
+    admin.set_ready(true);
+    tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5)));
     if let Some(addr) =
         settings.webhook.start(&client, &settings.system_namespace, "kdfed-hub").await.map_err(anyhow::Error::msg)?
     {
@@ -37,6 +46,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .await
         .context("set up leader election")?;
         e.acquire().await;
+        hub_metrics.leader.set(1);
         Some(e)
     } else {
         None
@@ -46,6 +56,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         system_namespace: settings.system_namespace.clone(),
         grace,
         recorder: kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub"),
+        metrics: hub_metrics.clone(),
     });
     let availability = tokio::spawn(members::run(client.clone(), grace, Duration::from_secs(2)));
     let lost = async {
@@ -59,6 +70,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica writes")),
     };
     availability.abort();
+    hub_metrics.leader.set(0);
     info!("shutting down");
     result
 }

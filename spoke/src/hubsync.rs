@@ -46,6 +46,8 @@ pub struct Options {
     pub lease_interval: Duration,
     /// Interval of capacity reports (written only when something changed).
     pub report_interval: Duration,
+    /// Metrics of the hub connection.
+    pub metrics: Option<std::sync::Arc<crate::metrics::SpokeMetrics>>,
 }
 
 /// Errors of hub sync.

@@ -2,6 +2,7 @@
 
 pub mod director;
 pub mod hubsync;
+pub mod metrics;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -16,9 +17,17 @@ pub use settings::Settings;
 /// SIGINT/SIGTERM. Hub sync failures never stop the director: local clusters keep being
 /// reconciled while the hub is unreachable.
 pub async fn run(settings: Settings) -> Result<()> {
+    let mut admin = kdfed_common::admin::Admin::new();
+    let spoke_metrics = metrics::SpokeMetrics::register(&mut admin.registry);
+    let admin = std::sync::Arc::new(admin);
+    kdfed_common::admin::serve(settings.admin_address, admin.clone())
+        .await
+        .with_context(|| format!("admin server on {}", settings.admin_address))?;
     let local = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
     let version = local.apiserver_version().await.context("connect to the member's API server")?;
     info!(version = %version.git_version, "connected to the member API server");
+    admin.set_ready(true);
+    tokio::spawn(metrics::collect(local.clone(), spoke_metrics.clone(), Duration::from_secs(5)));
     if let Some(addr) =
         settings.webhook.start(&local, &settings.system_namespace, "kdfed-spoke").await.map_err(anyhow::Error::msg)?
     {
@@ -41,6 +50,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             token_seconds: settings.hub_token_seconds,
             lease_interval: Duration::from_secs(settings.lease_interval_seconds),
             report_interval: Duration::from_secs(settings.report_interval_seconds),
+            metrics: Some(spoke_metrics.clone()),
         };
         info!(member = %opts.member, "starting the director and hub sync");
         let sync = tokio::spawn(async move {

@@ -23,11 +23,31 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const GRACE_SECONDS: u64 = 5;
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// GET `path` from a loopback HTTP server; returns the body.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// The value of one series in an OpenMetrics text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+}
+
 struct Fleet {
     bed: Testbed,
     hub: Client,
     dir: PathBuf,
     hubs: Vec<Daemon>,
+    hub_admin: u16,
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
     // Last, so the next fleet starts only after this one is gone.
@@ -105,13 +125,14 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
             kdfed_hub::registry::add_member(&hub, member, &labels, &server, 3600).await.expect("add member");
         std::fs::write(dir.join(format!("{member}-join.kubeconfig")), kubeconfig).expect("write join kubeconfig");
     }
+    let hub_admin = free_port();
     let hub_args: Vec<String> = vec![
         "--kubeconfig".into(),
         bed.cluster("hub").kubeconfig.display().to_string(),
         "--heartbeat-grace-seconds".into(),
         GRACE_SECONDS.to_string(),
         "--admin-address".into(),
-        "127.0.0.1:0".into(),
+        if replicas == 1 { format!("127.0.0.1:{hub_admin}") } else { "127.0.0.1:0".into() },
         "--lease-duration-seconds".into(),
         "6".into(),
     ];
@@ -121,7 +142,7 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 .expect("start hub")
         })
         .collect();
-    let mut fleet = Fleet { _serial: serial, bed, hub, dir, hubs, spokes: BTreeMap::new(), _tmp: tmp };
+    let mut fleet = Fleet { _serial: serial, bed, hub, dir, hubs, hub_admin, spokes: BTreeMap::new(), _tmp: tmp };
     fleet.start_spoke("east");
     fleet.start_spoke("west");
     for m in ["east", "west"] {
@@ -255,6 +276,24 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     let copied = Api::<Secret>::namespaced(west.clone(), "default").get_opt("spark-creds").await.expect("get");
     assert!(copied.is_some(), "the referenced Secret travels with the Work");
     assert!(Api::<Secret>::namespaced(east.clone(), "default").get_opt("spark-creds").await.expect("get").is_none());
+
+    // The hub's metrics show the fleet.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = http_get(fleet.hub_admin, "/metrics").await;
+        let ok = sample(&text, r#"kdfed_hub_members{condition="Available",status="True"}"#) == Some(2.0)
+            && sample(&text, r#"kdfed_hub_clusters{app="spark-lite",member="west",state="configured"}"#) == Some(1.0)
+            && sample(&text, r#"kdfed_hub_member_allocatable_cpu_cores{member="west"}"#) == Some(32.0)
+            && sample(&text, "kdfed_hub_leader").is_some_and(|v| v == 1.0)
+            && sample(&text, "kdfed_hub_placement_latency_seconds_count").is_some_and(|v| v >= 1.0);
+        if ok {
+            assert!(text.contains("# EOF"), "OpenMetrics text");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "hub metrics incomplete:\n{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(http_get(fleet.hub_admin, "/readyz").await.trim(), "ok");
 
     // Expanding on the hub expands on west.
     let patch = Patch::Json::<()>(

@@ -1,0 +1,266 @@
+//! The hub's metrics: the fleet view (members, capacity, clusters, Works), placement and
+//! configuration latencies, controller health and leadership. Label sets are bounded: member
+//! names, app names, states and reasons — never pod names or UIDs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kdfed_common::conditions::condition;
+use kdfed_crds::cluster::KubeDirectorCluster;
+use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
+use kube::{Client, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tracing::warn;
+
+/// `member` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabel {
+    /// Member name.
+    pub member: String,
+}
+
+/// Condition type and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    /// Condition type.
+    pub condition: String,
+    /// `True`, `False`, `Unknown`.
+    pub status: String,
+}
+
+/// App, member and state of clusters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// App name.
+    pub app: String,
+    /// Member (`none` when unplaced).
+    pub member: String,
+    /// Cluster state (`pending` before the member reports).
+    pub state: String,
+}
+
+/// A reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Condition reason.
+    pub reason: String,
+}
+
+/// A state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// State.
+    pub state: String,
+}
+
+/// A controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// Controller name.
+    pub controller: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every hub metric.
+pub struct HubMetrics {
+    members: Family<ConditionLabels, Gauge>,
+    heartbeat_age: Family<MemberLabel, FloatGauge>,
+    allocatable_cpu: Family<MemberLabel, FloatGauge>,
+    allocatable_memory: Family<MemberLabel, FloatGauge>,
+    allocatable_gpu: Family<MemberLabel, FloatGauge>,
+    requested_cpu: Family<MemberLabel, FloatGauge>,
+    requested_memory: Family<MemberLabel, FloatGauge>,
+    requested_gpu: Family<MemberLabel, FloatGauge>,
+    clusters_placed: Family<MemberLabel, Gauge>,
+    clusters: Family<ClusterLabels, Gauge>,
+    unplaced: Family<ReasonLabel, Gauge>,
+    works: Family<StateLabel, Gauge>,
+    /// Seconds from a cluster's creation to its placement.
+    pub placement_latency: Histogram,
+    /// Seconds from a cluster's creation to `Ready=True`.
+    pub configured_latency: Histogram,
+    /// Reconcile runs per controller.
+    pub reconciles: Family<ControllerLabel, Counter>,
+    /// Reconcile errors per controller.
+    pub reconcile_errors: Family<ControllerLabel, Counter>,
+    /// Reconcile duration per controller.
+    pub reconcile_duration: Family<ControllerLabel, Histogram>,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
+
+impl HubMetrics {
+    /// Creates the metrics and registers them under `kdfed_hub_*`.
+    pub fn register(registry: &mut Registry) -> Arc<HubMetrics> {
+        let m = HubMetrics {
+            members: Family::default(),
+            heartbeat_age: Family::default(),
+            allocatable_cpu: Family::default(),
+            allocatable_memory: Family::default(),
+            allocatable_gpu: Family::default(),
+            requested_cpu: Family::default(),
+            requested_memory: Family::default(),
+            requested_gpu: Family::default(),
+            clusters_placed: Family::default(),
+            clusters: Family::default(),
+            unplaced: Family::default(),
+            works: Family::default(),
+            placement_latency: latency_buckets(),
+            configured_latency: latency_buckets(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("hub");
+        r.register("members", "Members by condition and status", m.members.clone());
+        r.register_with_unit(
+            "member_heartbeat_age",
+            "Age of each member's last heartbeat",
+            Unit::Seconds,
+            m.heartbeat_age.clone(),
+        );
+        r.register("member_allocatable_cpu_cores", "Allocatable CPU over schedulable nodes", m.allocatable_cpu.clone());
+        r.register_with_unit(
+            "member_allocatable_memory",
+            "Allocatable memory over schedulable nodes",
+            Unit::Bytes,
+            m.allocatable_memory.clone(),
+        );
+        r.register(
+            "member_allocatable_gpus",
+            "Allocatable nvidia.com/gpu over schedulable nodes",
+            m.allocatable_gpu.clone(),
+        );
+        r.register("member_requested_cpu_cores", "CPU requested by running pods", m.requested_cpu.clone());
+        r.register_with_unit(
+            "member_requested_memory",
+            "Memory requested by running pods",
+            Unit::Bytes,
+            m.requested_memory.clone(),
+        );
+        r.register("member_requested_gpus", "GPUs requested by running pods", m.requested_gpu.clone());
+        r.register("member_clusters_placed", "Clusters placed on each member", m.clusters_placed.clone());
+        r.register("clusters", "Clusters by app, member and state", m.clusters.clone());
+        r.register("clusters_unplaced", "Clusters not placed, by reason", m.unplaced.clone());
+        r.register("works", "Works by reported state", m.works.clone());
+        r.register_with_unit(
+            "placement_latency",
+            "Time from a cluster's creation to its placement",
+            Unit::Seconds,
+            m.placement_latency.clone(),
+        );
+        r.register_with_unit(
+            "configured_latency",
+            "Time from a cluster's creation to Ready",
+            Unit::Seconds,
+            m.configured_latency.clone(),
+        );
+        r.register("reconcile", "Reconcile runs per controller", m.reconciles.clone());
+        r.register("reconcile_errors", "Reconcile errors per controller", m.reconcile_errors.clone());
+        r.register_with_unit(
+            "reconcile_duration",
+            "Reconcile duration per controller",
+            Unit::Seconds,
+            m.reconcile_duration.clone(),
+        );
+        r.register("leader", "1 while this replica is the leader", m.leader.clone());
+        Arc::new(m)
+    }
+
+    /// Times one reconcile of `controller`.
+    pub fn observe_reconcile(&self, controller: &str, started: std::time::Instant, failed: bool) {
+        let label = ControllerLabel { controller: controller.to_string() };
+        self.reconciles.get_or_create(&label).inc();
+        if failed {
+            self.reconcile_errors.get_or_create(&label).inc();
+        }
+        self.reconcile_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn q(map: &std::collections::BTreeMap<String, Quantity>, key: &str) -> f64 {
+    map.get(key).and_then(|v| kdfed_crds::quantity::parse(&v.0)).unwrap_or(0.0)
+}
+
+/// Refreshes the fleet gauges from the API every `period`.
+pub async fn collect(client: Client, metrics: Arc<HubMetrics>, period: Duration) {
+    loop {
+        if let Err(e) = collect_once(&client, &metrics).await {
+            warn!("metrics: {e}");
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error> {
+    let members = kube::Api::<KubeDirectorMember>::all(client.clone()).list(&Default::default()).await?.items;
+    let clusters = kube::Api::<KubeDirectorCluster>::all(client.clone()).list(&Default::default()).await?.items;
+    let works = kube::Api::<KubeDirectorWork>::all(client.clone()).list(&Default::default()).await?.items;
+    let now = jiff::Timestamp::now();
+    for f in [
+        &m.heartbeat_age,
+        &m.allocatable_cpu,
+        &m.allocatable_memory,
+        &m.allocatable_gpu,
+        &m.requested_cpu,
+        &m.requested_memory,
+        &m.requested_gpu,
+    ] {
+        f.clear();
+    }
+    m.members.clear();
+    m.clusters_placed.clear();
+    for member in &members {
+        let label = MemberLabel { member: member.name_any() };
+        let status = member.status.clone().unwrap_or_default();
+        let available = condition(&status.conditions, "Available").map_or("Unknown".to_string(), |c| c.status.clone());
+        m.members.get_or_create(&ConditionLabels { condition: "Available".into(), status: available }).inc();
+        if let Ok(Some(t)) = crate::members::last_renewal(client, &member.name_any()).await {
+            m.heartbeat_age.get_or_create(&label).set(now.duration_since(t).as_secs_f64().max(0.0));
+        }
+        let cap = status.capacity.unwrap_or_default();
+        m.allocatable_cpu.get_or_create(&label).set(q(&cap.allocatable, "cpu"));
+        m.allocatable_memory.get_or_create(&label).set(q(&cap.allocatable, "memory"));
+        m.allocatable_gpu.get_or_create(&label).set(q(&cap.allocatable, "nvidia.com/gpu"));
+        m.requested_cpu.get_or_create(&label).set(q(&cap.requested, "cpu"));
+        m.requested_memory.get_or_create(&label).set(q(&cap.requested, "memory"));
+        m.requested_gpu.get_or_create(&label).set(q(&cap.requested, "nvidia.com/gpu"));
+        m.clusters_placed.get_or_create(&label).set(status.clusters_placed.unwrap_or(0));
+    }
+    m.clusters.clear();
+    m.unplaced.clear();
+    for c in &clusters {
+        let status = c.status.clone().unwrap_or_default();
+        let member = status.placement.as_ref().map_or("none".to_string(), |p| p.member.clone());
+        let state = status.state.clone().unwrap_or_else(|| "pending".into());
+        m.clusters.get_or_create(&ClusterLabels { app: c.spec.app.clone(), member, state }).inc();
+        if status.placement.is_none() {
+            let reason = condition(&status.conditions, "Placed").map_or("Pending".to_string(), |k| k.reason.clone());
+            m.unplaced.get_or_create(&ReasonLabel { reason }).inc();
+        }
+    }
+    m.works.clear();
+    for w in &works {
+        let state = w
+            .status
+            .as_ref()
+            .and_then(|s| s.cluster_status.as_ref())
+            .and_then(|s| s.state.clone())
+            .unwrap_or_else(|| "pending".into());
+        m.works.get_or_create(&StateLabel { state }).inc();
+    }
+    Ok(())
+}
