@@ -6,6 +6,7 @@
 //! apply (server-side apply, deletes) → write status → record Events.
 
 pub mod build;
+pub mod configmeta;
 pub mod members;
 pub mod names;
 mod reconcile;
