@@ -11,5 +11,6 @@ pub mod members;
 pub mod names;
 mod reconcile;
 pub mod render;
+pub mod setup;
 
 pub use reconcile::{Context, run};
