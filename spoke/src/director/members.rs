@@ -743,4 +743,116 @@ mod tests {
         assert!(finished.status.roles.is_empty());
         assert_eq!(finished.delete_statefulsets, vec![sts]);
     }
+
+    fn package_roles(workers: i32) -> Vec<RoleWanted> {
+        let role = |id: &str, members: i32, events: &[&str]| RoleWanted {
+            id: id.into(),
+            members,
+            storage: false,
+            ports: false,
+            setup_package: true,
+            file_injections: false,
+            events: events.iter().map(|e| e.to_string()).collect(),
+        };
+        vec![role("c", 1, &[ADDNODES, DELNODES]), role("w", workers, &[])]
+    }
+
+    /// Plans until settled, every member's setup reporting `Done`; delivers notifications.
+    fn settle_with_setup(w: &[RoleWanted], mut status: KubeDirectorClusterStatus) -> Plan {
+        for _ in 0..10 {
+            let pods = running(&status, "a");
+            let done: BTreeMap<String, SetupOutcome> = pods.keys().map(|p| (p.clone(), SetupOutcome::Done)).collect();
+            let mut plan = plan_with_setup(&facts(false), w, &status, &pods, &BTreeSet::new(), &done);
+            if plan.settled {
+                return plan;
+            }
+            let pending: Vec<(String, usize)> = plan
+                .status
+                .roles
+                .iter()
+                .flat_map(|r| &r.members)
+                .map(|m| (m.pod.clone(), m.state_detail.pending_notify_cmds.len()))
+                .collect();
+            for (pod, n) in pending {
+                notifications_delivered(&mut plan.status, &pod, n);
+            }
+            status = plan.status;
+        }
+        panic!("did not settle: {status:#?}");
+    }
+
+    fn member<'a>(status: &'a KubeDirectorClusterStatus, role: &str, i: usize) -> &'a MemberStatus {
+        &status.roles.iter().find(|r| r.id == role).expect("role").members[i]
+    }
+
+    #[test]
+    fn setup_outcomes_decide_the_member_state() {
+        let w = package_roles(1);
+        let first = plan(&facts(false), &w, &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        let creating = plan(&facts(false), &w, &first.status, &running(&first.status, "a"), &BTreeSet::new());
+        assert_eq!(states(&creating.status), vec![CREATING, CREATING]);
+        let pods = running(&creating.status, "a");
+        let c0 = member(&creating.status, "c", 0).pod.clone();
+        let w0 = member(&creating.status, "w", 0).pod.clone();
+        let outcomes = BTreeMap::from([(c0, SetupOutcome::Running), (w0, SetupOutcome::Failed("boom".into()))]);
+        let next = plan_with_setup(&facts(false), &w, &creating.status, &pods, &BTreeSet::new(), &outcomes);
+        assert_eq!(states(&next.status), vec![CREATING, CONFIG_ERROR]);
+        assert_eq!(member(&next.status, "w", 0).state_detail.config_error_detail.as_deref(), Some("boom"));
+        let still = plan(&facts(false), &w, &next.status, &pods, &BTreeSet::new());
+        assert_eq!(states(&still.status)[0], CREATING, "no outcome: setup goes on");
+    }
+
+    #[test]
+    fn new_members_are_announced_to_roles_that_ask() {
+        let done = settle_with_setup(&package_roles(1), KubeDirectorClusterStatus::default());
+        let mut status = done.status.clone();
+        let grown = plan(&facts(false), &package_roles(3), &status, &running(&status, "a"), &BTreeSet::new());
+        status = grown.status;
+        let pods = running(&status, "a");
+        let creating = plan(&facts(false), &package_roles(3), &status, &pods, &BTreeSet::new());
+        let all: BTreeMap<String, SetupOutcome> = pods.keys().map(|p| (p.clone(), SetupOutcome::Done)).collect();
+        let configured =
+            plan_with_setup(&facts(false), &package_roles(3), &creating.status, &pods, &BTreeSet::new(), &all);
+        let news = &member(&configured.status, "c", 0).state_detail.pending_notify_cmds;
+        let fqdns = format!(
+            "{},{}",
+            member(&configured.status, "w", 1).fqdn.clone().unwrap_or_default(),
+            member(&configured.status, "w", 2).fqdn.clone().unwrap_or_default()
+        );
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].arguments, vec!["--addnodes", "--nodegroup", "1", "--role", "w", "--fqdns", fqdns.as_str()]);
+        assert!(member(&configured.status, "w", 0).state_detail.pending_notify_cmds.is_empty(), "w asked for nothing");
+        assert!(!configured.settled, "not settled while notifications are pending");
+    }
+
+    #[test]
+    fn leaving_members_keep_their_pods_until_delnodes_is_delivered() {
+        let done = settle_with_setup(&package_roles(3), KubeDirectorClusterStatus::default());
+        let w_sts = done.status.roles.iter().find(|r| r.id == "w").map(|r| r.stateful_set.clone()).unwrap_or_default();
+        let shrink =
+            plan(&facts(false), &package_roles(1), &done.status, &running(&done.status, "a"), &BTreeSet::new());
+        let w_states: Vec<&str> = shrink
+            .status
+            .roles
+            .iter()
+            .find(|r| r.id == "w")
+            .expect("w")
+            .members
+            .iter()
+            .map(|m| m.state.as_str())
+            .collect();
+        assert_eq!(w_states, vec![CONFIGURED, DELETING, DELETING]);
+        let news = &member(&shrink.status, "c", 0).state_detail.pending_notify_cmds;
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].arguments[0], "--delnodes");
+        assert_eq!(shrink.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(3), "pods stay until delivery");
+        let again =
+            plan(&facts(false), &package_roles(1), &shrink.status, &running(&shrink.status, "a"), &BTreeSet::new());
+        assert_eq!(again.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(3), "still waiting");
+        let mut delivered = again.status.clone();
+        let c0 = member(&delivered, "c", 0).pod.clone();
+        notifications_delivered(&mut delivered, &c0, 1);
+        let after = plan(&facts(false), &package_roles(1), &delivered, &running(&delivered, "a"), &BTreeSet::new());
+        assert_eq!(after.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(1), "delivered: the pods go");
+    }
 }
