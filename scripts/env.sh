@@ -11,6 +11,11 @@ kdfed_need_packages() {
   local missing=()
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
+  # The test bed runs exec'd commands of fake pods in mount namespaces with overlays, and
+  # tests build setup packages with tar.
+  command -v unshare >/dev/null || missing+=(util-linux)
+  command -v mount >/dev/null || missing+=(mount)
+  command -v tar >/dev/null || missing+=(tar)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -53,6 +53,10 @@ enum Command {
         /// A KubeDirectorConfig manifest with global settings.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print instead, as JSON, the configmeta each member of a role with a setup package
+        /// finds in /etc/guestconfig/configmeta.json (pod name → document).
+        #[arg(long)]
+        configmeta: bool,
     },
     /// Register, remove and list member clusters (against the hub).
     Member {
@@ -142,7 +146,7 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("validation failed");
             }
         }
-        Command::Render { app, cluster, config } => {
+        Command::Render { app, cluster, config, configmeta } => {
             let one = |path: &PathBuf, kind: &str| -> Result<serde_json::Value> {
                 let docs = manifest::read_all(std::slice::from_ref(path))?;
                 docs.into_iter()
@@ -155,7 +159,18 @@ async fn run(cli: Cli) -> Result<()> {
             let config: Option<kdfed_crds::KubeDirectorConfig> = config
                 .map(|c| one(&c, "KubeDirectorConfig").and_then(|v| Ok(serde_json::from_value(v)?)))
                 .transpose()?;
-            match kdfed_spoke::director::render::render(&app, &cluster, config.as_ref().map(|c| &c.spec)) {
+            let config = config.as_ref().map(|c| &c.spec);
+            if configmeta {
+                match kdfed_spoke::director::render::render_configmeta(&app, &cluster, config) {
+                    Ok(documents) => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&documents)?))?,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bail!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster));
+                    }
+                }
+                return Ok(());
+            }
+            match kdfed_spoke::director::render::render(&app, &cluster, config) {
                 Ok(objects) => {
                     let mut text = String::new();
                     for object in objects {

@@ -21,6 +21,8 @@ pub struct Binaries {
     pub kwok: PathBuf,
     /// kwok's stage YAML folder (`kustomize/stage`).
     pub kwok_stages: PathBuf,
+    /// kwok's CRD YAML folder (`kustomize/crd/bases`).
+    pub kwok_crds: PathBuf,
 }
 
 /// The cache folder: `$KDFED_CACHE` or `~/.cache/kdfed`.
@@ -56,13 +58,20 @@ impl Binaries {
             }
             Ok(path)
         };
+        let kwok_stages = get("KDFED_KWOK_STAGES")?;
+        // Older env files do not name the CRD folder; it sits beside the stages.
+        let kwok_crds = get("KDFED_KWOK_CRDS").or_else(|_| {
+            let dir = kwok_stages.parent().map(|p| p.join("crd/bases")).unwrap_or_default();
+            if dir.exists() { Ok(dir) } else { bail!("kwok's CRDs not found; run tests/testbed/install.sh") }
+        })?;
         Ok(Binaries {
             kube_apiserver: get("KDFED_KUBE_APISERVER")?,
             kube_controller_manager: get("KDFED_KUBE_CONTROLLER_MANAGER")?,
             kube_scheduler: get("KDFED_KUBE_SCHEDULER")?,
             etcd: get("KDFED_ETCD")?,
             kwok: get("KDFED_KWOK")?,
-            kwok_stages: get("KDFED_KWOK_STAGES")?,
+            kwok_stages,
+            kwok_crds,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod exec;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,16 @@ pub struct Cluster {
     /// Folder of the cluster's data, certificates and logs.
     pub dir: PathBuf,
     processes: Vec<Process>,
+    /// Keeps an `Exec` per pod so that exec runs in the pod's own directory.
+    exec_sync: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Where the files a pod's containers wrote through exec are: container path `/etc/x`
+    /// is `<this>/etc/x` (see [`exec`]).
+    pub fn pod_filesystem(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+        exec::pod_filesystem(&self.dir, namespace, pod, uid)
+    }
 }
 
 /// State written by `testbed up` so that `testbed down` finds the processes.
@@ -196,6 +207,9 @@ impl Testbed {
     /// Kills every process of every cluster.
     pub fn shutdown(&mut self) {
         for cluster in &mut self.clusters {
+            if let Some(task) = cluster.exec_sync.take() {
+                task.abort();
+            }
             // Reverse start order: node simulator and controllers before the API server and etcd.
             for p in cluster.processes.iter_mut().rev() {
                 p.stop(Duration::ZERO);
@@ -379,8 +393,15 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         &[],
     )?);
 
-    let cluster =
-        Cluster { name: name.clone(), kubeconfig: kubeconfig.clone(), server, kwok_port, dir: dir.clone(), processes };
+    let cluster = Cluster {
+        name: name.clone(),
+        kubeconfig: kubeconfig.clone(),
+        server,
+        kwok_port,
+        dir: dir.clone(),
+        processes,
+        exec_sync: None,
+    };
     let mut cluster = cluster;
     let client = wait_ready(&mut cluster).await?;
     let kc = p(&kubeconfig);
@@ -429,9 +450,15 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         "--node-ip=127.0.0.1".into(),
         format!("--node-port={kwok_port}"),
         format!("--server-address=127.0.0.1:{kwok_port}"),
+        "--enable-crds=Exec".into(),
     ];
     let kwok_home = dir.join("kwok");
     std::fs::create_dir_all(&kwok_home)?;
+    // Exec: an `Exec` object per pod (kept by the sync task) and the wrapper first in PATH.
+    exec::install_crd(&client, &binaries.kwok_crds).await?;
+    let wrappers = kwok_home.join("exec-bin");
+    exec::write_wrappers(&wrappers)?;
+    let path = format!("{}:{}", p(&wrappers), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
     for stage in stage_files(binaries, &kwok_home)? {
         kwok_args.push(format!("--config={}", p(&stage)));
     }
@@ -441,8 +468,9 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         &kwok_args,
         &logs,
         lifetime,
-        &[("KWOK_WORKDIR".into(), p(&kwok_home))],
+        &[("KWOK_WORKDIR".into(), p(&kwok_home)), ("PATH".into(), path)],
     )?);
+    cluster.exec_sync = Some(exec::spawn_sync(client.clone(), dir.clone()));
 
     create_nodes(&client, spec).await?;
     create_storage_class(&client).await?;

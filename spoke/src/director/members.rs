@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kdfed_crds::cluster::{KubeDirectorClusterStatus, MemberStatus, RoleStatus, StateRollup};
+use kdfed_crds::cluster::{KubeDirectorClusterStatus, MemberStatus, NotificationDesc, RoleStatus, StateRollup};
 
 use super::names;
 
@@ -61,6 +61,39 @@ pub struct RoleWanted {
     pub ports: bool,
     /// Whether members run a setup package.
     pub setup_package: bool,
+    /// Whether members get file injections.
+    pub file_injections: bool,
+    /// Lifecycle events the role's setup package asks for (`addnodes`, `delnodes`, ...).
+    pub events: Vec<String>,
+}
+
+impl RoleWanted {
+    /// Whether setting a member up takes exec steps inside it.
+    pub fn needs_exec(&self) -> bool {
+        self.setup_package || self.file_injections
+    }
+
+    fn wants(&self, event: &str) -> bool {
+        self.setup_package && self.events.iter().any(|e| e == event)
+    }
+}
+
+/// Lifecycle event: members were added to a role.
+pub const ADDNODES: &str = "addnodes";
+/// Lifecycle event: members are about to be removed from a role.
+pub const DELNODES: &str = "delnodes";
+
+/// Where a member's setup (file injections, setup package) stands after this pass's exec steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetupOutcome {
+    /// Started or still running; look again later.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Failed; the text goes to `stateDetail.configErrorDetail`.
+    Failed(String),
+    /// The container changed under the setup.
+    Interrupted,
 }
 
 /// Fixed facts about the cluster the planner needs.
@@ -135,13 +168,100 @@ fn container_state(pod: Option<&PodView>) -> &'static str {
     }
 }
 
-/// Computes the next status from the last one, the wanted roles and the observed pods.
+/// Computes the next status from the last one, the wanted roles and the observed pods, for
+/// roles whose setup needs no exec steps.
 pub fn plan(
     facts: &ClusterFacts,
     wanted: &[RoleWanted],
     old: &KubeDirectorClusterStatus,
     pods: &BTreeMap<String, PodView>,
     existing_statefulsets: &BTreeSet<String>,
+) -> Plan {
+    plan_with_setup(facts, wanted, old, pods, existing_statefulsets, &BTreeMap::new())
+}
+
+/// The notification `startscript` gets when members of `role` are added or removed.
+pub fn notification(event: &str, role: &str, fqdns: &[String]) -> NotificationDesc {
+    NotificationDesc {
+        arguments: vec![
+            format!("--{event}"),
+            "--nodegroup".into(),
+            "1".into(),
+            "--role".into(),
+            role.to_string(),
+            "--fqdns".into(),
+            fqdns.join(","),
+        ],
+    }
+}
+
+/// Queues one notification per changed role to every configured member of the roles that
+/// ask for `event`, except the members the news is about.
+fn queue(
+    status: &mut KubeDirectorClusterStatus,
+    wanted: &[RoleWanted],
+    event: &str,
+    changed: &BTreeMap<String, Vec<(String, String)>>,
+) {
+    let subjects: BTreeSet<&str> = changed.values().flatten().map(|(pod, _)| pod.as_str()).collect();
+    let mut deliveries: Vec<(String, NotificationDesc)> = Vec::new();
+    for role in &status.roles {
+        if !wanted.iter().any(|w| w.id == role.id && w.wants(event)) {
+            continue;
+        }
+        for m in role.members.iter().filter(|m| m.state == CONFIGURED && !subjects.contains(m.pod.as_str())) {
+            for (changed_role, members) in changed {
+                let fqdns: Vec<String> = members.iter().map(|(_, f)| f.clone()).collect();
+                deliveries.push((m.pod.clone(), notification(event, changed_role, &fqdns)));
+            }
+        }
+    }
+    for (pod, cmd) in deliveries {
+        if let Some(m) = status.roles.iter_mut().flat_map(|r| r.members.iter_mut()).find(|m| m.pod == pod) {
+            m.state_detail.pending_notify_cmds.push(cmd);
+        }
+    }
+}
+
+/// FQDNs that a configured member still has to hear about through `--delnodes`.
+fn awaiting_delnodes(status: &KubeDirectorClusterStatus) -> BTreeSet<String> {
+    status
+        .roles
+        .iter()
+        .flat_map(|r| &r.members)
+        .filter(|m| m.state == CONFIGURED)
+        .flat_map(|m| &m.state_detail.pending_notify_cmds)
+        .filter(|c| c.arguments.first().map(String::as_str) == Some("--delnodes"))
+        .filter_map(|c| c.arguments.last())
+        .flat_map(|list| list.split(','))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Records that a member's first `count` pending notifications were delivered.
+pub fn notifications_delivered(status: &mut KubeDirectorClusterStatus, pod: &str, count: usize) {
+    if let Some(m) = status.roles.iter_mut().flat_map(|r| r.members.iter_mut()).find(|m| m.pod == pod) {
+        let n = count.min(m.state_detail.pending_notify_cmds.len());
+        m.state_detail.pending_notify_cmds.drain(..n);
+    }
+}
+
+/// Records that a member has the configmeta of `generation`.
+pub fn configmeta_written(status: &mut KubeDirectorClusterStatus, pod: &str, generation: i64) {
+    if let Some(m) = status.roles.iter_mut().flat_map(|r| r.members.iter_mut()).find(|m| m.pod == pod) {
+        m.state_detail.last_config_data_generation = Some(generation);
+    }
+}
+
+/// Computes the next status from the last one, the wanted roles, the observed pods and the
+/// outcome of this pass's setup steps (by pod).
+pub fn plan_with_setup(
+    facts: &ClusterFacts,
+    wanted: &[RoleWanted],
+    old: &KubeDirectorClusterStatus,
+    pods: &BTreeMap<String, PodView>,
+    existing_statefulsets: &BTreeSet<String>,
+    setup: &BTreeMap<String, SetupOutcome>,
 ) -> Plan {
     let mut plan = Plan { status: old.clone(), ..Plan::default() };
     let st = &mut plan.status;
@@ -196,6 +316,8 @@ pub fn plan(
                 storage: false,
                 ports: false,
                 setup_package: false,
+                file_injections: false,
+                events: Vec::new(),
             });
         }
     }
@@ -270,10 +392,15 @@ pub fn plan(
     st.roles.retain(|r| !remove_roles.contains(&r.id));
 
     // Members: move each one along.
+    let headless = st.cluster_service.clone().unwrap_or_default();
+    let fqdn_of = |pod: &str| names::fqdn(pod, &headless, &facts.namespace, &facts.domain_base);
     let mut remove_members: Vec<(String, String)> = Vec::new();
+    let mut added: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut removed: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for role in &mut st.roles {
         let want = order.iter().find(|w| w.id == role.id);
-        let setup = want.is_some_and(|w| w.setup_package);
+        let needs_exec = want.is_some_and(RoleWanted::needs_exec);
+        let setup_package = want.is_some_and(|w| w.setup_package);
         for m in &mut role.members {
             let pod = pods.get(&m.pod);
             match m.state.as_str() {
@@ -287,7 +414,11 @@ pub fn plan(
                 }
                 CREATING => {
                     let current = pod.and_then(|p| p.app_container_id.clone());
-                    if current.is_none() || current != m.state_detail.configuring_container {
+                    let outcome = setup.get(&m.pod);
+                    if current.is_none()
+                        || current != m.state_detail.configuring_container
+                        || outcome == Some(&SetupOutcome::Interrupted)
+                    {
                         m.state = CREATE_PENDING.to_string();
                         events.push(PlannedEvent {
                             warning: false,
@@ -296,36 +427,43 @@ pub fn plan(
                         });
                         continue;
                     }
-                    if setup {
-                        // Running setup packages inside members is not built yet: say so
-                        // rather than pretend the member is configured.
-                        m.state = CONFIG_ERROR.to_string();
-                        m.state_detail.config_error_detail = Some(
-                            "execution of app config failed: this kdfed build does not run setup packages yet"
-                                .to_string(),
-                        );
-                        events.push(PlannedEvent {
-                            warning: true,
-                            reason: "Member",
-                            message: format!(
-                                "failed to run initial config for member{{{}}} in role{{{}}}",
-                                m.pod, role.id
-                            ),
-                        });
-                    } else {
-                        m.state = CONFIGURED.to_string();
-                        m.state_detail.config_error_detail = None;
-                        events.push(PlannedEvent {
-                            warning: false,
-                            reason: "Member",
-                            message: format!("initial config skipped for member{{{}}} in role{{{}}}", m.pod, role.id),
-                        });
+                    let first_time = m.state_detail.last_configured_container.as_deref().is_none_or(str::is_empty);
+                    match (needs_exec, outcome) {
+                        (true, None | Some(SetupOutcome::Running | SetupOutcome::Interrupted)) => continue,
+                        (true, Some(SetupOutcome::Failed(detail))) => {
+                            m.state = CONFIG_ERROR.to_string();
+                            m.state_detail.config_error_detail = Some(detail.clone());
+                            events.push(PlannedEvent {
+                                warning: true,
+                                reason: "Member",
+                                message: format!(
+                                    "failed to run initial config for member{{{}}} in role{{{}}}",
+                                    m.pod, role.id
+                                ),
+                            });
+                        }
+                        (true, Some(SetupOutcome::Done)) | (false, _) => {
+                            m.state = CONFIGURED.to_string();
+                            m.state_detail.config_error_detail = None;
+                            let message = if setup_package {
+                                format!("initial config done for member{{{}}} in role{{{}}}", m.pod, role.id)
+                            } else {
+                                format!("initial config skipped for member{{{}}} in role{{{}}}", m.pod, role.id)
+                            };
+                            events.push(PlannedEvent { warning: false, reason: "Member", message });
+                            // Restarted members are not news to the others.
+                            if first_time {
+                                added.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod)));
+                            }
+                        }
                     }
                     m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
                     m.state_detail.last_setup_generation = st.spec_generation_to_process;
                     m.state_detail.last_config_data_generation = st.spec_generation_to_process;
                 }
                 DELETE_PENDING => {
+                    removed.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod)));
+                    m.state_detail.pending_notify_cmds.clear();
                     m.state = DELETING.to_string();
                 }
                 DELETING if pod.is_none() => {
@@ -343,17 +481,32 @@ pub fn plan(
             }
         }
     }
+    // Tell the others: about new members once they are configured, about leaving members
+    // before they go (their pods stay until every `--delnodes` naming them is delivered).
+    if !added.is_empty() {
+        queue(st, &order, ADDNODES, &added);
+    }
+    if !removed.is_empty() {
+        queue(st, &order, DELNODES, &removed);
+    }
     for role in &mut st.roles {
         role.members.retain(|m| !remove_members.contains(&(role.id.clone(), m.pod.clone())));
     }
 
-    // Objects: StatefulSets sized to the members that run pods; Services for those members.
-    let headless = st.cluster_service.clone().unwrap_or_default();
+    // Objects: StatefulSets sized to the members that run pods (including leaving members
+    // whose `--delnodes` is not delivered yet); Services for the members that stay.
+    let awaiting = awaiting_delnodes(st);
     for role in &mut st.roles {
         for m in &mut role.members {
-            m.fqdn = Some(names::fqdn(&m.pod, &headless, &facts.namespace, &facts.domain_base));
+            m.fqdn = Some(fqdn_of(&m.pod));
         }
-        let replicas = role.members.iter().filter(|m| runs_pod(&m.state)).count() as i32;
+        let replicas = role
+            .members
+            .iter()
+            .filter(|m| {
+                runs_pod(&m.state) || (m.state == DELETING && m.fqdn.as_ref().is_some_and(|f| awaiting.contains(f)))
+            })
+            .count() as i32;
         plan.statefulsets.insert(role.stateful_set.clone(), (role.id.clone(), replicas));
         let ports = order.iter().find(|w| w.id == role.id).is_some_and(|w| w.ports);
         for m in &mut role.members {
@@ -403,7 +556,8 @@ pub fn plan(
     if changed {
         st.spec_generation_to_process = Some(st.spec_generation_to_process.unwrap_or(0) + 1);
     }
-    let all_set_up = members.iter().all(|m| m.state == CONFIGURED || m.state == CONFIG_ERROR);
+    let all_set_up = members.iter().all(|m| m.state == CONFIGURED || m.state == CONFIG_ERROR)
+        && members.iter().all(|m| m.state_detail.pending_notify_cmds.is_empty());
     let roles_complete = order.iter().all(|w| {
         let have = st.roles.iter().find(|r| r.id == w.id).map_or(0, |r| r.members.len() as i32);
         have == w.members
@@ -459,7 +613,15 @@ mod tests {
     }
 
     fn want(members: i32) -> Vec<RoleWanted> {
-        vec![RoleWanted { id: "w".into(), members, storage: true, ports: true, setup_package: false }]
+        vec![RoleWanted {
+            id: "w".into(),
+            members,
+            storage: true,
+            ports: true,
+            setup_package: false,
+            file_injections: false,
+            events: Vec::new(),
+        }]
     }
 
     fn running(status: &KubeDirectorClusterStatus, tag: &str) -> BTreeMap<String, PodView> {
@@ -580,5 +742,117 @@ mod tests {
         let finished = plan(&facts(false), &want(0), &gone.status, &BTreeMap::new(), &BTreeSet::from([sts.clone()]));
         assert!(finished.status.roles.is_empty());
         assert_eq!(finished.delete_statefulsets, vec![sts]);
+    }
+
+    fn package_roles(workers: i32) -> Vec<RoleWanted> {
+        let role = |id: &str, members: i32, events: &[&str]| RoleWanted {
+            id: id.into(),
+            members,
+            storage: false,
+            ports: false,
+            setup_package: true,
+            file_injections: false,
+            events: events.iter().map(|e| e.to_string()).collect(),
+        };
+        vec![role("c", 1, &[ADDNODES, DELNODES]), role("w", workers, &[])]
+    }
+
+    /// Plans until settled, every member's setup reporting `Done`; delivers notifications.
+    fn settle_with_setup(w: &[RoleWanted], mut status: KubeDirectorClusterStatus) -> Plan {
+        for _ in 0..10 {
+            let pods = running(&status, "a");
+            let done: BTreeMap<String, SetupOutcome> = pods.keys().map(|p| (p.clone(), SetupOutcome::Done)).collect();
+            let mut plan = plan_with_setup(&facts(false), w, &status, &pods, &BTreeSet::new(), &done);
+            if plan.settled {
+                return plan;
+            }
+            let pending: Vec<(String, usize)> = plan
+                .status
+                .roles
+                .iter()
+                .flat_map(|r| &r.members)
+                .map(|m| (m.pod.clone(), m.state_detail.pending_notify_cmds.len()))
+                .collect();
+            for (pod, n) in pending {
+                notifications_delivered(&mut plan.status, &pod, n);
+            }
+            status = plan.status;
+        }
+        panic!("did not settle: {status:#?}");
+    }
+
+    fn member<'a>(status: &'a KubeDirectorClusterStatus, role: &str, i: usize) -> &'a MemberStatus {
+        &status.roles.iter().find(|r| r.id == role).expect("role").members[i]
+    }
+
+    #[test]
+    fn setup_outcomes_decide_the_member_state() {
+        let w = package_roles(1);
+        let first = plan(&facts(false), &w, &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        let creating = plan(&facts(false), &w, &first.status, &running(&first.status, "a"), &BTreeSet::new());
+        assert_eq!(states(&creating.status), vec![CREATING, CREATING]);
+        let pods = running(&creating.status, "a");
+        let c0 = member(&creating.status, "c", 0).pod.clone();
+        let w0 = member(&creating.status, "w", 0).pod.clone();
+        let outcomes = BTreeMap::from([(c0, SetupOutcome::Running), (w0, SetupOutcome::Failed("boom".into()))]);
+        let next = plan_with_setup(&facts(false), &w, &creating.status, &pods, &BTreeSet::new(), &outcomes);
+        assert_eq!(states(&next.status), vec![CREATING, CONFIG_ERROR]);
+        assert_eq!(member(&next.status, "w", 0).state_detail.config_error_detail.as_deref(), Some("boom"));
+        let still = plan(&facts(false), &w, &next.status, &pods, &BTreeSet::new());
+        assert_eq!(states(&still.status)[0], CREATING, "no outcome: setup goes on");
+    }
+
+    #[test]
+    fn new_members_are_announced_to_roles_that_ask() {
+        let done = settle_with_setup(&package_roles(1), KubeDirectorClusterStatus::default());
+        let mut status = done.status.clone();
+        let grown = plan(&facts(false), &package_roles(3), &status, &running(&status, "a"), &BTreeSet::new());
+        status = grown.status;
+        let pods = running(&status, "a");
+        let creating = plan(&facts(false), &package_roles(3), &status, &pods, &BTreeSet::new());
+        let all: BTreeMap<String, SetupOutcome> = pods.keys().map(|p| (p.clone(), SetupOutcome::Done)).collect();
+        let configured =
+            plan_with_setup(&facts(false), &package_roles(3), &creating.status, &pods, &BTreeSet::new(), &all);
+        let news = &member(&configured.status, "c", 0).state_detail.pending_notify_cmds;
+        let fqdns = format!(
+            "{},{}",
+            member(&configured.status, "w", 1).fqdn.clone().unwrap_or_default(),
+            member(&configured.status, "w", 2).fqdn.clone().unwrap_or_default()
+        );
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].arguments, vec!["--addnodes", "--nodegroup", "1", "--role", "w", "--fqdns", fqdns.as_str()]);
+        assert!(member(&configured.status, "w", 0).state_detail.pending_notify_cmds.is_empty(), "w asked for nothing");
+        assert!(!configured.settled, "not settled while notifications are pending");
+    }
+
+    #[test]
+    fn leaving_members_keep_their_pods_until_delnodes_is_delivered() {
+        let done = settle_with_setup(&package_roles(3), KubeDirectorClusterStatus::default());
+        let w_sts = done.status.roles.iter().find(|r| r.id == "w").map(|r| r.stateful_set.clone()).unwrap_or_default();
+        let shrink =
+            plan(&facts(false), &package_roles(1), &done.status, &running(&done.status, "a"), &BTreeSet::new());
+        let w_states: Vec<&str> = shrink
+            .status
+            .roles
+            .iter()
+            .find(|r| r.id == "w")
+            .expect("w")
+            .members
+            .iter()
+            .map(|m| m.state.as_str())
+            .collect();
+        assert_eq!(w_states, vec![CONFIGURED, DELETING, DELETING]);
+        let news = &member(&shrink.status, "c", 0).state_detail.pending_notify_cmds;
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].arguments[0], "--delnodes");
+        assert_eq!(shrink.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(3), "pods stay until delivery");
+        let again =
+            plan(&facts(false), &package_roles(1), &shrink.status, &running(&shrink.status, "a"), &BTreeSet::new());
+        assert_eq!(again.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(3), "still waiting");
+        let mut delivered = again.status.clone();
+        let c0 = member(&delivered, "c", 0).pod.clone();
+        notifications_delivered(&mut delivered, &c0, 1);
+        let after = plan(&facts(false), &package_roles(1), &delivered, &running(&delivered, "a"), &BTreeSet::new());
+        assert_eq!(after.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(1), "delivered: the pods go");
     }
 }

@@ -6,9 +6,11 @@
 //! apply (server-side apply, deletes) → write status → record Events.
 
 pub mod build;
+pub mod configmeta;
 pub mod members;
 pub mod names;
 mod reconcile;
 pub mod render;
+pub mod setup;
 
 pub use reconcile::{Context, run};

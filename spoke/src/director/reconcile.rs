@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
-use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use kdfed_crds::app::KubeDirectorAppSpec;
+use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus};
 use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
 use kdfed_crds::federation::ANNOTATION_FENCED;
 use kdfed_crds::{defaults, validate};
@@ -21,8 +22,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::build::{self, Inputs};
-use super::members::{self, ClusterFacts, PodView, RoleWanted};
-use super::names;
+use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
+use super::{configmeta, names, setup};
 
 /// Field manager of everything the director writes.
 pub const FIELD_MANAGER: &str = "kdfed-director";
@@ -206,11 +207,19 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                 storage: r.storage.is_some(),
                 ports: !build::exposed_ports(&app_spec, &r.id).is_empty(),
                 setup_package: app_role.is_some_and(build::has_setup_package),
+                file_injections: !r.file_injections.is_empty(),
+                // No list means every event (upstream's default).
+                events: app_role
+                    .and_then(|a| a.event_list.clone())
+                    .unwrap_or_else(|| kdfed_crds::validate::EVENTS.iter().map(|e| e.to_string()).collect()),
             }
         })
         .collect();
     let old_status = cluster.status.clone().unwrap_or_default();
-    let plan = members::plan(&facts, &wanted, &old_status, &pods, &existing);
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let setup_view = SetupView { cluster, spec: &spec, app: &app_spec, facts: &facts, wanted: &wanted };
+    let outcomes = run_setups(&ctx, &pod_api, &setup_view, &old_status, &pods).await;
+    let plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
 
     // Apply: headless Service, StatefulSets, member Services; then deletions.
     let headless = plan.status.cluster_service.clone().unwrap_or_default();
@@ -260,8 +269,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         ignore_missing(pvcs.delete(pvc, &DeleteParams::background()).await).doing("delete member pvc")?;
     }
 
-    // Status, with the Valid condition, then Events.
+    // Lifecycle notifications (with fresh configmeta first), then status, with the Valid
+    // condition, then Events.
     let mut status = plan.status.clone();
+    deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods).await;
     status.conditions = kdfed_common::conditions::set_condition(
         &old_status.conditions,
         "Valid",
@@ -278,6 +289,266 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         publish(&ctx, cluster, e.warning, e.reason, e.message.clone()).await;
     }
     Ok(if plan.settled { Action::requeue(Duration::from_secs(300)) } else { Action::requeue(Duration::from_secs(2)) })
+}
+
+/// What setup and notifications need to know about the cluster being reconciled.
+struct SetupView<'a> {
+    cluster: &'a KubeDirectorCluster,
+    spec: &'a KubeDirectorClusterSpec,
+    app: &'a KubeDirectorAppSpec,
+    facts: &'a ClusterFacts,
+    wanted: &'a [RoleWanted],
+}
+
+impl SetupView<'_> {
+    fn wanted(&self, role: &str) -> Option<&RoleWanted> {
+        self.wanted.iter().find(|w| w.id == role)
+    }
+
+    /// Per-member configmeta documents of the cluster as `status` describes it.
+    async fn configmeta(&self, ctx: &Context, status: &KubeDirectorClusterStatus) -> BTreeMap<String, String> {
+        let headless = status.cluster_service.clone().unwrap_or_default();
+        let roles: Vec<configmeta::RoleMembers<'_>> = self
+            .spec
+            .roles
+            .iter()
+            .filter_map(|spec| {
+                let role = status.roles.iter().find(|r| r.id == spec.id)?;
+                let members: Vec<_> = role
+                    .members
+                    .iter()
+                    .filter(|m| !matches!(m.state.as_str(), members::DELETE_PENDING | members::DELETING))
+                    .collect();
+                let secret_keys =
+                    spec.secret_keys.iter().filter_map(|k| Some((k.name.clone(), k.value.clone()?))).collect();
+                (!members.is_empty()).then_some(configmeta::RoleMembers { spec, members, secret_keys })
+            })
+            .collect();
+        let view = configmeta::ClusterView {
+            name: &self.facts.name,
+            uid: &self.facts.uid,
+            app: self.app,
+            domain: configmeta::domain(&headless, &self.facts.namespace, &self.facts.domain_base),
+            roles,
+        };
+        let connections =
+            connections(ctx, self.cluster, self.spec, &self.facts.namespace, &self.facts.domain_base).await;
+        let base = configmeta::with_connections(configmeta::cluster_document(&view, None), &connections);
+        view.roles
+            .iter()
+            .flat_map(|r| &r.members)
+            .filter_map(|m| Some((m.pod.clone(), configmeta::for_member(&view, &base, &m.pod)?.to_string())))
+            .collect()
+    }
+}
+
+/// The objects named in `spec.connections`, as configmeta shows them. Missing ones are
+/// skipped (as upstream), and so are ConfigMaps and Secrets without a type label.
+async fn connections(
+    ctx: &Context,
+    cluster: &KubeDirectorCluster,
+    spec: &KubeDirectorClusterSpec,
+    ns: &str,
+    domain_base: &str,
+) -> configmeta::Connections {
+    let mut out = configmeta::Connections::default();
+    let Some(wanted) = &spec.connections else { return out };
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.configmaps {
+        let Ok(Some(cm)) = configmaps.get_opt(name).await else { continue };
+        let Some(kind) = cm.labels().get("kubedirector.hpe.com/cmType").cloned() else { continue };
+        out.configmaps.push(configmeta::ConnectedObject {
+            kind,
+            name: name.clone(),
+            data: cm.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+            labels: cm.labels().clone(),
+            annotations: cm.annotations().clone(),
+        });
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.secrets {
+        let Ok(Some(secret)) = secrets.get_opt(name).await else { continue };
+        let Some(kind) = secret.labels().get("kubedirector.hpe.com/secretType").cloned() else { continue };
+        out.secrets.push(configmeta::ConnectedObject {
+            kind,
+            name: name.clone(),
+            data: secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
+            labels: secret.labels().clone(),
+            annotations: secret.annotations().clone(),
+        });
+    }
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.clusters {
+        if name == &cluster.name_any() {
+            continue;
+        }
+        let Ok(Some(other)) = clusters.get_opt(name).await else { continue };
+        let found = kdfed_common::catalog::find_app(
+            &ctx.client,
+            ns,
+            &ctx.system_namespace,
+            &other.spec.app,
+            other.spec.app_catalog.as_deref(),
+        )
+        .await;
+        let Ok(Some((app, _))) = found else { continue };
+        let mut app_spec = app.spec.clone();
+        defaults::app(&mut app_spec);
+        let status = other.status.clone().unwrap_or_default();
+        let headless = status.cluster_service.clone().unwrap_or_default();
+        let roles = other
+            .spec
+            .roles
+            .iter()
+            .filter_map(|spec| {
+                let role = status.roles.iter().find(|r| r.id == spec.id)?;
+                Some(configmeta::RoleMembers {
+                    spec,
+                    members: role.members.iter().collect(),
+                    secret_keys: BTreeMap::new(),
+                })
+            })
+            .collect();
+        let uid = other.metadata.uid.clone().unwrap_or_default();
+        let view = configmeta::ClusterView {
+            name,
+            uid: &uid,
+            app: &app_spec,
+            domain: configmeta::domain(&headless, ns, domain_base),
+            roles,
+        };
+        out.clusters.insert(name.clone(), configmeta::cluster_document(&view, Some(name)));
+    }
+    out
+}
+
+/// Takes every member in `creating` whose role needs exec steps one step further, all at
+/// once; each exec is time-bound, so a slow member delays this cluster's pass by at most a
+/// few exec timeouts and never blocks other clusters (reconciles run concurrently).
+async fn run_setups(
+    ctx: &Context,
+    pods_api: &Api<Pod>,
+    view: &SetupView<'_>,
+    status: &KubeDirectorClusterStatus,
+    pods: &BTreeMap<String, PodView>,
+) -> BTreeMap<String, SetupOutcome> {
+    let mut work = Vec::new();
+    for role in &status.roles {
+        let Some(want) = view.wanted(&role.id).filter(|w| w.needs_exec()) else { continue };
+        let Some(spec_role) = view.spec.roles.iter().find(|r| r.id == role.id) else { continue };
+        let app_role = view.app.role(&role.id);
+        for m in role.members.iter().filter(|m| m.state == members::CREATING) {
+            let Some(container) = m.state_detail.configuring_container.clone() else { continue };
+            if pods.get(&m.pod).and_then(|p| p.app_container_id.as_ref()) != Some(&container) {
+                continue;
+            }
+            let package_url = if want.setup_package {
+                app_role.and_then(|r| r.config_package.clone()).flatten().map(|p| p.package_url)
+            } else {
+                None
+            };
+            let injections = spec_role
+                .file_injections
+                .iter()
+                .map(|f| setup::Injection {
+                    src_url: f.src_url.clone(),
+                    dest_dir: f.dest_dir.clone(),
+                    mode: f.permissions.as_ref().and_then(|p| p.file_mode),
+                    owner: f.permissions.as_ref().and_then(|p| p.file_owner.clone()),
+                    group: f.permissions.as_ref().and_then(|p| p.file_group.clone()),
+                })
+                .collect();
+            let max_log = app_role.and_then(|r| r.max_log_size_dump).unwrap_or(setup::DEFAULT_MAX_LOG_SIZE_DUMP);
+            work.push(setup::MemberSetup {
+                pod: m.pod.clone(),
+                container_id: container,
+                injections,
+                package_url,
+                configmeta: String::new(),
+                max_log_size_dump: usize::try_from(max_log.max(0)).unwrap_or(0),
+            });
+        }
+    }
+    if work.is_empty() {
+        return BTreeMap::new();
+    }
+    let documents = view.configmeta(ctx, status).await;
+    for w in &mut work {
+        w.configmeta = documents.get(&w.pod).cloned().unwrap_or_default();
+    }
+    let results = futures::future::join_all(work.iter().map(|w| setup::advance(pods_api, w))).await;
+    work.into_iter().map(|w| w.pod).zip(results).collect()
+}
+
+/// Refreshes configmeta in configured members of roles with a setup package when the
+/// membership changed, then delivers their pending notifications in order. Delivered ones
+/// leave the queue; a failed one stays (and blocks the ones after it) until a later pass.
+async fn deliver_notifications(
+    ctx: &Context,
+    pods_api: &Api<Pod>,
+    view: &SetupView<'_>,
+    status: &mut KubeDirectorClusterStatus,
+    pods: &BTreeMap<String, PodView>,
+) {
+    let generation = status.spec_generation_to_process.unwrap_or(0);
+    let mut targets = Vec::new();
+    for role in &status.roles {
+        if !view.wanted(&role.id).is_some_and(|w| w.setup_package) {
+            continue;
+        }
+        for m in role.members.iter().filter(|m| m.state == members::CONFIGURED) {
+            let stale = m.state_detail.last_config_data_generation.is_some_and(|g| g != generation);
+            if !stale && m.state_detail.pending_notify_cmds.is_empty() {
+                continue;
+            }
+            let live = pods.get(&m.pod).and_then(|p| p.app_container_id.as_ref());
+            if live.is_none() || live != m.state_detail.last_configured_container.as_ref() {
+                continue;
+            }
+            targets.push((m.pod.clone(), stale, m.state_detail.pending_notify_cmds.clone()));
+        }
+    }
+    if targets.is_empty() {
+        return;
+    }
+    let documents = view.configmeta(ctx, status).await;
+    let work = targets.iter().map(|(pod, stale, cmds)| {
+        let document = documents.get(pod).cloned();
+        async move {
+            if *stale && let Some(document) = document {
+                match setup::write_file(pods_api, pod, configmeta::PATH, &document).await {
+                    Ok(out) if setup::succeeded(&out) => {}
+                    Ok(_) | Err(_) => return (false, 0, Some(format!("failed to update config in member{{{pod}}}"))),
+                }
+            }
+            let mut delivered = 0;
+            for cmd in cmds {
+                info!(member = %pod, "will notify member{{{pod}}}: {}", cmd.arguments.join(" "));
+                match setup::notify(pods_api, pod, &cmd.arguments).await {
+                    Ok(out) if setup::succeeded(&out) => delivered += 1,
+                    _ => {
+                        return (
+                            true,
+                            delivered,
+                            Some(format!("failed to notify member{{{pod}}} about member changes")),
+                        );
+                    }
+                }
+            }
+            (true, delivered, None)
+        }
+    });
+    let results = futures::future::join_all(work).await;
+    for ((pod, _, _), (written, delivered, problem)) in targets.iter().zip(results) {
+        if written {
+            members::configmeta_written(status, pod, generation);
+        }
+        members::notifications_delivered(status, pod, delivered);
+        if let Some(message) = problem {
+            warn!("{message}");
+            publish(ctx, view.cluster, true, "Member", message).await;
+        }
+    }
 }
 
 fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::build::{self, Inputs};
-use super::names;
+use super::{configmeta, names};
 
 /// Why a cluster cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,78 @@ pub fn render(
         }
     }
     Ok(out)
+}
+
+/// The configmeta every member of roles with a setup package would find in
+/// `/etc/guestconfig/configmeta.json` once the cluster is built: a JSON object from pod name
+/// to document. Node ids count from 1 in spec order; connected objects are not looked up
+/// (offline), so `connections` is empty.
+pub fn render_configmeta(
+    app: &KubeDirectorApp,
+    cluster: &KubeDirectorCluster,
+    config: Option<&KubeDirectorConfigSpec>,
+) -> Result<Value, RenderError> {
+    render(app, cluster, config)?;
+    let mut app_spec = app.spec.clone();
+    defaults::app(&mut app_spec);
+    let mut spec = cluster.spec.clone();
+    defaults::cluster(&mut spec, &app_spec, config);
+    let ns = cluster.namespace().unwrap_or_else(|| "default".to_string());
+    let seed = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{}", cluster.name_any()));
+    let naming = spec.naming_scheme.clone().unwrap_or_default();
+    let domain_base = config
+        .and_then(|c| c.cluster_svc_domain_base.clone())
+        .unwrap_or_else(|| defaults::DEFAULT_SVC_DOMAIN_BASE.to_string());
+    let mut node_id = 0;
+    let mut members: Vec<(String, Vec<kdfed_crds::cluster::MemberStatus>)> = Vec::new();
+    for role in &spec.roles {
+        let sts = names::statefulset(&naming, &cluster.name_any(), &seed, &role.id);
+        let list = (0..build::desired_members(&spec, &app_spec, &role.id).max(0) as usize)
+            .map(|ordinal| {
+                node_id += 1;
+                kdfed_crds::cluster::MemberStatus {
+                    pod: names::pod(&sts, ordinal),
+                    state: "configured".into(),
+                    node_id,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        members.push((role.id.clone(), list));
+    }
+    let roles = spec
+        .roles
+        .iter()
+        .zip(&members)
+        .filter(|(_, (_, list))| !list.is_empty())
+        .map(|(role, (_, list))| configmeta::RoleMembers {
+            spec: role,
+            members: list.iter().collect(),
+            secret_keys: role.secret_keys.iter().filter_map(|k| Some((k.name.clone(), k.value.clone()?))).collect(),
+        })
+        .collect();
+    let name = cluster.name_any();
+    let view = configmeta::ClusterView {
+        name: &name,
+        uid: &seed,
+        app: &app_spec,
+        domain: configmeta::domain(&names::headless_service(&seed), &ns, &domain_base),
+        roles,
+    };
+    let base =
+        configmeta::with_connections(configmeta::cluster_document(&view, None), &configmeta::Connections::default());
+    let mut out = serde_json::Map::new();
+    for (role_id, list) in &members {
+        if !app_spec.role(role_id).is_some_and(build::has_setup_package) {
+            continue;
+        }
+        for m in list {
+            if let Some(document) = configmeta::for_member(&view, &base, &m.pod) {
+                out.insert(m.pod.clone(), document);
+            }
+        }
+    }
+    Ok(Value::Object(out))
 }
 
 #[cfg(test)]
@@ -165,6 +237,26 @@ mod tests {
         let headless = find(&objects, "Service", "kdhs-");
         assert_eq!(headless["spec"]["clusterIP"], "None");
         assert_eq!(controller["spec"]["serviceName"], headless["metadata"]["name"]);
+    }
+
+    #[test]
+    fn configmeta_renders_for_members_of_roles_with_a_setup_package() {
+        let app: KubeDirectorApp = example("apps/cassandra.yaml");
+        let cluster: KubeDirectorCluster = example("clusters/cassandra.yaml");
+        let documents = render_configmeta(&app, &cluster, None).expect("render");
+        let documents = documents.as_object().expect("object");
+        let seeds = cluster.spec.roles.iter().find(|r| r.id == "seed").and_then(|r| r.members).unwrap_or(2) as usize;
+        assert!(documents.len() >= seeds, "{:?}", documents.keys());
+        let (pod, first) = documents.iter().next().expect("one");
+        assert_eq!(first["node"]["hostname"], first["node"]["fqdn"]);
+        assert!(first["node"]["fqdn"].as_str().is_some_and(|f| f.starts_with(pod.as_str())));
+        let seed_fqdns = first["nodegroups"]["1"]["roles"]["seed"]["fqdns"].as_array().map(Vec::len);
+        assert_eq!(seed_fqdns, Some(seeds));
+        assert_eq!(first["distros"]["kdfed/cassandra"]["1"]["bdvlibrefkey"], serde_json::json!(["nodegroups", "1"]));
+        let minimal: KubeDirectorApp = example("apps/minimal.yaml");
+        let hello: KubeDirectorCluster = example("clusters/minimal.yaml");
+        let none = render_configmeta(&minimal, &hello, None).expect("render");
+        assert_eq!(none, serde_json::json!({}), "no setup package, no configmeta");
     }
 
     #[test]

@@ -1,0 +1,448 @@
+//! Setup inside members through the pods/exec API (websocket): file injections, configmeta,
+//! the app's setup package (fetched, unpacked to `/opt/guestconfig`, `startscript
+//! --configure` started in the background and its status file polled) and lifecycle
+//! notifications. The same shell steps as upstream KubeDirector, so existing setup packages
+//! run unchanged.
+//!
+//! Every command is `sh -c <script> sh <args>...`: data travels as arguments, never on
+//! stdin, and success is read from the exec status and from markers the script prints,
+//! never from exit codes alone (not every runtime reports them). Each exec is time-bound,
+//! and the `app` container's id is checked after each step: a replaced container
+//! interrupts the setup.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams};
+use tokio::io::AsyncReadExt;
+
+use super::members::SetupOutcome;
+use super::names;
+
+/// Where the setup package is unpacked.
+pub const GUESTCONFIG: &str = "/opt/guestconfig";
+/// `<container id>=<exit status>` of the last `--configure` run (status empty while running).
+pub const STATUS_FILE: &str = "/opt/guestconfig/configure.status";
+/// Output of the last `--configure` run.
+pub const STDOUT_FILE: &str = "/opt/guestconfig/configure.stdout";
+/// Errors of the last `--configure` run.
+pub const STDERR_FILE: &str = "/opt/guestconfig/configure.stderr";
+/// Bytes of script output kept in `configErrorDetail` when the app names no size.
+pub const DEFAULT_MAX_LOG_SIZE_DUMP: i32 = 1024;
+/// Longest time one exec step may take.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time one notification (`startscript --addnodes|--delnodes`) may take.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest argument passed in one exec (Linux limits a single argument to 128 KiB).
+const CHUNK: usize = 96 * 1024;
+
+/// A file downloaded into the member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Injection {
+    /// Source URL.
+    pub src_url: String,
+    /// Destination directory.
+    pub dest_dir: String,
+    /// Octal mode, if any.
+    pub mode: Option<i32>,
+    /// Owner, if any.
+    pub owner: Option<String>,
+    /// Group, if any.
+    pub group: Option<String>,
+}
+
+/// What to set up in one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSetup {
+    /// Pod name.
+    pub pod: String,
+    /// Id of the `app` container the setup is for.
+    pub container_id: String,
+    /// Files to inject first.
+    pub injections: Vec<Injection>,
+    /// The setup package URL, if the role has one.
+    pub package_url: Option<String>,
+    /// The member's configmeta (JSON).
+    pub configmeta: String,
+    /// Bytes of stdout/stderr kept in the error detail.
+    pub max_log_size_dump: usize,
+}
+
+/// Why an exec could not run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The API server or the kubelet refused or failed the request.
+    #[error("exec in pod {pod}: {source}")]
+    Kube {
+        /// Pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The command did not finish in time.
+    #[error("exec in pod {pod}: no answer within {seconds}s")]
+    Timeout {
+        /// Pod.
+        pod: String,
+        /// Limit.
+        seconds: u64,
+    },
+    /// The streams broke.
+    #[error("exec in pod {pod}: {message}")]
+    Stream {
+        /// Pod.
+        pod: String,
+        /// What broke.
+        message: String,
+    },
+}
+
+/// Output of one command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// The command succeeded.
+    pub success: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The failure message of the exec status, if it failed.
+    pub message: String,
+}
+
+/// Runs `sh -c script sh args...` in the pod's `app` container, within `limit`.
+pub async fn run(
+    pods: &Api<Pod>,
+    pod: &str,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Result<Output, ExecError> {
+    let mut command: Vec<String> = vec!["sh".into(), "-c".into(), script.into(), "sh".into()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let params = AttachParams::default().container(names::APP_CONTAINER).stdin(false).stdout(true).stderr(true);
+    let work = async {
+        let mut process =
+            pods.exec(pod, command, &params).await.map_err(|source| ExecError::Kube { pod: pod.into(), source })?;
+        let broken = |what: &str| ExecError::Stream { pod: pod.into(), message: what.to_string() };
+        let mut stdout = process.stdout().ok_or_else(|| broken("no stdout"))?;
+        let mut stderr = process.stderr().ok_or_else(|| broken("no stderr"))?;
+        let status = process.take_status().ok_or_else(|| broken("no status"))?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        a.map_err(|e| broken(&e.to_string()))?;
+        b.map_err(|e| broken(&e.to_string()))?;
+        let status = status.await;
+        let _ = process.join().await;
+        let success = status.as_ref().is_some_and(|s| s.status.as_deref() == Some("Success"));
+        let message = status.and_then(|s| s.message).unwrap_or_default();
+        Ok(Output {
+            success,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            message,
+        })
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ExecError::Timeout { pod: pod.into(), seconds: limit.as_secs() }),
+    }
+}
+
+/// The `app` container's current id, if the pod exists and has one.
+pub async fn container_id(pods: &Api<Pod>, pod: &str) -> Option<String> {
+    let pod = pods.get_opt(pod).await.ok()??;
+    pod.status?
+        .container_statuses?
+        .into_iter()
+        .find(|c| c.name == names::APP_CONTAINER)?
+        .container_id
+        .filter(|id| !id.is_empty())
+}
+
+/// Writes `content` to `path` in the member (in chunks, replacing the file atomically).
+pub async fn write_file(pods: &Api<Pod>, pod: &str, path: &str, content: &str) -> Result<Output, ExecError> {
+    let chunks = chunks(content, CHUNK);
+    let partial = format!("{path}.kdfed-partial");
+    for (i, chunk) in chunks.iter().enumerate() {
+        let redirect = if i == 0 { ">" } else { ">>" };
+        let script = format!("mkdir -p \"$(dirname \"$1\")\" && printf '%s' \"$2\" {redirect} \"$1\" && echo kdfed-ok");
+        let out = run(pods, pod, &script, &[&partial, chunk], EXEC_TIMEOUT).await?;
+        if !marked(&out) {
+            return Ok(out);
+        }
+    }
+    run(pods, pod, "mv -f \"$1\" \"$2\" && echo kdfed-ok", &[&partial, path], EXEC_TIMEOUT).await
+}
+
+fn chunks(text: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > size {
+        let mut cut = size;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    out.push(rest);
+    out
+}
+
+fn marked(out: &Output) -> bool {
+    out.success && out.stdout.lines().any(|l| l == "kdfed-ok")
+}
+
+fn failure(out: &Output) -> String {
+    let text = if out.stderr.trim().is_empty() { out.message.trim() } else { out.stderr.trim() };
+    text.to_string()
+}
+
+/// The last `max` bytes of `text` (on a character boundary).
+pub fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// The `--configure` run a status file describes, for the container `container_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigureStatus {
+    /// Never started (no file, or an unreadable one).
+    NotStarted,
+    /// Started in this container, still running.
+    Running,
+    /// Finished in this container (or, successfully, in an earlier one on the same volume).
+    Finished(i32),
+    /// Left unfinished or failed by an earlier container: start again.
+    Stale,
+}
+
+/// Parses `<container id>=<exit status>`; a member on a volume keeps a successful earlier
+/// run, and re-runs an interrupted or failed one (upstream's rule).
+pub fn parse_status(text: Option<&str>, container_id: &str) -> ConfigureStatus {
+    let Some(text) = text else { return ConfigureStatus::NotStarted };
+    let Some((id, code)) = text.trim_end_matches('\n').split_once('=') else { return ConfigureStatus::NotStarted };
+    let code = code.trim();
+    let same = id == container_id;
+    match (same, code.is_empty(), code.parse::<i32>()) {
+        (true, true, _) => ConfigureStatus::Running,
+        (true, false, Ok(c)) => ConfigureStatus::Finished(c),
+        (false, false, Ok(0)) => ConfigureStatus::Finished(0),
+        (true, false, Err(_)) => ConfigureStatus::Finished(-1),
+        _ => ConfigureStatus::Stale,
+    }
+}
+
+/// Reads a file; `None` when it does not exist.
+async fn read_file(pods: &Api<Pod>, pod: &str, path: &str) -> Result<Option<String>, ExecError> {
+    let out = run(
+        pods,
+        pod,
+        "if [ -f \"$1\" ]; then echo kdfed-present; cat \"$1\"; else echo kdfed-absent; fi",
+        &[path],
+        EXEC_TIMEOUT,
+    )
+    .await?;
+    Ok(out.stdout.strip_prefix("kdfed-present\n").map(str::to_string))
+}
+
+/// Script that downloads a file (curl, or wget, or a plain copy for `file://`).
+const FETCH: &str = r#"fetch() {
+  if command -v curl >/dev/null 2>&1; then curl -fsSL "$1" -o "$2"
+  elif [ "${1#file://}" != "$1" ]; then cp "${1#file://}" "$2"
+  else wget -q -O "$2" "$1"; fi
+}"#;
+
+/// Downloads one injected file and sets its mode and ownership.
+fn injection_script() -> String {
+    format!(
+        r#"set -e
+{FETCH}
+mkdir -p "$2"; cd "$2"
+f="$2/$(basename "$1")"
+fetch "$1" "$f"
+[ -z "$3" ] || chmod "$3" "$f"
+[ -z "$4" ] || chown "$4" "$f"
+[ -z "$5" ] || chgrp "$5" "$f"
+echo kdfed-ok"#
+    )
+}
+
+/// Fetches the setup package into `/opt/guestconfig` unless a startscript is there already.
+fn install_script() -> String {
+    format!(
+        r#"set -e
+{FETCH}
+if ls {GUESTCONFIG}/*/startscript >/dev/null 2>&1; then echo kdfed-ok; exit 0; fi
+mkdir -p {GUESTCONFIG}
+cd {GUESTCONFIG}
+rm -rf {GUESTCONFIG}/*
+fetch "$1" appconfig.tgz
+tar xzf appconfig.tgz
+chmod +x {GUESTCONFIG}/*/startscript
+rm -f appconfig.tgz
+echo kdfed-ok"#
+    )
+}
+
+/// Starts `startscript --configure` in the background, recording `<container id>=<status>`.
+fn configure_script() -> String {
+    format!(
+        r#"rm -f {GUESTCONFIG}/configure.*
+printf '%s=' "$1" > {STATUS_FILE}
+nohup sh -c '{GUESTCONFIG}/*/startscript --configure; printf %s $? >> {STATUS_FILE}' > {STDOUT_FILE} 2> {STDERR_FILE} < /dev/null &
+echo kdfed-ok"#
+    )
+}
+
+/// Takes one member's setup as far as it goes this pass: returns `Running` while
+/// `--configure` runs, `Done`, `Failed` with upstream's detail, or `Interrupted` when the
+/// container changed. Transport errors also yield `Running` (retried next pass).
+pub async fn advance(pods: &Api<Pod>, setup: &MemberSetup) -> SetupOutcome {
+    match try_advance(pods, setup).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(pod = %setup.pod, "setup step failed, will retry: {e}");
+            SetupOutcome::Running
+        }
+    }
+}
+
+async fn still_same(pods: &Api<Pod>, setup: &MemberSetup) -> bool {
+    container_id(pods, &setup.pod).await.as_deref() == Some(setup.container_id.as_str())
+}
+
+async fn try_advance(pods: &Api<Pod>, setup: &MemberSetup) -> Result<SetupOutcome, ExecError> {
+    let pod = setup.pod.as_str();
+    let Some(_) = &setup.package_url else {
+        // No package: file injections are the whole setup.
+        return Ok(match inject(pods, setup).await? {
+            Some(detail) => SetupOutcome::Failed(detail),
+            None if !still_same(pods, setup).await => SetupOutcome::Interrupted,
+            None => SetupOutcome::Done,
+        });
+    };
+    let status = read_file(pods, pod, STATUS_FILE).await?;
+    match parse_status(status.as_deref(), &setup.container_id) {
+        ConfigureStatus::Running => return Ok(SetupOutcome::Running),
+        ConfigureStatus::Finished(0) => return Ok(SetupOutcome::Done),
+        ConfigureStatus::Finished(code) => {
+            let max = setup.max_log_size_dump;
+            let stdout = read_file(pods, pod, STDOUT_FILE).await?.unwrap_or_default();
+            let stderr = read_file(pods, pod, STDERR_FILE).await?.unwrap_or_default();
+            return Ok(SetupOutcome::Failed(format!(
+                "execution of app config failed: configure failed with exit status {{{code}}}\n\
+                 stderr (last {max} bytes):\n{}\nstdout (last {max} bytes):\n{}",
+                tail(&stderr, max),
+                tail(&stdout, max)
+            )));
+        }
+        ConfigureStatus::NotStarted | ConfigureStatus::Stale => {}
+    }
+    if let Some(detail) = inject(pods, setup).await? {
+        return Ok(SetupOutcome::Failed(detail));
+    }
+    if !still_same(pods, setup).await {
+        return Ok(SetupOutcome::Interrupted);
+    }
+    let written = write_file(pods, pod, super::configmeta::PATH, &setup.configmeta).await?;
+    if !marked(&written) {
+        return Ok(SetupOutcome::Failed(format!(
+            "execution of app config failed: cannot write configmeta: {}",
+            failure(&written)
+        )));
+    }
+    if !still_same(pods, setup).await {
+        return Ok(SetupOutcome::Interrupted);
+    }
+    let url = setup.package_url.as_deref().unwrap_or_default();
+    let installed = run(pods, pod, &install_script(), &[url], EXEC_TIMEOUT).await?;
+    if !marked(&installed) {
+        return Ok(SetupOutcome::Failed(format!(
+            "execution of app config failed: cannot install setup package {url}: {}",
+            failure(&installed)
+        )));
+    }
+    if !still_same(pods, setup).await {
+        return Ok(SetupOutcome::Interrupted);
+    }
+    let started = run(pods, pod, &configure_script(), &[&setup.container_id], EXEC_TIMEOUT).await?;
+    if !marked(&started) {
+        return Ok(SetupOutcome::Failed(format!(
+            "execution of app config failed: cannot start startscript --configure: {}",
+            failure(&started)
+        )));
+    }
+    Ok(SetupOutcome::Running)
+}
+
+/// Runs the file injections; `Some(detail)` when one failed.
+async fn inject(pods: &Api<Pod>, setup: &MemberSetup) -> Result<Option<String>, ExecError> {
+    for i in &setup.injections {
+        let mode = i.mode.map(|m| format!("{m:o}")).unwrap_or_default();
+        let args = [
+            i.src_url.as_str(),
+            i.dest_dir.as_str(),
+            mode.as_str(),
+            i.owner.as_deref().unwrap_or(""),
+            i.group.as_deref().unwrap_or(""),
+        ];
+        let out = run(pods, &setup.pod, &injection_script(), &args, EXEC_TIMEOUT).await?;
+        if !marked(&out) {
+            return Ok(Some(format!("failed requested file injections: {}: {}", i.src_url, failure(&out))));
+        }
+    }
+    Ok(None)
+}
+
+/// Delivers one lifecycle notification: `startscript <arguments>`. `Ok(false)` when the
+/// script failed (it is retried later).
+pub async fn notify(pods: &Api<Pod>, pod: &str, arguments: &[String]) -> Result<Output, ExecError> {
+    let script = format!("cd {GUESTCONFIG} && {GUESTCONFIG}/*/startscript \"$@\" && echo kdfed-ok");
+    let args: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    run(pods, pod, &script, &args, NOTIFY_TIMEOUT).await
+}
+
+/// Whether a command's output carries the success marker.
+pub fn succeeded(out: &Output) -> bool {
+    marked(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_files_are_read_per_container() {
+        assert_eq!(parse_status(None, "c1"), ConfigureStatus::NotStarted);
+        assert_eq!(parse_status(Some("c1="), "c1"), ConfigureStatus::Running);
+        assert_eq!(parse_status(Some("c1=0"), "c1"), ConfigureStatus::Finished(0));
+        assert_eq!(parse_status(Some("c1=3\n"), "c1"), ConfigureStatus::Finished(3));
+        // An earlier container on the same volume: success stands, anything else re-runs.
+        assert_eq!(parse_status(Some("c0=0"), "c1"), ConfigureStatus::Finished(0));
+        assert_eq!(parse_status(Some("c0=3"), "c1"), ConfigureStatus::Stale);
+        assert_eq!(parse_status(Some("c0="), "c1"), ConfigureStatus::Stale);
+        assert_eq!(parse_status(Some("garbage"), "c1"), ConfigureStatus::NotStarted);
+    }
+
+    #[test]
+    fn tails_and_chunks_respect_characters() {
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("ab", 3), "ab");
+        assert_eq!(tail("aé", 1), "");
+        let text = "é".repeat(10);
+        let parts = chunks(&text, 5);
+        assert!(parts.iter().all(|p| p.len() <= 5));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(chunks("", 5), vec![""]);
+    }
+}

@@ -1,0 +1,125 @@
+//! Exec that really runs for KWOK's fake pods. KWOK serves `pods/exec` by running the
+//! command on the host in the work directory of the pod's `Exec` object
+//! (`kwok.x-k8s.io/v1alpha1`). The test bed gives every pod its own directory,
+//! `<cluster dir>/pods/<namespace>/<pod>/<uid>`, keeps one `Exec` per pod pointing at it, and
+//! puts a wrapper first in KWOK's PATH as `sh`/`bash` that runs the command with the
+//! container's directories (`/etc`, `/opt`, `/usr`, `/var`, ...) overlaid by the pod's
+//! `fs/` folder. A recreated pod (new uid) starts from an empty folder, like a new container.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+/// The wrapper KWOK runs as `sh` and `bash`.
+const WRAPPER: &str = include_str!("../testbed/exec/sh");
+
+/// Field manager of the `Exec` objects.
+const MANAGER: &str = "kdfed-testbed";
+
+/// Folder of a pod's "filesystem" changes: container path `/etc/x` is `<this>/etc/x`.
+pub fn pod_filesystem(cluster_dir: &Path, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+    pod_dir(cluster_dir, namespace, pod, uid).join("fs")
+}
+
+fn pod_dir(cluster_dir: &Path, namespace: &str, pod: &str, uid: &str) -> PathBuf {
+    cluster_dir.join("pods").join(namespace).join(pod).join(uid)
+}
+
+/// Writes the wrapper as `sh` and `bash` into `dir`, which goes first in KWOK's PATH.
+pub(crate) fn write_wrappers(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    for name in ["sh", "bash"] {
+        let path = dir.join(name);
+        std::fs::write(&path, WRAPPER)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// Installs KWOK's `Exec` CRD and waits until it is served.
+pub(crate) async fn install_crd(client: &Client, crds_dir: &Path) -> Result<()> {
+    let path = crds_dir.join("kwok.x-k8s.io_execs.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("create Exec CRD"),
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let established = crds
+            .get(&crd.name_any())
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the Exec CRD was not established after 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn exec_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Exec"), "execs")
+}
+
+/// Keeps one `Exec` per pod, pointing at the pod's own directory, until aborted.
+pub(crate) fn spawn_sync(client: Client, cluster_dir: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::all(client.clone());
+        let mut done: HashMap<(String, String), String> = HashMap::new();
+        let mut events = std::pin::pin!(watcher(pods, watcher::Config::default()));
+        while let Some(event) = events.next().await {
+            let pod = match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!("test bed exec sync: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let (Some(ns), Some(uid)) = (pod.namespace(), pod.uid()) else { continue };
+            let key = (ns.clone(), pod.name_any());
+            if done.get(&key) == Some(&uid) {
+                continue;
+            }
+            match point_exec_at_pod(&client, &cluster_dir, &ns, &pod.name_any(), &uid).await {
+                Ok(()) => {
+                    done.insert(key, uid);
+                }
+                Err(e) => tracing::warn!("test bed exec sync for {ns}/{}: {e:#}", pod.name_any()),
+            }
+        }
+    })
+}
+
+async fn point_exec_at_pod(client: &Client, cluster_dir: &Path, ns: &str, pod: &str, uid: &str) -> Result<()> {
+    let dir = pod_dir(cluster_dir, ns, pod, uid);
+    std::fs::create_dir_all(dir.join("fs"))?;
+    let execs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &exec_resource());
+    let object = serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Exec",
+        "metadata": {"name": pod, "namespace": ns},
+        "spec": {"execs": [{"local": {"workDir": dir.display().to_string()}}]}
+    });
+    execs.patch(pod, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await?;
+    Ok(())
+}
