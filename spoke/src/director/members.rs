@@ -430,6 +430,8 @@ pub fn plan_with_setup(
                     let first_time = m.state_detail.last_configured_container.as_deref().is_none_or(str::is_empty);
                     match (needs_exec, outcome) {
                         (true, None | Some(SetupOutcome::Running | SetupOutcome::Interrupted)) => continue,
+                        // Without a setup package a member is configured once its pod is Ready.
+                        (false, _) if !pod.is_some_and(|p| p.ready) => continue,
                         (true, Some(SetupOutcome::Failed(detail))) => {
                             m.state = CONFIG_ERROR.to_string();
                             m.state_detail.config_error_detail = Some(detail.clone());
@@ -657,6 +659,22 @@ mod tests {
             status = plan.status;
         }
         panic!("did not settle: {status:#?}");
+    }
+
+    #[test]
+    fn without_a_setup_package_a_member_waits_for_its_pod_to_be_ready() {
+        let first =
+            plan(&facts(false), &want(1), &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        let mut pods = running(&first.status, "a");
+        pods.values_mut().for_each(|p| p.ready = false);
+        let mut status = first.status;
+        for _ in 0..3 {
+            status = plan(&facts(false), &want(1), &status, &pods, &BTreeSet::new()).status;
+        }
+        assert_eq!(states(&status), vec![CREATING], "Running but not Ready");
+        pods.values_mut().for_each(|p| p.ready = true);
+        let ready = plan(&facts(false), &want(1), &status, &pods, &BTreeSet::new());
+        assert_eq!(states(&ready.status), vec![CONFIGURED]);
     }
 
     #[test]
