@@ -24,8 +24,10 @@ use rustls::sign::CertifiedKey;
 use serde_json::json;
 use tracing::{info, warn};
 
-/// Path the webhook serves.
+/// Path of the validating webhook.
 pub const PATH: &str = "/validate";
+/// Path of the mutating webhook (secret key encryption, generated master keys).
+pub const MUTATE_PATH: &str = "/mutate";
 
 /// Why the webhook server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,11 +172,12 @@ async fn handle(
         r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         Ok(r)
     };
-    match req.uri().path() {
+    let mutate = match req.uri().path() {
         "/healthz" => return reply(StatusCode::OK, b"{\"status\":\"ok\"}".to_vec()),
-        PATH => {}
+        PATH => false,
+        MUTATE_PATH => true,
         _ => return reply(StatusCode::NOT_FOUND, b"{}".to_vec()),
-    }
+    };
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
@@ -187,7 +190,8 @@ async fn handle(
         Ok(r) => r,
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
     };
-    let response = review_request(&reviewer, &request).await;
+    let response =
+        if mutate { mutate_request(&reviewer, &request).await } else { review_request(&reviewer, &request).await };
     match serde_json::to_vec(&response.into_review()) {
         Ok(body) => reply(StatusCode::OK, body),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
@@ -307,6 +311,114 @@ async fn review_cluster(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObjec
     Ok(())
 }
 
+async fn master_key(reviewer: &Reviewer) -> Option<String> {
+    Api::<KubeDirectorConfig>::namespaced(reviewer.client.clone(), &reviewer.system_namespace)
+        .get_opt(kdfed_crds::config::CONFIG_NAME)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.spec.master_encryption_key)
+}
+
+/// The mutation for one request: secret key values are encrypted with the master key of
+/// `KubeDirectorConfig` (never stored in the clear), and a config without a master key gets
+/// a generated one, as upstream.
+pub async fn mutate_request(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    if req.operation == Operation::Delete {
+        return response;
+    }
+    let ops = match req.kind.kind.as_str() {
+        "KubeDirectorCluster" => secret_key_patch(reviewer, req).await,
+        "KubeDirectorConfig" => match typed::<KubeDirectorConfig>(&req.object) {
+            Ok(Some(c)) if c.spec.master_encryption_key.is_none() => match crate::secretkeys::generate_key() {
+                Ok(key) => Ok(vec![json!({"op": "add", "path": "/spec/masterEncryptionKey", "value": key})]),
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        },
+        _ => Ok(Vec::new()),
+    };
+    match ops {
+        Ok(ops) if ops.is_empty() => response,
+        Ok(ops) => match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops)) {
+            Ok(patch) => {
+                response.with_patch(patch).unwrap_or_else(|e| AdmissionResponse::from(req).deny(e.to_string()))
+            }
+            Err(e) => response.deny(e.to_string()),
+        },
+        Err(message) => {
+            info!(kind = %req.kind.kind, name = %req.name, "rejected: {message}");
+            response.deny(message)
+        }
+    }
+}
+
+async fn secret_key_patch(
+    reviewer: &Reviewer,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let Some(new) = typed::<KubeDirectorCluster>(&req.object)? else { return Ok(Vec::new()) };
+    let old: Option<KubeDirectorCluster> = typed(&req.old_object)?;
+    let mut ops = Vec::new();
+    let mut master: Option<Option<String>> = None;
+    for (i, role) in new.spec.roles.iter().enumerate() {
+        for (j, key) in role.secret_keys.iter().enumerate() {
+            let path = format!("spec.roles[{i}].secretKeys[{j}]");
+            match (key.value.as_deref().filter(|v| !v.is_empty()), key.encrypted_value.as_deref()) {
+                (Some(plain), _) => {
+                    if master.is_none() {
+                        master = Some(master_key(reviewer).await);
+                    }
+                    let Some(Some(master_hex)) = &master else {
+                        return Err(format!(
+                            "{path}: cannot encrypt secret key {}: no masterEncryptionKey in KubeDirectorConfig {}/{} (rule: secret-key-encryption)",
+                            key.name,
+                            reviewer.system_namespace,
+                            kdfed_crds::config::CONFIG_NAME
+                        ));
+                    };
+                    // Re-applying the same value keeps the stored ciphertext, so an unchanged
+                    // spec stays unchanged (no new nonce, no new generation).
+                    let previous = old.as_ref().and_then(|o| {
+                        o.spec.roles.iter().filter(|r| r.id == role.id).flat_map(|r| &r.secret_keys).find_map(|k| {
+                            let sealed = k.encrypted_value.as_deref().filter(|_| k.name == key.name)?;
+                            (crate::secretkeys::decrypt(master_hex, sealed).ok()? == plain).then(|| sealed.to_string())
+                        })
+                    });
+                    let sealed = match previous {
+                        Some(sealed) => sealed,
+                        None => crate::secretkeys::encrypt(master_hex, plain).map_err(|e| {
+                            format!("{path}: cannot encrypt secret key {}: {e} (rule: secret-key-encryption)", key.name)
+                        })?,
+                    };
+                    ops.push(json!({"op": "replace", "path": format!("/spec/roles/{i}/secretKeys/{j}"),
+                        "value": {"name": key.name, "encryptedValue": sealed}}));
+                }
+                (None, Some(sealed)) => {
+                    let kept = old.as_ref().is_some_and(|o| {
+                        o.spec
+                            .roles
+                            .iter()
+                            .filter(|r| r.id == role.id)
+                            .flat_map(|r| &r.secret_keys)
+                            .any(|k| k.name == key.name && k.encrypted_value.as_deref() == Some(sealed))
+                    });
+                    if !kept {
+                        return Err(format!(
+                            "{path}.encryptedValue: manually setting secret key ({}) encrypted value is forbidden (rule: secret-key-encryption)",
+                            key.name
+                        ));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(ops)
+}
+
 fn review_member(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
     let Some(member) = typed::<KubeDirectorMember>(&req.object)? else { return Ok(()) };
     let mut errors = validate::ValidationErrors::default();
@@ -374,6 +486,25 @@ pub async fn register(
     let api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
         Api::all(client.clone());
     api.patch(&name, &PatchParams::apply(field_manager).force(), &Patch::Apply(config)).await?;
+    let mutating_hook = |name: &str, resources: &[&str]| {
+        json!({
+            "name": format!("{name}.mutate.{component}.kubedirector.hpe.com"),
+            "clientConfig": {"url": format!("{}{MUTATE_PATH}", url.trim_end_matches('/')), "caBundle": ca},
+            "rules": [{"apiGroups": ["kubedirector.hpe.com"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": resources, "scope": "*"}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "reinvocationPolicy": "Never",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        })
+    };
+    let mutating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [mutating_hook("clusters", &["kubedirectorclusters"]), mutating_hook("configs", &["kubedirectorconfigs"])]
+    });
+    let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(&name, &PatchParams::apply(field_manager).force(), &Patch::Apply(mutating)).await?;
     Ok(())
 }
 

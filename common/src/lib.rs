@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod crds;
 pub mod events;
+pub mod secretkeys;
 pub mod settings;
 pub mod telemetry;
 pub mod tokens;

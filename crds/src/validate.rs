@@ -634,11 +634,11 @@ pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
     }
     if let Some(key) = &spec.master_encryption_key {
         let hex_ok = key.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex_ok || ![32, 48, 64].contains(&key.len()) {
+        if !hex_ok || ![32, 64].contains(&key.len()) {
             errors.push(
                 "spec.masterEncryptionKey",
                 "aes-key",
-                "masterEncryptionKey is invalid. error: must be 16, 24 or 32 bytes written as hex.",
+                "masterEncryptionKey is invalid. error: must be 16 or 32 bytes written as hex (AES-128 or AES-256).",
             );
         }
     }

@@ -290,6 +290,27 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let existing = works.get_opt(&wname).await.doing("read work")?;
     if member.is_some() && existing.as_ref().is_none_or(|w| w.metadata.deletion_timestamp.is_none()) {
         let secrets = referenced_secrets(&ctx.client, &ns, &spec).await?;
+        // Secret keys are encrypted with the hub's master key; the member has its own. The
+        // Work (readable only by that member) carries the values, and the member's own
+        // admission encrypts them again with its key.
+        let mut spec = spec.clone();
+        if spec.roles.iter().any(|r| r.secret_keys.iter().any(|k| k.encrypted_value.is_some())) {
+            let master = Api::<kdfed_crds::KubeDirectorConfig>::namespaced(ctx.client.clone(), &ctx.system_namespace)
+                .get_opt(kdfed_crds::config::CONFIG_NAME)
+                .await
+                .doing("read KubeDirectorConfig")?
+                .and_then(|c| c.spec.master_encryption_key);
+            for role in &mut spec.roles {
+                let (values, unreadable) = kdfed_common::secretkeys::plain_values(&role.secret_keys, master.as_deref());
+                for e in unreadable {
+                    event(&ctx, &intent, true, "SecretKeys", &format!("role {}: {e}", role.id)).await;
+                }
+                for key in &mut role.secret_keys {
+                    key.value = values.get(&key.name).cloned();
+                    key.encrypted_value = None;
+                }
+            }
+        }
         let work = json!({
             "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorWork",
             "metadata": {

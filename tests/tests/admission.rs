@@ -137,6 +137,43 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     let message = denied(members.create(&PostParams::default(), &serde_json::from_value(member).expect("m")).await);
     assert!(message.contains("spec.taints[0].effect"), "{message}");
 
+    // Secret keys: a config gets a generated master key; values are stored encrypted with it;
+    // re-applying the same value changes nothing; a hand-made ciphertext is refused.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    // The hub creates its system namespace for its leader Lease; create it if it has not yet.
+    let ns = serde_json::from_value(json!({"metadata": {"name": "kdfed-system"}})).expect("ns");
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace: {e}"),
+    }
+    let configs: Api<kdfed_crds::KubeDirectorConfig> = Api::namespaced(client.clone(), "kdfed-system");
+    let config = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorConfig",
+        "metadata": {"name": "kd-global-config"}, "spec": {"defaultServiceType": "ClusterIP"}});
+    let stored =
+        configs.create(&PostParams::default(), &serde_json::from_value(config).expect("cfg")).await.expect("config");
+    let master = stored.spec.master_encryption_key.clone().expect("a generated master key");
+    assert_eq!(master.len(), 64);
+    let mut secretive = example("clusters/minimal.yaml");
+    secretive["metadata"]["name"] = json!("secretive");
+    secretive["spec"]["roles"][0]["secretKeys"] = json!([{"name": "db-password", "value": "hunter2"}]);
+    let created = clusters
+        .create(&PostParams::default(), &serde_json::from_value(secretive.clone()).expect("c"))
+        .await
+        .expect("create");
+    let key = &created.spec.roles[0].secret_keys[0];
+    assert_eq!(key.value, None, "never stored in the clear");
+    let sealed = key.encrypted_value.clone().expect("encrypted");
+    assert_eq!(kdfed_common::secretkeys::decrypt(&master, &sealed).expect("decrypt"), "hunter2");
+    let again = Patch::Merge(json!({"spec": {"roles": secretive["spec"]["roles"].clone()}}));
+    let updated = clusters.patch("secretive", &PatchParams::default(), &again).await.expect("re-apply");
+    assert_eq!(updated.metadata.generation, created.metadata.generation, "same value, same stored spec");
+    let mut forged = secretive.clone();
+    forged["metadata"]["name"] = json!("forged");
+    forged["spec"]["roles"][0]["secretKeys"] = json!([{"name": "db-password", "encryptedValue": sealed}]);
+    let message = denied(clusters.create(&PostParams::default(), &serde_json::from_value(forged).expect("c")).await);
+    assert!(message.contains("manually setting secret key (db-password) encrypted value is forbidden"), "{message}");
+
     // Rotate the serving certificate in place: new connections get the new one, no restart.
     let before = serial(port);
     assert!(before.starts_with("serial="), "{before}");

@@ -217,7 +217,15 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         .collect();
     let old_status = cluster.status.clone().unwrap_or_default();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let setup_view = SetupView { cluster, spec: &spec, app: &app_spec, facts: &facts, wanted: &wanted };
+    let master_key = config.as_ref().and_then(|c| c.master_encryption_key.clone());
+    let setup_view = SetupView {
+        cluster,
+        spec: &spec,
+        app: &app_spec,
+        facts: &facts,
+        wanted: &wanted,
+        master_key: master_key.as_deref(),
+    };
     let outcomes = run_setups(&ctx, &pod_api, &setup_view, &old_status, &pods).await;
     let plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
 
@@ -298,6 +306,8 @@ struct SetupView<'a> {
     app: &'a KubeDirectorAppSpec,
     facts: &'a ClusterFacts,
     wanted: &'a [RoleWanted],
+    /// Master key of `KubeDirectorConfig`, to decrypt secret keys into configmeta only.
+    master_key: Option<&'a str>,
 }
 
 impl SetupView<'_> {
@@ -319,8 +329,11 @@ impl SetupView<'_> {
                     .iter()
                     .filter(|m| !matches!(m.state.as_str(), members::DELETE_PENDING | members::DELETING))
                     .collect();
-                let secret_keys =
-                    spec.secret_keys.iter().filter_map(|k| Some((k.name.clone(), k.value.clone()?))).collect();
+                let (secret_keys, unreadable) =
+                    kdfed_common::secretkeys::plain_values(&spec.secret_keys, self.master_key);
+                for e in unreadable {
+                    warn!(role = %spec.id, "{e}");
+                }
                 (!members.is_empty()).then_some(configmeta::RoleMembers { spec, members, secret_keys })
             })
             .collect();

@@ -128,7 +128,11 @@ pub fn render_configmeta(
         .map(|(role, (_, list))| configmeta::RoleMembers {
             spec: role,
             members: list.iter().collect(),
-            secret_keys: role.secret_keys.iter().filter_map(|k| Some((k.name.clone(), k.value.clone()?))).collect(),
+            secret_keys: kdfed_common::secretkeys::plain_values(
+                &role.secret_keys,
+                config.and_then(|c| c.master_encryption_key.as_deref()),
+            )
+            .0,
         })
         .collect();
     let name = cluster.name_any();

@@ -1,0 +1,152 @@
+//! `secretKeys` encryption as upstream KubeDirector does it: AES-GCM with the
+//! `KubeDirectorConfig` master key (hex), a random 12-byte nonce, and the value stored as
+//! hex(nonce ‖ ciphertext ‖ tag). kdfed supports 16- and 32-byte keys (AES-128/256; upstream
+//! generates 32-byte keys); 24-byte keys are refused with a clear message.
+
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Why a value could not be encrypted or decrypted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretKeyError {
+    /// The master key is not hex, or not 16 or 32 bytes.
+    #[error("masterEncryptionKey is invalid: {0}")]
+    BadKey(String),
+    /// The stored value is not hex or too short.
+    #[error("encrypted value is malformed")]
+    Malformed,
+    /// The value does not decrypt with this key.
+    #[error("encrypted value does not decrypt with the master key")]
+    Decrypt,
+    /// No randomness.
+    #[error("no random nonce available")]
+    Random,
+}
+
+fn key(master_hex: &str) -> Result<LessSafeKey, SecretKeyError> {
+    let bytes = hex::decode(master_hex).map_err(|e| SecretKeyError::BadKey(format!("not hex: {e}")))?;
+    let algorithm = match bytes.len() {
+        16 => &AES_128_GCM,
+        32 => &AES_256_GCM,
+        24 => {
+            return Err(SecretKeyError::BadKey("AES-192 (24-byte) keys are not supported; use 16 or 32 bytes".into()));
+        }
+        n => return Err(SecretKeyError::BadKey(format!("{n} bytes; must be 16 or 32"))),
+    };
+    UnboundKey::new(algorithm, &bytes).map(LessSafeKey::new).map_err(|_| SecretKeyError::BadKey("unusable".into()))
+}
+
+/// Checks a master key.
+pub fn validate_key(master_hex: &str) -> Result<(), SecretKeyError> {
+    key(master_hex).map(|_| ())
+}
+
+/// A new random 32-byte master key, hex-encoded.
+pub fn generate_key() -> Result<String, SecretKeyError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| SecretKeyError::Random)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Encrypts `plain` with the master key.
+pub fn encrypt(master_hex: &str, plain: &str) -> Result<String, SecretKeyError> {
+    let key = key(master_hex)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| SecretKeyError::Random)?;
+    let mut data = plain.as_bytes().to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+        .map_err(|_| SecretKeyError::Random)?;
+    let mut out = nonce.to_vec();
+    out.extend(data);
+    Ok(hex::encode(out))
+}
+
+/// Decrypts a value produced by [`encrypt`] (or by upstream KubeDirector).
+pub fn decrypt(master_hex: &str, encrypted_hex: &str) -> Result<String, SecretKeyError> {
+    let key = key(master_hex)?;
+    let bytes = hex::decode(encrypted_hex).map_err(|_| SecretKeyError::Malformed)?;
+    if bytes.len() < NONCE_LEN + 16 {
+        return Err(SecretKeyError::Malformed);
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretKeyError::Malformed)?;
+    let mut sealed = sealed.to_vec();
+    let plain = key.open_in_place(nonce, Aad::empty(), &mut sealed).map_err(|_| SecretKeyError::Decrypt)?;
+    String::from_utf8(plain.to_vec()).map_err(|_| SecretKeyError::Malformed)
+}
+
+/// The plain values of a role's secret keys: `value` where given, otherwise `encryptedValue`
+/// decrypted with the master key. Keys that cannot be read are left out and returned as errors.
+pub fn plain_values(
+    keys: &[kdfed_crds::cluster::SecretKey],
+    master_hex: Option<&str>,
+) -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut values = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    for k in keys {
+        match (k.value.as_deref().filter(|v| !v.is_empty()), k.encrypted_value.as_deref(), master_hex) {
+            (Some(v), _, _) => {
+                values.insert(k.name.clone(), v.to_string());
+            }
+            (None, Some(enc), Some(master)) => match decrypt(master, enc) {
+                Ok(v) => {
+                    values.insert(k.name.clone(), v);
+                }
+                Err(e) => errors.push(format!("secret key {}: {e}", k.name)),
+            },
+            (None, Some(_), None) => {
+                errors.push(format!("secret key {}: no masterEncryptionKey to decrypt it", k.name))
+            }
+            (None, None, _) => {
+                values.insert(k.name.clone(), String::new());
+            }
+        }
+    }
+    (values, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_differ_each_time() {
+        let key = generate_key().expect("key");
+        assert_eq!(key.len(), 64);
+        let a = encrypt(&key, "hunter2").expect("encrypt");
+        let b = encrypt(&key, "hunter2").expect("encrypt");
+        assert_ne!(a, b, "random nonces");
+        assert_eq!(decrypt(&key, &a).expect("decrypt"), "hunter2");
+        let short = "00112233445566778899aabbccddeeff";
+        assert_eq!(decrypt(short, &encrypt(short, "x").expect("e")).expect("d"), "x");
+    }
+
+    #[test]
+    fn wrong_keys_and_bad_input_are_refused() {
+        let key = generate_key().expect("key");
+        let other = generate_key().expect("key");
+        let sealed = encrypt(&key, "v").expect("encrypt");
+        assert_eq!(decrypt(&other, &sealed), Err(SecretKeyError::Decrypt));
+        assert_eq!(decrypt(&key, "zz"), Err(SecretKeyError::Malformed));
+        assert!(matches!(validate_key(&"00".repeat(24)), Err(SecretKeyError::BadKey(m)) if m.contains("AES-192")));
+        assert!(matches!(validate_key("abc"), Err(SecretKeyError::BadKey(_))));
+    }
+
+    #[test]
+    fn plain_values_decrypt_only_what_they_can() {
+        use kdfed_crds::cluster::SecretKey;
+        let key = generate_key().expect("key");
+        let keys = vec![
+            SecretKey { name: "a".into(), value: Some("plain".into()), encrypted_value: None },
+            SecretKey { name: "b".into(), value: None, encrypted_value: Some(encrypt(&key, "sealed").expect("e")) },
+            SecretKey { name: "c".into(), value: None, encrypted_value: Some("00".into()) },
+        ];
+        let (values, errors) = plain_values(&keys, Some(&key));
+        assert_eq!(values.get("a").map(String::as_str), Some("plain"));
+        assert_eq!(values.get("b").map(String::as_str), Some("sealed"));
+        assert!(!values.contains_key("c"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let (_, errors) = plain_values(&keys, None);
+        assert_eq!(errors.len(), 2, "without a key nothing sealed is readable");
+    }
+}
