@@ -42,6 +42,8 @@ pub struct Options {
     pub token_file: PathBuf,
     /// Lifetime of renewed tokens.
     pub token_seconds: i64,
+    /// Time between renewals.
+    pub token_renew: Duration,
     /// Heartbeat interval.
     pub lease_interval: Duration,
     /// Interval of capacity reports (written only when something changed).
@@ -134,8 +136,7 @@ impl SyncContext {
 async fn renew_tokens(ctx: Arc<SyncContext>) {
     let lifetime = ctx.opts.token_seconds.max(kdfed_common::tokens::MIN_TOKEN_SECONDS);
     loop {
-        // Renew at a third of the lifetime, so two failures in a row still leave time.
-        tokio::time::sleep(Duration::from_secs((lifetime / 3) as u64)).await;
+        tokio::time::sleep(ctx.opts.token_renew).await;
         match kdfed_common::tokens::issue(&ctx.hub, &ctx.namespace(), MEMBER_SERVICE_ACCOUNT, lifetime).await {
             Ok(token) => match write_token(&ctx.opts.token_file, &token) {
                 Ok(()) => info!("hub token renewed"),

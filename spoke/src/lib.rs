@@ -48,6 +48,10 @@ pub async fn run(settings: Settings) -> Result<()> {
             hub_kubeconfig,
             token_file,
             token_seconds: settings.hub_token_seconds,
+            // By default renew at a third of the lifetime, so two failures in a row still leave time.
+            token_renew: Duration::from_secs(
+                settings.hub_token_renew_seconds.unwrap_or((settings.hub_token_seconds / 3).max(1) as u64),
+            ),
             lease_interval: Duration::from_secs(settings.lease_interval_seconds),
             report_interval: Duration::from_secs(settings.report_interval_seconds),
             metrics: Some(spoke_metrics.clone()),

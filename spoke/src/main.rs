@@ -48,6 +48,9 @@ struct Args {
     /// Log filter.
     #[arg(long)]
     log_level: Option<String>,
+    /// Seconds between hub token renewals.
+    #[arg(long)]
+    hub_token_renew_seconds: Option<String>,
     /// Seconds between heartbeat renewals.
     #[arg(long)]
     lease_interval_seconds: Option<String>,
@@ -70,6 +73,7 @@ async fn main() -> ExitCode {
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("lease_interval_seconds", args.lease_interval_seconds),
+        ("hub_token_renew_seconds", args.hub_token_renew_seconds),
     ];
     let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_SPOKE", &overrides) {
         Ok(s) => s,

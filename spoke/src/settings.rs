@@ -32,6 +32,8 @@ pub struct Settings {
     pub hub_token_file: Option<PathBuf>,
     /// Lifetime of renewed hub tokens in seconds (at least 600).
     pub hub_token_seconds: i64,
+    /// Seconds between token renewals (default: a third of the lifetime).
+    pub hub_token_renew_seconds: Option<u64>,
     /// Admission webhook.
     pub webhook: kdfed_common::admission::WebhookSettings,
     /// Namespace of the system app catalog and the `KubeDirectorConfig`.
@@ -52,6 +54,7 @@ impl Default for Settings {
             report_interval_seconds: 10,
             hub_token_file: None,
             hub_token_seconds: 3600,
+            hub_token_renew_seconds: None,
             system_namespace: "kdfed-system".into(),
             webhook: kdfed_common::admission::WebhookSettings::default(),
         }
@@ -73,6 +76,9 @@ impl Settings {
         }
         if self.hub_token_seconds < 600 {
             return Err("hub_token_seconds: must be at least 600".into());
+        }
+        if self.hub_token_renew_seconds.is_some_and(|r| r == 0 || r as i64 >= self.hub_token_seconds) {
+            return Err("hub_token_renew_seconds: must be between 1 and hub_token_seconds".into());
         }
         if !self.standalone {
             if self.hub_kubeconfig.is_none() {

@@ -82,6 +82,8 @@ impl Fleet {
             member.into(),
             "--lease-interval-seconds".into(),
             "1".into(),
+            "--hub-token-renew-seconds".into(),
+            "3".into(),
             "--admin-address".into(),
             "127.0.0.1:0".into(),
         ];
@@ -319,6 +321,22 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         .expect("add nodes");
     let c = wait_cluster(&clusters, "big", "placed on east", |c| ready_with(c, "2/2")).await;
     assert_eq!(member_of(&c).as_deref(), Some("east"));
+
+    // Spokes renew their own tokens and keep working with the new ones.
+    let token_file = PathBuf::from(format!("{}.token", fleet.join_file("west").display()));
+    let first_token = std::fs::read_to_string(&token_file).expect("token file");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while std::fs::read_to_string(&token_file).expect("token file") == first_token {
+        assert!(tokio::time::Instant::now() < deadline, "west's spoke did not renew its token");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let renewed = std::fs::read_to_string(&token_file).expect("token file");
+    let kc = Kubeconfig::read_from(fleet.join_file("west")).expect("join");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    config.auth_info.token = Some(renewed.trim().to_string().into());
+    let renewed_client = Client::try_from(config).expect("client");
+    let own_works: Api<KubeDirectorWork> = Api::namespaced(renewed_client, "kdfed-member-west");
+    assert!(own_works.list(&ListParams::default()).await.is_ok(), "the renewed token works");
 
     // A member only sees its own namespace on the hub.
     let east_identity = fleet.member_client("east").await;
