@@ -158,8 +158,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let Some(intent) = api.get_opt(&name).await.doing("read cluster")? else {
         return Ok(Action::await_change());
     };
-    let span = tracing::info_span!("reconcile", intent = %format!("{ns}/{name}"));
-    let _enter = span.enter();
+    // kube-runtime already wraps each reconcile in a span naming the object; a span
+    // entered here would be held across awaits and leak into other tasks.
 
     if intent.metadata.deletion_timestamp.is_some() {
         return delete(&ctx, &api, &intent).await;

@@ -121,8 +121,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         return Ok(Action::await_change());
     };
     let cluster = &fresh;
-    let span = tracing::info_span!("reconcile", cluster = %format!("{ns}/{name}"));
-    let _enter = span.enter();
+    // kube-runtime already wraps each reconcile in a span naming the object; a span
+    // entered here would be held across awaits and leak into other tasks.
 
     if cluster.metadata.deletion_timestamp.is_some() {
         return cleanup(cluster, &api, &ctx).await;
