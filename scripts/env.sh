@@ -16,6 +16,8 @@ kdfed_need_packages() {
   command -v unshare >/dev/null || missing+=(util-linux)
   command -v mount >/dev/null || missing+=(mount)
   command -v tar >/dev/null || missing+=(tar)
+  # promtool checks the alert rules and dashboard queries; Prometheus for observability tests.
+  command -v promtool >/dev/null || missing+=(prometheus)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
