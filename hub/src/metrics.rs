@@ -80,6 +80,7 @@ pub struct HubMetrics {
     requested_memory: Family<MemberLabel, FloatGauge>,
     requested_gpu: Family<MemberLabel, FloatGauge>,
     clusters_placed: Family<MemberLabel, Gauge>,
+    available: Family<MemberLabel, Gauge>,
     clusters: Family<ClusterLabels, Gauge>,
     unplaced: Family<ReasonLabel, Gauge>,
     works: Family<StateLabel, Gauge>,
@@ -114,6 +115,7 @@ impl HubMetrics {
             requested_memory: Family::default(),
             requested_gpu: Family::default(),
             clusters_placed: Family::default(),
+            available: Family::default(),
             clusters: Family::default(),
             unplaced: Family::default(),
             works: Family::default(),
@@ -153,6 +155,7 @@ impl HubMetrics {
         );
         r.register("member_requested_gpus", "GPUs requested by running pods", m.requested_gpu.clone());
         r.register("member_clusters_placed", "Clusters placed on each member", m.clusters_placed.clone());
+        r.register("member_available", "1 while the member is Available=True", m.available.clone());
         r.register("clusters", "Clusters by app, member and state", m.clusters.clone());
         r.register("clusters_unplaced", "Clusters not placed, by reason", m.unplaced.clone());
         r.register("works", "Works by reported state", m.works.clone());
@@ -184,8 +187,10 @@ impl HubMetrics {
     pub fn observe_reconcile(&self, controller: &str, started: std::time::Instant, failed: bool) {
         let label = ControllerLabel { controller: controller.to_string() };
         self.reconciles.get_or_create(&label).inc();
+        // The error series exists from the first run, so rates of it are 0, not absent.
+        let errors = self.reconcile_errors.get_or_create(&label);
         if failed {
-            self.reconcile_errors.get_or_create(&label).inc();
+            errors.inc();
         }
         self.reconcile_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
     }
@@ -223,10 +228,12 @@ async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error
     }
     m.members.clear();
     m.clusters_placed.clear();
+    m.available.clear();
     for member in &members {
         let label = MemberLabel { member: member.name_any() };
         let status = member.status.clone().unwrap_or_default();
         let available = condition(&status.conditions, "Available").map_or("Unknown".to_string(), |c| c.status.clone());
+        m.available.get_or_create(&label).set(i64::from(available == "True"));
         m.members.get_or_create(&ConditionLabels { condition: "Available".into(), status: available }).inc();
         if let Ok(Some(t)) = crate::members::last_renewal(client, &member.name_any()).await {
             m.heartbeat_age.get_or_create(&label).set(now.duration_since(t).as_secs_f64().max(0.0));

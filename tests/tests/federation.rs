@@ -27,13 +27,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// GET `path` from a loopback HTTP server; returns the body.
+/// GET `path` from a loopback HTTP server; returns the body, or "" when it does not answer
+/// (yet): callers poll.
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("write");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
+    if stream.read_to_string(&mut response).await.is_err() {
+        return String::new();
+    }
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
@@ -48,6 +54,7 @@ struct Fleet {
     dir: PathBuf,
     hubs: Vec<Daemon>,
     hub_admin: u16,
+    spoke_admin: BTreeMap<String, u16>,
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
     // Last, so the next fleet starts only after this one is gone.
@@ -72,6 +79,7 @@ impl Fleet {
     }
 
     fn start_spoke(&mut self, member: &str) {
+        let admin = *self.spoke_admin.entry(member.to_string()).or_insert_with(free_port);
         let c = self.bed.cluster(member);
         let args: Vec<String> = vec![
             "--kubeconfig".into(),
@@ -85,7 +93,7 @@ impl Fleet {
             "--hub-token-renew-seconds".into(),
             "3".into(),
             "--admin-address".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{admin}"),
         ];
         let n = self.spokes.len();
         let spoke = Daemon::start(
@@ -144,7 +152,17 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 .expect("start hub")
         })
         .collect();
-    let mut fleet = Fleet { _serial: serial, bed, hub, dir, hubs, hub_admin, spokes: BTreeMap::new(), _tmp: tmp };
+    let mut fleet = Fleet {
+        _serial: serial,
+        bed,
+        hub,
+        dir,
+        hubs,
+        hub_admin,
+        spoke_admin: BTreeMap::new(),
+        spokes: BTreeMap::new(),
+        _tmp: tmp,
+    };
     fleet.start_spoke("east");
     fleet.start_spoke("west");
     for m in ["east", "west"] {
@@ -675,4 +693,141 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
         generation,
         "the local spec was not rewritten"
     );
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every dashboard panel query, with template variables filled in.
+fn dashboard_queries(member: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let mut out = Vec::new();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("dashboards").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        for panel in d["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr =
+                    t["expr"].as_str().expect("expr").replace("$__rate_interval", "1m").replace("$member", member);
+                out.push((
+                    format!(
+                        "{} / {}",
+                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                        panel["title"]
+                    ),
+                    expr,
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cluster("watched", 1, "1", Some(("region", "east")))).expect("c"),
+        )
+        .await
+        .expect("create");
+    clusters
+        .create(&PostParams::default(), &serde_json::from_value(cluster("toobig", 1, "100", None)).expect("c"))
+        .await
+        .expect("create");
+    wait_cluster(&clusters, "watched", "ready", |c| ready_with(c, "2/2")).await;
+
+    // A real Prometheus scraping the hub and both spokes, with the shipped alert rules
+    // (their `for` shortened so the test does not wait minutes).
+    let rules =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/alerts.yaml"))
+            .expect("rules");
+    let rules: String = rules
+        .lines()
+        .map(|l| if l.trim_start().starts_with("for:") { "    for: 2s".to_string() } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let prom_dir = fleet.dir.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).expect("dir");
+    std::fs::write(prom_dir.join("alerts.yaml"), rules).expect("rules");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n- {}\nscrape_configs:\n- job_name: kdfed-hub\n  static_configs:\n  - targets: ['127.0.0.1:{}']\n- job_name: kdfed-spoke\n  static_configs:\n  - targets: ['127.0.0.1:{}', '127.0.0.1:{}']\n",
+        prom_dir.join("alerts.yaml").display(),
+        fleet.hub_admin,
+        fleet.spoke_admin["east"],
+        fleet.spoke_admin["west"],
+    );
+    std::fs::write(prom_dir.join("prometheus.yml"), config).expect("config");
+    let port = free_port();
+    let args: Vec<String> = vec![
+        format!("--config.file={}", prom_dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let mut prometheus = Daemon::start("prometheus", std::path::Path::new("/usr/bin/prometheus"), &args, &prom_dir)
+        .expect("start prometheus (apt-get install prometheus)");
+
+    // Every query of every dashboard panel returns data.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut missing = dashboard_queries("east");
+    while !missing.is_empty() {
+        let mut still = Vec::new();
+        for (panel, expr) in missing {
+            let body = http_get(port, &format!("/api/v1/query?query={}", percent_encode(&expr))).await;
+            let data: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let found = data["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
+            if !found {
+                still.push((panel, expr));
+            }
+        }
+        missing = still;
+        if !missing.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queries without data (see {}): {missing:#?}",
+                prom_dir.display()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    // The member-unavailable alert fires when a spoke dies.
+    fleet.spokes.get_mut("east").expect("east").kill();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let body = http_get(port, "/api/v1/alerts").await;
+        let data: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let firing = data["data"]["alerts"].as_array().is_some_and(|alerts| {
+            alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "KdfedMemberUnavailable"
+                    && a["labels"]["member"] == "east"
+                    && a["state"] == "firing"
+            })
+        });
+        if firing {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "KdfedMemberUnavailable did not fire: {body}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    prometheus.kill();
 }
