@@ -57,16 +57,38 @@ start_bg hub "$BIN/kdfed-hub" --kubeconfig "$FLEET_DIR/hub.kubeconfig" --admin-a
 step "Registering the members and joining their spokes"
 $KDFED member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
 $KDFED member add west --label region=us --label provider=cloud -o "$FLEET_DIR/west-join.kubeconfig"
+declare -A spoke_admin
 for c in east west; do
+  spoke_admin[$c]=$(free_port)
   start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c.kubeconfig" \
     --hub-kubeconfig "$FLEET_DIR/$c-join.kubeconfig" --member "$c" \
-    --admin-address "127.0.0.1:$(free_port)" --log-format json
+    --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json
 done
 for i in $(seq 60); do
   avail=$($KDFED member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)
   [ "$avail" = 2 ] && break
   sleep 1
 done
+
+step "Starting Prometheus (scraping the hub and both spokes, with kdfed's alert rules)"
+prom_port=$(free_port)
+mkdir -p "$FLEET_DIR/prometheus"
+cat > "$FLEET_DIR/prometheus/prometheus.yml" <<PROM
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+- $kdfed_root/dashboards/alerts.yaml
+scrape_configs:
+- job_name: kdfed-hub
+  static_configs:
+  - targets: ['127.0.0.1:$hub_admin']
+- job_name: kdfed-spoke
+  static_configs:
+  - targets: ['127.0.0.1:${spoke_admin[east]}', '127.0.0.1:${spoke_admin[west]}']
+PROM
+start_bg prometheus /usr/bin/prometheus --config.file="$FLEET_DIR/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$FLEET_DIR/prometheus/data" --web.listen-address="127.0.0.1:$prom_port"
 
 step "Loading the example catalog and launching an example cluster by placement labels"
 for i in $(seq 30); do
@@ -95,6 +117,9 @@ echo
 $KDFED cluster list
 echo
 $KDFED catalog list
+echo
+echo "  metrics:    hub http://127.0.0.1:$hub_admin/metrics, east http://127.0.0.1:${spoke_admin[east]}/metrics, west http://127.0.0.1:${spoke_admin[west]}/metrics"
+echo "  Prometheus: http://127.0.0.1:$prom_port (dashboards to import into Grafana: dashboards/*.json)"
 cat <<MSG
 
 The fleet runs in the background (logs: $FLEET_DIR/logs/). Try:

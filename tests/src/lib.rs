@@ -79,6 +79,8 @@ pub struct Cluster {
     processes: Vec<Process>,
     /// Keeps an `Exec` per pod so that exec runs in the pod's own directory.
     exec_sync: Option<tokio::task::JoinHandle<()>>,
+    kwok_restart: Option<KwokCommand>,
+    kwok_restarts: u32,
 }
 
 impl Cluster {
@@ -401,6 +403,8 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
         dir: dir.clone(),
         processes,
         exec_sync: None,
+        kwok_restart: None,
+        kwok_restarts: 0,
     };
     let mut cluster = cluster;
     let client = wait_ready(&mut cluster).await?;
@@ -462,14 +466,15 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
     for stage in stage_files(binaries, &kwok_home)? {
         kwok_args.push(format!("--config={}", p(&stage)));
     }
-    cluster.processes.push(Process::spawn(
-        "kwok",
-        &binaries.kwok,
-        &kwok_args,
-        &logs,
+    let kwok_env = [("KWOK_WORKDIR".to_string(), p(&kwok_home)), ("PATH".to_string(), path)];
+    cluster.processes.push(Process::spawn("kwok", &binaries.kwok, &kwok_args, &logs, lifetime, &kwok_env)?);
+    cluster.kwok_restart = Some(KwokCommand {
+        program: binaries.kwok.clone(),
+        args: kwok_args,
+        logs: logs.clone(),
         lifetime,
-        &[("KWOK_WORKDIR".into(), p(&kwok_home)), ("PATH".into(), path)],
-    )?);
+        env: kwok_env.to_vec(),
+    });
     cluster.exec_sync = Some(exec::spawn_sync(client.clone(), dir.clone()));
 
     create_nodes(&client, spec).await?;
@@ -601,11 +606,38 @@ async fn create_storage_class(client: &Client) -> Result<()> {
     }
 }
 
+/// How to start a cluster's kwok again: kwok v0.8.0 sometimes crashes while it lazily
+/// initialises its CEL stage selectors from several workers at once (a race in kwok), which
+/// is harmless to restart from since kwok keeps no state of its own.
+#[derive(Clone, Debug)]
+struct KwokCommand {
+    program: PathBuf,
+    args: Vec<String>,
+    logs: PathBuf,
+    lifetime: Lifetime,
+    env: Vec<(String, String)>,
+}
+
+/// Restarts kwok (at most `KWOK_RESTARTS` times per cluster) if it exited.
+fn revive_kwok(cluster: &mut Cluster) -> Result<()> {
+    const KWOK_RESTARTS: u32 = 3;
+    let Some(cmd) = cluster.kwok_restart.clone() else { return Ok(()) };
+    let Some(index) = cluster.processes.iter().position(|p| p.name == "kwok") else { return Ok(()) };
+    if cluster.processes[index].exited().is_none() || cluster.kwok_restarts >= KWOK_RESTARTS {
+        return Ok(());
+    }
+    cluster.kwok_restarts += 1;
+    eprintln!("{}: kwok exited; restarting it ({}/{KWOK_RESTARTS})", cluster.name, cluster.kwok_restarts);
+    cluster.processes[index] = Process::spawn("kwok", &cmd.program, &cmd.args, &cmd.logs, cmd.lifetime, &cmd.env)?;
+    Ok(())
+}
+
 async fn wait_settled(cluster: &mut Cluster, client: &Client, node_count: usize) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
+        revive_kwok(cluster)?;
         check_alive(cluster)?;
         let ready = nodes
             .list(&Default::default())
