@@ -48,6 +48,9 @@ struct Args {
     /// Log filter.
     #[arg(long)]
     log_level: Option<String>,
+    /// File that keeps the current hub token.
+    #[arg(long)]
+    hub_token_file: Option<String>,
     /// Seconds between hub token renewals.
     #[arg(long)]
     hub_token_renew_seconds: Option<String>,
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         ("log_level", args.log_level),
         ("lease_interval_seconds", args.lease_interval_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),
+        ("hub_token_file", args.hub_token_file),
     ];
     let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_SPOKE", &overrides) {
         Ok(s) => s,
