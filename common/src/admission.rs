@@ -305,6 +305,7 @@ async fn review_cluster(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObjec
     let mut spec = new.spec.clone();
     defaults::cluster(&mut spec, &app_spec, config.as_ref());
     validate::cluster(&spec, &new.spec.app, &app_spec).map_err(|e| e.to_string())?;
+    check_secrets(reviewer, &ns, &new.spec, config.as_ref()).await?;
     if let Some(old) = &old {
         validate::cluster_update(&old.spec, &new.spec, old.status.as_ref()).map_err(|e| e.to_string())?;
     }
@@ -417,6 +418,49 @@ async fn secret_key_patch(
         }
     }
     Ok(ops)
+}
+
+/// Secrets mounted into members must exist and carry `requiredSecretPrefix` (upstream's
+/// rules and wording).
+async fn check_secrets(
+    reviewer: &Reviewer,
+    ns: &str,
+    spec: &kdfed_crds::KubeDirectorClusterSpec,
+    config: Option<&kdfed_crds::KubeDirectorConfigSpec>,
+) -> Result<(), String> {
+    let prefix = config.and_then(|c| c.required_secret_prefix.clone()).unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(reviewer.client.clone(), ns);
+    let mut errors = Vec::new();
+    let mut wanted: Vec<(String, String, Option<String>)> = Vec::new();
+    if let Some(s) = &spec.default_secret {
+        wanted.push(("spec.defaultSecret.name".into(), s.name.clone(), None));
+    }
+    for (i, role) in spec.roles.iter().enumerate() {
+        if let Some(s) = &role.secret {
+            wanted.push((format!("spec.roles[{i}].secret.name"), s.name.clone(), Some(role.id.clone())));
+        }
+    }
+    for (path, name, role) in wanted {
+        if !name.starts_with(&prefix) {
+            errors.push(match &role {
+                None => format!("{path}: defaultSecret({name}) does not have the required name prefix({prefix}). (rule: secret-prefix)"),
+                Some(r) => format!("{path}: Secret({name}) for role({r}) does not have the required name prefix({prefix}). (rule: secret-prefix)"),
+            });
+            continue;
+        }
+        let found = secrets.get_opt(&name).await.map_err(|e| format!("cannot read Secret {name}: {e}"))?;
+        if found.is_none() {
+            errors.push(match &role {
+                None => {
+                    format!("{path}: Unable to find defaultSecret({name}) in namespace({ns}). (rule: secret-exists)")
+                }
+                Some(r) => format!(
+                    "{path}: Unable to find secret({name}) for role({r}) in namespace({ns}). (rule: secret-exists)"
+                ),
+            });
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
 }
 
 fn review_member(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {

@@ -120,6 +120,16 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     );
     let message = denied(clusters.patch("hello", &PatchParams::default(), &patch).await);
     assert!(message.contains("Role cardinality:1+"), "{message}");
+    // Mounted Secrets must exist (upstream's rule and wording).
+    let mut secretless = example("clusters/minimal.yaml");
+    secretless["metadata"]["name"] = json!("secretless");
+    secretless["spec"]["defaultSecret"] = json!({"name": "missing-creds", "mountPath": "/etc/creds"});
+    let message =
+        denied(clusters.create(&PostParams::default(), &serde_json::from_value(secretless).expect("c")).await);
+    assert!(
+        message.contains("spec.defaultSecret.name: Unable to find defaultSecret(missing-creds) in namespace(default). (rule: secret-exists)"),
+        "{message}"
+    );
     // An app in use cannot be deleted (upstream's rule).
     let apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "default");
     let message = denied(apps.delete("minimal", &DeleteParams::default()).await);
