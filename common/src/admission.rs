@@ -612,3 +612,36 @@ impl WebhookSettings {
         Ok(Some(bound))
     }
 }
+
+/// Command-line flags of the webhook, shared by the hub and the spoke.
+#[derive(clap::Args, Debug, Default)]
+pub struct WebhookArgs {
+    /// Webhook listen address.
+    #[arg(long)]
+    pub webhook_address: Option<String>,
+    /// Webhook serving certificate (PEM).
+    #[arg(long)]
+    pub webhook_cert_file: Option<String>,
+    /// Webhook serving key (PEM).
+    #[arg(long)]
+    pub webhook_key_file: Option<String>,
+    /// CA of the webhook certificate (for registration).
+    #[arg(long)]
+    pub webhook_ca_file: Option<String>,
+    /// URL the API server calls the webhook at; set to register it.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+}
+
+impl WebhookArgs {
+    /// The flags as configuration overrides (`webhook.*` keys).
+    pub fn overrides(self) -> [(&'static str, Option<String>); 5] {
+        [
+            ("webhook.address", self.webhook_address),
+            ("webhook.cert_file", self.webhook_cert_file),
+            ("webhook.key_file", self.webhook_key_file),
+            ("webhook.ca_file", self.webhook_ca_file),
+            ("webhook.url", self.webhook_url),
+        ]
+    }
+}

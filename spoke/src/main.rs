@@ -27,21 +27,8 @@ struct Args {
     /// Admin server address (metrics, health).
     #[arg(long)]
     admin_address: Option<String>,
-    /// Webhook listen address.
-    #[arg(long)]
-    webhook_address: Option<String>,
-    /// Webhook serving certificate (PEM).
-    #[arg(long)]
-    webhook_cert_file: Option<String>,
-    /// Webhook serving key (PEM).
-    #[arg(long)]
-    webhook_key_file: Option<String>,
-    /// CA of the webhook certificate (for registration).
-    #[arg(long)]
-    webhook_ca_file: Option<String>,
-    /// URL the API server calls the webhook at; set to register it.
-    #[arg(long)]
-    webhook_url: Option<String>,
+    #[command(flatten)]
+    webhook: kdfed_common::admission::WebhookArgs,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -62,23 +49,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let overrides = [
+    let mut overrides = vec![
         ("kubeconfig", args.kubeconfig),
         ("hub_kubeconfig", args.hub_kubeconfig),
         ("member", args.member),
         ("standalone", args.standalone.then(|| "true".to_string())),
         ("admin_address", args.admin_address),
-        ("webhook.address", args.webhook_address),
-        ("webhook.cert_file", args.webhook_cert_file),
-        ("webhook.key_file", args.webhook_key_file),
-        ("webhook.ca_file", args.webhook_ca_file),
-        ("webhook.url", args.webhook_url),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("lease_interval_seconds", args.lease_interval_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),
         ("hub_token_file", args.hub_token_file),
     ];
+    overrides.extend(args.webhook.overrides());
     let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_SPOKE", &overrides) {
         Ok(s) => s,
         Err(e) => {

@@ -239,6 +239,17 @@ fn spark_like() -> Value {
     })
 }
 
+/// The Spark-like app and the Secret its clusters mount, on the hub.
+async fn seed_catalog(hub: &Client) {
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "s3cret"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+}
+
 fn cluster(name: &str, workers: i32, cpu: &str, selector: Option<(&str, &str)>) -> Value {
     let mut c = json!({
         "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
@@ -262,13 +273,7 @@ fn cluster(name: &str, workers: i32, cpu: &str, selector: Option<(&str, &str)>) 
 async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     let mut fleet = fleet().await;
     let hub = fleet.hub.clone();
-    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
-    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "s3cret"}}))
-    .expect("secret");
-    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
 
     // Placed by label on west only, built there, visible from the hub.
@@ -451,13 +456,7 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
 async fn a_second_hub_replica_takes_over_when_the_leader_dies() {
     let mut fleet = fleet_with_hubs(2).await;
     let hub = fleet.hub.clone();
-    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
-    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
-    .expect("secret");
-    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
     let first: KubeDirectorCluster = serde_json::from_value(cluster("first", 1, "1", None)).expect("c");
     clusters.create(&PostParams::default(), &first).await.expect("create");
@@ -497,13 +496,7 @@ async fn a_second_hub_replica_takes_over_when_the_leader_dies() {
 async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept() {
     let mut fleet = fleet().await;
     let hub = fleet.hub.clone();
-    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
-    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
-    .expect("secret");
-    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
     let mut manifest = cluster("mobile", 1, "1", None);
     manifest["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
@@ -627,13 +620,7 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
     fleet.start_spoke("east");
     wait_member(&hub, "east", "True").await;
 
-    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
-    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
-    .expect("secret");
-    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
     clusters
         .create(
@@ -735,13 +722,7 @@ fn dashboard_queries(member: &str) -> Vec<(String, String)> {
 async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
     let mut fleet = fleet().await;
     let hub = fleet.hub.clone();
-    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
-    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "spark-creds"}, "stringData": {"password": "x"}}))
-    .expect("secret");
-    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
     clusters
         .create(
