@@ -128,6 +128,7 @@ pub async fn serve(
     cert: PathBuf,
     key: PathBuf,
     reviewer: Reviewer,
+    metrics: Arc<crate::observe::WebhookMetrics>,
 ) -> Result<SocketAddr, ServeError> {
     let resolver = ReloadingCert { cert, key, current: RwLock::new((None, None)) };
     resolver.load()?;
@@ -147,9 +148,10 @@ pub async fn serve(
             let Ok((stream, _)) = listener.accept().await else { continue };
             let acceptor = acceptor.clone();
             let reviewer = reviewer.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else { return };
-                let service = hyper::service::service_fn(move |req| handle(req, reviewer.clone()));
+                let service = hyper::service::service_fn(move |req| handle(req, reviewer.clone(), metrics.clone()));
                 if let Err(e) =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await
                 {
@@ -165,7 +167,9 @@ pub async fn serve(
 async fn handle(
     req: Request<Incoming>,
     reviewer: Arc<Reviewer>,
+    metrics: Arc<crate::observe::WebhookMetrics>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let started = std::time::Instant::now();
     let reply = |code: StatusCode, body: Vec<u8>| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = code;
@@ -178,20 +182,32 @@ async fn handle(
         MUTATE_PATH => true,
         _ => return reply(StatusCode::NOT_FOUND, b"{}".to_vec()),
     };
+    let webhook = if mutate { "mutate" } else { "validate" };
+    let unreadable = |e: String| {
+        metrics.record(webhook, "malformed", "", false, started.elapsed().as_secs_f64());
+        reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{e:?}}}").into_bytes())
+    };
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+        Err(e) => return unreadable(e.to_string()),
     };
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+        Err(e) => return unreadable(e.to_string()),
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
+        Err(e) => return unreadable(e.to_string()),
     };
     let response =
         if mutate { mutate_request(&reviewer, &request).await } else { review_request(&reviewer, &request).await };
+    let operation = match request.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    };
+    metrics.record(webhook, &request.kind.kind, operation, response.allowed, started.elapsed().as_secs_f64());
     match serde_json::to_vec(&response.into_review()) {
         Ok(body) => reply(StatusCode::OK, body),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\":{:?}}}", e.to_string()).into_bytes()),
@@ -598,10 +614,12 @@ impl WebhookSettings {
         client: &Client,
         system_namespace: &str,
         component: &str,
+        metrics: Arc<crate::observe::WebhookMetrics>,
     ) -> Result<Option<SocketAddr>, String> {
         let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else { return Ok(None) };
         let reviewer = Reviewer { client: client.clone(), system_namespace: system_namespace.to_string() };
-        let bound = serve(self.address, cert.clone(), key.clone(), reviewer).await.map_err(|e| e.to_string())?;
+        let bound =
+            serve(self.address, cert.clone(), key.clone(), reviewer, metrics).await.map_err(|e| e.to_string())?;
         if let (Some(url), Some(ca)) = (&self.url, &self.ca_file) {
             let ca_pem = std::fs::read_to_string(ca).map_err(|e| format!("webhook.ca_file {}: {e}", ca.display()))?;
             register(client, component, url, &ca_pem, component)

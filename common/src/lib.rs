@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod crds;
 pub mod events;
+pub mod observe;
 pub mod secretkeys;
 pub mod settings;
 pub mod telemetry;
@@ -41,20 +42,42 @@ pub enum ClientError {
 
 /// A client from a kubeconfig file, or from the environment (in-cluster or `$KUBECONFIG`).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
-    let config = match kubeconfig {
+    let config = config(kubeconfig).await?;
+    Client::try_from(config).map_err(|e| ClientError::Configure { origin: origin(kubeconfig), message: e.to_string() })
+}
+
+/// Like [`client`], with every request counted in `metrics` under the API server name
+/// `server` (`kdfed_<component>_api_requests_total{server=...}`).
+pub async fn counted_client(
+    kubeconfig: Option<&Path>,
+    metrics: &std::sync::Arc<observe::ApiMetrics>,
+    server: &str,
+) -> Result<Client, ClientError> {
+    let config = config(kubeconfig).await?;
+    counted(config, metrics, server).map_err(|e| ClientError::Configure { origin: origin(kubeconfig), message: e })
+}
+
+/// A client from `config` whose requests are counted in `metrics` under `server`.
+pub fn counted(config: Config, metrics: &std::sync::Arc<observe::ApiMetrics>, server: &str) -> Result<Client, String> {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
+    Ok(builder.with_layer(&metrics.layer(server)).build())
+}
+
+fn origin(kubeconfig: Option<&Path>) -> String {
+    kubeconfig.map_or("the environment".into(), |p| p.display().to_string())
+}
+
+async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClientError> {
+    match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .map_err(|source| ClientError::Read { path: path.display().to_string(), source })?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| ClientError::Configure { origin: path.display().to_string(), message: e.to_string() })?
+                .map_err(|e| ClientError::Configure { origin: path.display().to_string(), message: e.to_string() })
         }
         None => Config::infer()
             .await
-            .map_err(|e| ClientError::Configure { origin: "the environment".into(), message: e.to_string() })?,
-    };
-    Client::try_from(config).map_err(|e| ClientError::Configure {
-        origin: kubeconfig.map_or("the environment".into(), |p| p.display().to_string()),
-        message: e.to_string(),
-    })
+            .map_err(|e| ClientError::Configure { origin: "the environment".into(), message: e.to_string() }),
+    }
 }

@@ -20,17 +20,23 @@ pub use settings::Settings;
 pub async fn run(settings: Settings) -> Result<()> {
     let mut admin = kdfed_common::admin::Admin::new();
     let hub_metrics = metrics::HubMetrics::register(&mut admin.registry);
+    let api_metrics = kdfed_common::observe::ApiMetrics::register(admin.registry.sub_registry_with_prefix("hub"));
+    let webhook_metrics =
+        kdfed_common::observe::WebhookMetrics::register(admin.registry.sub_registry_with_prefix("hub"));
     let admin = Arc::new(admin);
     kdfed_common::admin::serve(settings.admin_address, admin.clone())
         .await
         .with_context(|| format!("admin server on {}", settings.admin_address))?;
-    let client = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
+    let client = kdfed_common::counted_client(settings.kubeconfig.as_deref(), &api_metrics, "hub").await?;
     let version = client.apiserver_version().await.context("connect to the hub's API server")?;
     info!(version = %version.git_version, "connected to the hub API server");
     admin.set_ready(true);
     tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5)));
-    if let Some(addr) =
-        settings.webhook.start(&client, &settings.system_namespace, "kdfed-hub").await.map_err(anyhow::Error::msg)?
+    if let Some(addr) = settings
+        .webhook
+        .start(&client, &settings.system_namespace, "kdfed-hub", webhook_metrics)
+        .await
+        .map_err(anyhow::Error::msg)?
     {
         info!(%addr, "admission webhook serving");
     }

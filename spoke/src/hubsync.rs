@@ -50,6 +50,8 @@ pub struct Options {
     pub report_interval: Duration,
     /// Metrics of the hub connection.
     pub metrics: Option<std::sync::Arc<crate::metrics::SpokeMetrics>>,
+    /// Counts requests to the hub's API server (`server="hub"`).
+    pub api_metrics: Option<std::sync::Arc<kdfed_common::observe::ApiMetrics>>,
 }
 
 /// Errors of hub sync.
@@ -99,7 +101,10 @@ pub async fn hub_client(opts: &Options) -> Result<Client, Error> {
     }
     config.auth_info.token = None;
     config.auth_info.token_file = Some(opts.token_file.display().to_string());
-    Client::try_from(config).map_err(|e| Error::Credentials(e.to_string()))
+    match &opts.api_metrics {
+        Some(metrics) => kdfed_common::counted(config, metrics, "hub").map_err(Error::Credentials),
+        None => Client::try_from(config).map_err(|e| Error::Credentials(e.to_string())),
+    }
 }
 
 fn write_token(path: &Path, token: &str) -> std::io::Result<()> {

@@ -19,17 +19,23 @@ pub use settings::Settings;
 pub async fn run(settings: Settings) -> Result<()> {
     let mut admin = kdfed_common::admin::Admin::new();
     let spoke_metrics = metrics::SpokeMetrics::register(&mut admin.registry);
+    let api_metrics = kdfed_common::observe::ApiMetrics::register(admin.registry.sub_registry_with_prefix("spoke"));
+    let webhook_metrics =
+        kdfed_common::observe::WebhookMetrics::register(admin.registry.sub_registry_with_prefix("spoke"));
     let admin = std::sync::Arc::new(admin);
     kdfed_common::admin::serve(settings.admin_address, admin.clone())
         .await
         .with_context(|| format!("admin server on {}", settings.admin_address))?;
-    let local = kdfed_common::client(settings.kubeconfig.as_deref()).await?;
+    let local = kdfed_common::counted_client(settings.kubeconfig.as_deref(), &api_metrics, "local").await?;
     let version = local.apiserver_version().await.context("connect to the member's API server")?;
     info!(version = %version.git_version, "connected to the member API server");
     admin.set_ready(true);
     tokio::spawn(metrics::collect(local.clone(), spoke_metrics.clone(), Duration::from_secs(5)));
-    if let Some(addr) =
-        settings.webhook.start(&local, &settings.system_namespace, "kdfed-spoke").await.map_err(anyhow::Error::msg)?
+    if let Some(addr) = settings
+        .webhook
+        .start(&local, &settings.system_namespace, "kdfed-spoke", webhook_metrics)
+        .await
+        .map_err(anyhow::Error::msg)?
     {
         info!(%addr, "admission webhook serving");
     }
@@ -55,6 +61,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             lease_interval: Duration::from_secs(settings.lease_interval_seconds),
             report_interval: Duration::from_secs(settings.report_interval_seconds),
             metrics: Some(spoke_metrics.clone()),
+            api_metrics: Some(api_metrics.clone()),
         };
         info!(member = %opts.member, "starting the director and hub sync");
         let sync = tokio::spawn(async move {

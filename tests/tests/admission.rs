@@ -22,16 +22,24 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A running webhook: the process, its webhook port and its admin (metrics) port.
+struct Webhook {
+    _daemon: Daemon,
+    port: u16,
+    admin: u16,
+}
+
 /// Starts `binary` with a webhook on a free port and waits until the API server uses it.
-async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]) -> (Daemon, u16) {
+async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]) -> Webhook {
     let c = bed.cluster(cluster);
     let (crt, key, ca) = certs::webhook_cert(&c.dir.join("pki"), "webhook").expect("webhook cert");
     let port = free_port();
+    let admin = free_port();
     let mut args: Vec<String> = vec![
         "--kubeconfig".into(),
         c.kubeconfig.display().to_string(),
         "--admin-address".into(),
-        "127.0.0.1:0".into(),
+        format!("127.0.0.1:{admin}"),
         "--webhook-address".into(),
         format!("127.0.0.1:{port}"),
         "--webhook-cert-file".into(),
@@ -54,7 +62,16 @@ async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]
         assert!(tokio::time::Instant::now() < deadline, "webhook not registered; see {}", daemon.log.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    (daemon, port)
+    Webhook { _daemon: daemon, port, admin }
+}
+
+/// The value of one series in the process's `/metrics` (0 when absent).
+fn metric(admin: u16, series: &str) -> f64 {
+    let out = Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{admin}/metrics")]).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().expect("number"))
 }
 
 fn denied(result: Result<impl std::fmt::Debug, kube::Error>) -> String {
@@ -91,7 +108,8 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     let bed = Testbed::start(&["hub"]).await.expect("test bed");
     let client = bed.client("hub").await.expect("client");
     setup(&client).await;
-    let (_hub, port) = with_webhook(&bed, "hub", "kdfed-hub", &[]).await;
+    let hook = with_webhook(&bed, "hub", "kdfed-hub", &[]).await;
+    let port = hook.port;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
 
     // Cardinality against the catalog, in upstream's words, with field and rule.
@@ -200,6 +218,20 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     let mut bad = example("clusters/cassandra.yaml");
     bad["spec"]["roles"][0]["members"] = json!(1);
     denied(clusters.create(&PostParams::default(), &serde_json::from_value(bad).expect("c")).await);
+
+    // The hub counted what it answered and what it sent to its API server.
+    let rejected = |labels: &str| metric(hook.admin, &format!("kdfed_hub_webhook_rejections_total{{{labels}}}"));
+    let served = |labels: &str| metric(hook.admin, &format!("kdfed_hub_webhook_requests_total{{{labels}}}"));
+    let cluster_creates = r#"webhook="validate",kind="KubeDirectorCluster",operation="CREATE""#;
+    assert!(rejected(cluster_creates) >= 4.0, "cardinality, unknown app, missing Secret, after rotation");
+    assert!(served(cluster_creates) > rejected(cluster_creates), "the valid clusters were served too");
+    assert!(rejected(r#"webhook="validate",kind="KubeDirectorCluster",operation="UPDATE""#) >= 1.0);
+    assert!(rejected(r#"webhook="validate",kind="KubeDirectorApp",operation="DELETE""#) >= 1.0);
+    assert!(rejected(r#"webhook="validate",kind="KubeDirectorMember",operation="CREATE""#) >= 1.0);
+    assert!(served(r#"webhook="mutate",kind="KubeDirectorConfig",operation="CREATE""#) >= 1.0);
+    assert!(metric(hook.admin, r#"kdfed_hub_webhook_duration_seconds_count{webhook="validate"}"#) >= 8.0);
+    assert!(metric(hook.admin, r#"kdfed_hub_api_requests_total{server="hub",verb="GET",code="2xx"}"#) >= 1.0);
+    assert!(metric(hook.admin, r#"kdfed_hub_api_requests_total{server="hub",verb="WATCH",code="2xx"}"#) >= 1.0);
 }
 
 #[tokio::test]
@@ -207,7 +239,7 @@ async fn the_standalone_director_rejects_a_cardinality_violation() {
     let bed = Testbed::start(&["east"]).await.expect("test bed");
     let client = bed.client("east").await.expect("client");
     setup(&client).await;
-    let (_spoke, _) = with_webhook(&bed, "east", "kdfed-spoke", &["--standalone"]).await;
+    let hook = with_webhook(&bed, "east", "kdfed-spoke", &["--standalone"]).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
     clusters
         .create(&PostParams::default(), &serde_json::from_value(example("clusters/minimal.yaml")).expect("c"))
@@ -221,4 +253,7 @@ async fn the_standalone_director_rejects_a_cardinality_violation() {
         message.contains("spec.roles[0].members: Invalid member count for role(web). Specified member count:0 Role cardinality:1+ (rule: cardinality)"),
         "{message}"
     );
+    let labels = r#"webhook="validate",kind="KubeDirectorCluster",operation="UPDATE""#;
+    assert!(metric(hook.admin, &format!("kdfed_spoke_webhook_rejections_total{{{labels}}}")) >= 1.0);
+    assert!(metric(hook.admin, r#"kdfed_spoke_api_requests_total{server="local",verb="GET",code="2xx"}"#) >= 1.0);
 }

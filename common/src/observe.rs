@@ -1,0 +1,292 @@
+//! Metrics both binaries share: requests to each Kubernetes API server they talk to (a
+//! tower layer in the client stack) and admission webhook requests and rejections.
+//!
+//! Label values are bounded: the API server is a name the binary chooses (`hub`, `local`),
+//! the verb is the HTTP method (or `WATCH`), the code a status class; webhook kinds are the
+//! four kinds kdfed reviews (anything else is `other`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of one API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// Which API server (`hub`, `local`).
+    pub server: String,
+    /// HTTP method, or `WATCH` for watches.
+    pub verb: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx`, or `error` when no response came back.
+    pub code: String,
+}
+
+/// Labels of request durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    /// Which API server.
+    pub server: String,
+}
+
+/// Requests a process sends to Kubernetes API servers.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    requests: Family<ApiLabels, Counter>,
+    duration: Family<ServerLabel, Histogram>,
+}
+
+impl ApiMetrics {
+    /// Registers `api_requests_total` and `api_request_duration_seconds` in `registry`
+    /// (already prefixed with the component).
+    pub fn register(registry: &mut Registry) -> Arc<ApiMetrics> {
+        let m = ApiMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+        };
+        registry.register(
+            "api_requests",
+            "Requests sent to Kubernetes API servers, by server, verb and status class",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "api_request_duration",
+            "Time until the response headers of a Kubernetes API request (watches: until the stream opened)",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// A layer counting the requests of one client under `server`.
+    pub fn layer(self: &Arc<Self>, server: &str) -> CountingLayer {
+        CountingLayer { metrics: self.clone(), server: server.to_string() }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, server: &str, verb: &str, code: &str, seconds: f64) {
+        let labels = ApiLabels { server: server.to_string(), verb: verb.to_string(), code: code.to_string() };
+        self.requests.get_or_create(&labels).inc();
+        self.duration.get_or_create(&ServerLabel { server: server.to_string() }).observe(seconds);
+    }
+}
+
+/// The verb label of a request: its method, or `WATCH` for `?watch=true`/`1`.
+pub fn verb(method: &http::Method, query: Option<&str>) -> String {
+    let watch = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    if watch { "WATCH".to_string() } else { method.as_str().to_string() }
+}
+
+/// The code label of a status.
+pub fn code_class(status: Option<http::StatusCode>) -> &'static str {
+    match status.map(|s| s.as_u16() / 100) {
+        Some(2) => "2xx",
+        Some(3) => "3xx",
+        Some(4) => "4xx",
+        Some(5) => "5xx",
+        Some(_) => "other",
+        None => "error",
+    }
+}
+
+/// Tower layer that counts requests (see [`ApiMetrics::layer`]).
+#[derive(Clone, Debug)]
+pub struct CountingLayer {
+    metrics: Arc<ApiMetrics>,
+    server: String,
+}
+
+impl<S> tower::Layer<S> for CountingLayer {
+    type Service = Counting<S>;
+
+    fn layer(&self, inner: S) -> Counting<S> {
+        Counting { inner, metrics: self.metrics.clone(), server: self.server.clone() }
+    }
+}
+
+/// The service [`CountingLayer`] wraps around a client's stack.
+#[derive(Clone, Debug)]
+pub struct Counting<S> {
+    inner: S,
+    metrics: Arc<ApiMetrics>,
+    server: String,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Counting<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let verb = verb(req.method(), req.uri().query());
+        let metrics = self.metrics.clone();
+        let server = self.server.clone();
+        let started = Instant::now();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let result = future.await;
+            let code = code_class(result.as_ref().ok().map(http::Response::status));
+            metrics.record(&server, &verb, code, started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+/// Labels of one admission request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `validate` or `mutate`.
+    pub webhook: String,
+    /// The reviewed kind (`KubeDirectorApp`, `KubeDirectorCluster`, `KubeDirectorConfig`,
+    /// `KubeDirectorMember`), `other`, or `malformed` when the review could not be read.
+    pub kind: String,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` (empty for malformed reviews).
+    pub operation: String,
+}
+
+/// Labels of webhook durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    /// `validate` or `mutate`.
+    pub webhook: String,
+}
+
+/// Admission requests served and rejected.
+#[derive(Debug)]
+pub struct WebhookMetrics {
+    requests: Family<WebhookLabels, Counter>,
+    rejections: Family<WebhookLabels, Counter>,
+    duration: Family<WebhookLabel, Histogram>,
+}
+
+impl WebhookMetrics {
+    /// Registers `webhook_requests_total`, `webhook_rejections_total` and
+    /// `webhook_duration_seconds` in `registry` (already prefixed with the component).
+    pub fn register(registry: &mut Registry) -> Arc<WebhookMetrics> {
+        let m = WebhookMetrics {
+            requests: Family::default(),
+            rejections: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14))),
+        };
+        registry.register(
+            "webhook_requests",
+            "Admission requests served, by webhook, kind and operation",
+            m.requests.clone(),
+        );
+        registry.register(
+            "webhook_rejections",
+            "Admission requests denied (or unreadable), by webhook, kind and operation",
+            m.rejections.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_duration",
+            "Time to answer an admission request",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// Records one answered request.
+    pub fn record(&self, webhook: &str, kind: &str, operation: &str, allowed: bool, seconds: f64) {
+        let kind = match kind {
+            "KubeDirectorApp" | "KubeDirectorCluster" | "KubeDirectorConfig" | "KubeDirectorMember" | "malformed" => {
+                kind
+            }
+            _ => "other",
+        };
+        let operation = match operation {
+            "CREATE" | "UPDATE" | "DELETE" | "CONNECT" => operation,
+            _ => "",
+        };
+        let labels =
+            WebhookLabels { webhook: webhook.to_string(), kind: kind.to_string(), operation: operation.to_string() };
+        self.requests.get_or_create(&labels).inc();
+        if !allowed {
+            self.rejections.get_or_create(&labels).inc();
+        }
+        self.duration.get_or_create(&WebhookLabel { webhook: webhook.to_string() }).observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        encode(&mut out, registry).expect("encode");
+        out
+    }
+
+    #[test]
+    fn verbs_and_codes_are_bounded() {
+        assert_eq!(verb(&http::Method::GET, Some("watch=true&resourceVersion=5")), "WATCH");
+        assert_eq!(verb(&http::Method::GET, Some("labelSelector=watch%3Dtrue")), "GET");
+        assert_eq!(verb(&http::Method::PATCH, None), "PATCH");
+        assert_eq!(code_class(Some(http::StatusCode::CONFLICT)), "4xx");
+        assert_eq!(code_class(Some(http::StatusCode::OK)), "2xx");
+        assert_eq!(code_class(None), "error");
+    }
+
+    #[test]
+    fn webhook_kinds_outside_kdfed_collapse_to_other() {
+        let mut registry = Registry::with_prefix("kdfed_hub");
+        let m = WebhookMetrics::register(&mut registry);
+        m.record("validate", "KubeDirectorCluster", "CREATE", false, 0.01);
+        m.record("validate", "Pod", "WEIRD", true, 0.01);
+        let out = text(&registry);
+        assert!(
+            out.contains(
+                "kdfed_hub_webhook_rejections_total{webhook=\"validate\",kind=\"KubeDirectorCluster\",operation=\"CREATE\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("kdfed_hub_webhook_requests_total{webhook=\"validate\",kind=\"other\",operation=\"\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("kdfed_hub_webhook_duration_seconds_count{webhook=\"validate\"} 2"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_layer_counts_each_request_by_server_verb_and_code() {
+        use tower::{Layer, Service, ServiceExt};
+        let mut registry = Registry::with_prefix("kdfed_spoke");
+        let m = ApiMetrics::register(&mut registry);
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let status = if req.uri().path() == "/missing" { 404 } else { 200 };
+            Ok::<_, std::convert::Infallible>(http::Response::builder().status(status).body(()).expect("response"))
+        });
+        let mut svc = m.layer("hub").layer(inner);
+        for (method, uri) in [("GET", "/ok"), ("GET", "/missing"), ("GET", "/ok?watch=true"), ("PATCH", "/ok")] {
+            let req = http::Request::builder().method(method).uri(uri).body(()).expect("request");
+            svc.ready().await.expect("ready").call(req).await.expect("call");
+        }
+        let out = text(&registry);
+        for line in [
+            "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"GET\",code=\"2xx\"} 1",
+            "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"GET\",code=\"4xx\"} 1",
+            "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"WATCH\",code=\"2xx\"} 1",
+            "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"PATCH\",code=\"2xx\"} 1",
+            "kdfed_spoke_api_request_duration_seconds_count{server=\"hub\"} 4",
+        ] {
+            assert!(out.contains(line), "{line} missing in\n{out}");
+        }
+    }
+}
