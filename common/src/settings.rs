@@ -54,6 +54,59 @@ where
     built.try_deserialize().map_err(|e| SettingsError::Invalid(e.to_string()))
 }
 
+/// Settings of one of kdfed's long-running binaries.
+pub trait Component: DeserializeOwned + Serialize + Default {
+    /// Checks values that the types alone cannot; the message names the key.
+    fn validate(&self) -> Result<(), String>;
+    /// Log format (`text` or `json`) and filter.
+    fn logging(&self) -> (&str, &str);
+}
+
+/// Checks a log format value.
+pub fn validate_log_format(format: &str) -> Result<(), String> {
+    match format {
+        "text" | "json" => Ok(()),
+        other => Err(format!("log_format: must be \"text\" or \"json\", not {other:?}")),
+    }
+}
+
+/// The start-up every binary shares: load settings (exit status 2 naming the key when they
+/// are bad), validate them, initialise logging, then `run` them (exit status 1 when it
+/// fails, after logging the error chain).
+pub async fn launch<T, F, E>(
+    program: &str,
+    env_prefix: &str,
+    file: Option<&Path>,
+    overrides: &[(&str, Option<String>)],
+    run: impl FnOnce(T) -> F,
+) -> std::process::ExitCode
+where
+    T: Component,
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let settings: T = match load(file, env_prefix, overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = settings.validate() {
+        eprintln!("{program}: invalid configuration: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let (format, level) = settings.logging();
+    crate::telemetry::init(format, level);
+    match run(settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

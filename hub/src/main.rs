@@ -46,23 +46,12 @@ async fn main() -> ExitCode {
         ("heartbeat_grace_seconds", args.heartbeat_grace_seconds),
     ];
     overrides.extend(args.webhook.overrides());
-    let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_HUB", &overrides) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kdfed-hub: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = settings.validate() {
-        eprintln!("kdfed-hub: invalid configuration: {e}");
-        return ExitCode::from(2);
-    }
-    kdfed_common::telemetry::init(&settings.log_format, &settings.log_level);
-    match kdfed_hub::run(settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kdfed_common::settings::launch::<Settings, _, _>(
+        "kdfed-hub",
+        "KDFED_HUB",
+        args.config.as_deref(),
+        &overrides,
+        kdfed_hub::run,
+    )
+    .await
 }

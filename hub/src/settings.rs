@@ -46,13 +46,15 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
+impl kdfed_common::settings::Component for Settings {
+    fn logging(&self) -> (&str, &str) {
+        (&self.log_format, &self.log_level)
+    }
+
     /// Checks values that the types alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         self.webhook.validate()?;
-        if self.log_format != "text" && self.log_format != "json" {
-            return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
-        }
+        kdfed_common::settings::validate_log_format(&self.log_format)?;
         if self.heartbeat_grace_seconds == 0 {
             return Err("heartbeat_grace_seconds: must be at least 1".into());
         }

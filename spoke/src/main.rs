@@ -62,23 +62,12 @@ async fn main() -> ExitCode {
         ("hub_token_file", args.hub_token_file),
     ];
     overrides.extend(args.webhook.overrides());
-    let settings: Settings = match kdfed_common::settings::load(args.config.as_deref(), "KDFED_SPOKE", &overrides) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("kdfed-spoke: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = settings.validate() {
-        eprintln!("kdfed-spoke: invalid configuration: {e}");
-        return ExitCode::from(2);
-    }
-    kdfed_common::telemetry::init(&settings.log_format, &settings.log_level);
-    match kdfed_spoke::run(settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    kdfed_common::settings::launch::<Settings, _, _>(
+        "kdfed-spoke",
+        "KDFED_SPOKE",
+        args.config.as_deref(),
+        &overrides,
+        kdfed_spoke::run,
+    )
+    .await
 }

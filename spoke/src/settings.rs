@@ -61,13 +61,15 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
+impl kdfed_common::settings::Component for Settings {
+    fn logging(&self) -> (&str, &str) {
+        (&self.log_format, &self.log_level)
+    }
+
     /// Checks values that the types alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         self.webhook.validate()?;
-        if self.log_format != "text" && self.log_format != "json" {
-            return Err(format!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format));
-        }
+        kdfed_common::settings::validate_log_format(&self.log_format)?;
         if self.lease_interval_seconds == 0 {
             return Err("lease_interval_seconds: must be at least 1".into());
         }
@@ -95,6 +97,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kdfed_common::settings::Component;
 
     #[test]
     fn federated_mode_needs_hub_credentials_and_a_member_name() {
