@@ -81,3 +81,27 @@ async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClientError> {
             .map_err(|e| ClientError::Configure { origin: "the environment".into(), message: e.to_string() }),
     }
 }
+
+/// A Kubernetes API call that failed, with what was being done (`"apply status of
+/// default/x"`), so logs, Events and conditions say more than the API error alone.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct ApiError {
+    /// What was being done.
+    pub action: String,
+    /// The API error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Attaches what was being done to a failed API call: `api.get(..).await.doing("get x")?`.
+pub trait Doing<T> {
+    /// The result, with `action` attached to its error.
+    fn doing(self, action: &str) -> Result<T, ApiError>;
+}
+
+impl<T> Doing<T> for Result<T, kube::Error> {
+    fn doing(self, action: &str) -> Result<T, ApiError> {
+        self.map_err(|source| ApiError { action: action.to_string(), source })
+    }
+}

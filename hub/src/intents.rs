@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kdfed_common::Doing;
 use kdfed_common::conditions::{condition, set_condition};
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus, PlacementStatus};
 use kdfed_crds::federation::{
@@ -34,24 +35,8 @@ pub const LABEL_ORIGIN_NAMESPACE: &str = "federation.kubedirector.hpe.com/origin
 /// Label on Works: the origin's name.
 pub const LABEL_ORIGIN_NAME: &str = "federation.kubedirector.hpe.com/origin-name";
 
-/// Errors of one reconcile; retried with backoff.
-#[derive(Debug, thiserror::Error)]
-#[error("{action}: {source}")]
-pub struct Error {
-    action: String,
-    #[source]
-    source: kube::Error,
-}
-
-trait Doing<T> {
-    fn doing(self, action: &str) -> Result<T, Error>;
-}
-
-impl<T> Doing<T> for Result<T, kube::Error> {
-    fn doing(self, action: &str) -> Result<T, Error> {
-        self.map_err(|source| Error { action: action.to_string(), source })
-    }
-}
+/// Errors of one reconcile (retried with backoff): the API call and what it was for.
+pub type Error = kdfed_common::ApiError;
 
 /// Shared state of the intent controller.
 pub struct Context {

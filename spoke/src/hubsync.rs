@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kdfed_common::Doing;
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{
     ANNOTATION_EPOCH, ANNOTATION_FENCED, ANNOTATION_ORIGIN, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork,
@@ -58,27 +59,11 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server of the hub or the member refused a request.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done.
-        action: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Kube(#[from] kdfed_common::ApiError),
     /// The hub kubeconfig or token file could not be used.
     #[error("hub credentials: {0}")]
     Credentials(String),
-}
-
-trait Doing<T> {
-    fn doing(self, action: &str) -> Result<T, Error>;
-}
-
-impl<T> Doing<T> for Result<T, kube::Error> {
-    fn doing(self, action: &str) -> Result<T, Error> {
-        self.map_err(|source| Error::Kube { action: action.to_string(), source })
-    }
 }
 
 /// A hub client that reads its token from `token_file` (re-read by the client as it
