@@ -145,7 +145,7 @@ pub struct NodeRole {
     /// Directories persisted on the role's volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_dirs: Option<Vec<String>>,
-    /// Lifecycle events (`addnodes`, `delnodes`, `reconnect`) this role wants.
+    /// Lifecycle events (`configure`, `addnodes`, `delnodes`, `reconnect`) this role wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_list: Option<Vec<String>>,
     /// Smallest resources a member of this role may request.

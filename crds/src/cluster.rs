@@ -496,6 +496,10 @@ pub struct MemberStateDetail {
     /// kdfed: why the pod is not scheduled or running, copied from its conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_error_message: Option<String>,
+    /// kdfed: what the member's setup is waiting for or retrying (e.g. systemd not yet
+    /// responsive, an exec that timed out); cleared when setup moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_detail: Option<String>,
 }
 
 /// Arguments of a pending notification.

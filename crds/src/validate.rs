@@ -17,7 +17,7 @@ use crate::quantity;
 /// Most members one cluster may have (upstream's limit).
 pub const MAX_MEMBERS: i32 = 1000;
 /// Lifecycle events a role may ask for.
-pub const EVENTS: &[&str] = &["addnodes", "delnodes", "reconnect"];
+pub const EVENTS: &[&str] = &["configure", "addnodes", "delnodes", "reconnect"];
 /// Service types a cluster may use.
 pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer"];
 /// Cluster state while a spec change waits for the director (upstream's wording).

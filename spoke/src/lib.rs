@@ -39,7 +39,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     {
         info!(%addr, "admission webhook serving");
     }
-    let director = director::run(local.clone(), settings.system_namespace.clone());
+    let director = director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone());
     if settings.standalone {
         info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");
         director.await;

@@ -1,5 +1,5 @@
 //! The spoke's metrics: local clusters and members by state, pending lifecycle
-//! notifications, and the hub connection.
+//! notifications, the hub connection, setup-script runs and the director's reconciles.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,8 +8,10 @@ use std::time::Duration;
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kube::Client;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tracing::warn;
 
@@ -19,6 +21,26 @@ pub struct StateLabel {
     /// State.
     pub state: String,
 }
+
+/// A setup-script step: `configure`, `addnodes`, `delnodes` or `reconnect`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    /// Step.
+    pub step: String,
+}
+
+/// A controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// Controller name.
+    pub controller: String,
+}
+
+/// The setup-script steps the director runs (the only values of the `step` label).
+pub const SETUP_STEPS: &[&str] = &["configure", "addnodes", "delnodes", "reconnect"];
+
+/// The spoke's controllers (the only values of the `controller` label).
+pub const CONTROLLERS: &[&str] = &["director"];
 
 /// Every spoke metric.
 #[derive(Debug)]
@@ -30,6 +52,12 @@ pub struct SpokeMetrics {
     pub hub_connected: Gauge,
     /// Unix time of the last successful heartbeat to the hub.
     pub hub_last_sync: Gauge<f64, AtomicU64>,
+    setup_runs: Family<StepLabel, Counter>,
+    setup_failures: Family<StepLabel, Counter>,
+    setup_duration: Family<StepLabel, Histogram>,
+    reconciles: Family<ControllerLabel, Counter>,
+    reconcile_errors: Family<ControllerLabel, Counter>,
+    reconcile_duration: Family<ControllerLabel, Histogram>,
 }
 
 impl SpokeMetrics {
@@ -41,7 +69,27 @@ impl SpokeMetrics {
             notifications_pending: Gauge::default(),
             hub_connected: Gauge::default(),
             hub_last_sync: Gauge::default(),
+            setup_runs: Family::default(),
+            setup_failures: Family::default(),
+            // Setup scripts take from a fraction of a second to many minutes.
+            setup_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.1, 2.0, 14))),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
         };
+        // Every series exists from the start, so rates are 0 rather than absent.
+        for step in SETUP_STEPS {
+            let label = StepLabel { step: step.to_string() };
+            let _ = m.setup_runs.get_or_create(&label);
+            let _ = m.setup_failures.get_or_create(&label);
+            let _ = m.setup_duration.get_or_create(&label);
+        }
+        for controller in CONTROLLERS {
+            let label = ControllerLabel { controller: controller.to_string() };
+            let _ = m.reconciles.get_or_create(&label);
+            let _ = m.reconcile_errors.get_or_create(&label);
+            let _ = m.reconcile_duration.get_or_create(&label);
+        }
         let r = registry.sub_registry_with_prefix("spoke");
         r.register("clusters", "Local clusters by state", m.clusters.clone());
         r.register("members", "Local cluster members by state", m.members.clone());
@@ -57,7 +105,46 @@ impl SpokeMetrics {
             Unit::Seconds,
             m.hub_last_sync.clone(),
         );
+        r.register("setup_runs", "Setup-script runs in members by step", m.setup_runs.clone());
+        r.register("setup_failures", "Setup-script runs that failed, by step", m.setup_failures.clone());
+        r.register_with_unit(
+            "setup_duration",
+            "Setup-script run time by step",
+            Unit::Seconds,
+            m.setup_duration.clone(),
+        );
+        r.register("reconcile", "Reconcile runs per controller", m.reconciles.clone());
+        r.register("reconcile_errors", "Reconcile errors per controller", m.reconcile_errors.clone());
+        r.register_with_unit(
+            "reconcile_duration",
+            "Reconcile duration per controller",
+            Unit::Seconds,
+            m.reconcile_duration.clone(),
+        );
         Arc::new(m)
+    }
+
+    /// Records one setup-script run of `step` (one of [`SETUP_STEPS`]); `seconds` when its
+    /// duration is known (a run started by an earlier spoke process is counted, not timed).
+    pub fn observe_setup(&self, step: &str, failed: bool, seconds: Option<f64>) {
+        let label = StepLabel { step: step.to_string() };
+        self.setup_runs.get_or_create(&label).inc();
+        if failed {
+            self.setup_failures.get_or_create(&label).inc();
+        }
+        if let Some(s) = seconds {
+            self.setup_duration.get_or_create(&label).observe(s);
+        }
+    }
+
+    /// Times one reconcile of `controller`.
+    pub fn observe_reconcile(&self, controller: &str, started: std::time::Instant, failed: bool) {
+        let label = ControllerLabel { controller: controller.to_string() };
+        self.reconciles.get_or_create(&label).inc();
+        if failed {
+            self.reconcile_errors.get_or_create(&label).inc();
+        }
+        self.reconcile_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
     }
 
     /// Records a heartbeat attempt.
@@ -91,5 +178,36 @@ pub async fn collect(client: Client, metrics: Arc<SpokeMetrics>, period: Duratio
             Err(e) => warn!("metrics: {e}"),
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+        out
+    }
+
+    #[test]
+    fn every_step_and_controller_series_exists_from_the_start() {
+        let mut registry = Registry::with_prefix("kdfed");
+        let m = SpokeMetrics::register(&mut registry);
+        let text = scrape(&registry);
+        for step in SETUP_STEPS {
+            assert!(text.contains(&format!("kdfed_spoke_setup_runs_total{{step=\"{step}\"}} 0")), "{text}");
+            assert!(text.contains(&format!("kdfed_spoke_setup_failures_total{{step=\"{step}\"}} 0")), "{text}");
+            assert!(text.contains(&format!("kdfed_spoke_setup_duration_seconds_count{{step=\"{step}\"}} 0")));
+        }
+        assert!(text.contains("kdfed_spoke_reconcile_total{controller=\"director\"} 0"), "{text}");
+        assert!(text.contains("kdfed_spoke_reconcile_errors_total{controller=\"director\"} 0"), "{text}");
+        m.observe_setup("reconnect", true, Some(0.5));
+        m.observe_reconcile("director", std::time::Instant::now(), true);
+        let text = scrape(&registry);
+        assert!(text.contains("kdfed_spoke_setup_failures_total{step=\"reconnect\"} 1"), "{text}");
+        assert!(text.contains("kdfed_spoke_setup_duration_seconds_count{step=\"reconnect\"} 1"), "{text}");
+        assert!(text.contains("kdfed_spoke_reconcile_errors_total{controller=\"director\"} 1"), "{text}");
     }
 }

@@ -94,6 +94,12 @@ pub enum SetupOutcome {
     Failed(String),
     /// The container changed under the setup.
     Interrupted,
+    /// Not started yet, waiting for the member (e.g. systemd not yet responsive); the text
+    /// goes to `stateDetail.setupDetail` and a Normal Event.
+    Waiting(String),
+    /// A step could not run (exec refused, timed out, streams broke); retried next pass. The
+    /// text goes to `stateDetail.setupDetail` and a Warning Event.
+    Retrying(String),
 }
 
 /// Fixed facts about the cluster the planner needs.
@@ -410,6 +416,19 @@ pub fn plan_with_setup(
                     {
                         m.state_detail.configuring_container = Some(id.clone());
                         m.state = CREATING.to_string();
+                        if m.state_detail.config_error_detail.take().is_some() {
+                            // Upstream: a failed member whose container changed starts over.
+                            m.state_detail.last_setup_generation = None;
+                            m.state_detail.pending_notify_cmds.clear();
+                            events.push(PlannedEvent {
+                                warning: false,
+                                reason: "Member",
+                                message: format!(
+                                    "member{{{}}} was previously in config error state; re-trying setup",
+                                    m.pod
+                                ),
+                            });
+                        }
                     }
                 }
                 CREATING => {
@@ -429,7 +448,22 @@ pub fn plan_with_setup(
                     }
                     let first_time = m.state_detail.last_configured_container.as_deref().is_none_or(str::is_empty);
                     match (needs_exec, outcome) {
-                        (true, None | Some(SetupOutcome::Running | SetupOutcome::Interrupted)) => continue,
+                        (true, Some(SetupOutcome::Waiting(detail) | SetupOutcome::Retrying(detail))) => {
+                            if m.state_detail.setup_detail.as_ref() != Some(detail) {
+                                events.push(PlannedEvent {
+                                    warning: matches!(outcome, Some(SetupOutcome::Retrying(_))),
+                                    reason: "Member",
+                                    message: detail.clone(),
+                                });
+                                m.state_detail.setup_detail = Some(detail.clone());
+                            }
+                            continue;
+                        }
+                        (true, Some(SetupOutcome::Running)) => {
+                            m.state_detail.setup_detail = None;
+                            continue;
+                        }
+                        (true, None | Some(SetupOutcome::Interrupted)) => continue,
                         // Without a setup package a member is configured once its pod is Ready.
                         (false, _) if !pod.is_some_and(|p| p.ready) => continue,
                         (true, Some(SetupOutcome::Failed(detail))) => {
@@ -459,6 +493,7 @@ pub fn plan_with_setup(
                             }
                         }
                     }
+                    m.state_detail.setup_detail = None;
                     m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
                     m.state_detail.last_setup_generation = st.spec_generation_to_process;
                     m.state_detail.last_config_data_generation = st.spec_generation_to_process;
@@ -558,8 +593,20 @@ pub fn plan_with_setup(
     if changed {
         st.spec_generation_to_process = Some(st.spec_generation_to_process.unwrap_or(0) + 1);
     }
+    // Configured members of roles with a setup package must also have the configmeta of
+    // the current spec generation (a connection change bumps it without membership changes).
+    let generation = st.spec_generation_to_process;
+    let stale = st.roles.iter().any(|r| {
+        order.iter().any(|w| w.id == r.id && w.setup_package)
+            && r.members.iter().any(|m| {
+                m.state == CONFIGURED
+                    && m.state_detail.last_config_data_generation.is_some()
+                    && m.state_detail.last_config_data_generation != generation
+            })
+    });
     let all_set_up = members.iter().all(|m| m.state == CONFIGURED || m.state == CONFIG_ERROR)
-        && members.iter().all(|m| m.state_detail.pending_notify_cmds.is_empty());
+        && members.iter().all(|m| m.state_detail.pending_notify_cmds.is_empty())
+        && !stale;
     let roles_complete = order.iter().all(|w| {
         let have = st.roles.iter().find(|r| r.id == w.id).map_or(0, |r| r.members.len() as i32);
         have == w.members
@@ -791,8 +838,10 @@ mod tests {
                 .flat_map(|r| &r.members)
                 .map(|m| (m.pod.clone(), m.state_detail.pending_notify_cmds.len()))
                 .collect();
+            let generation = plan.status.spec_generation_to_process.unwrap_or(0);
             for (pod, n) in pending {
                 notifications_delivered(&mut plan.status, &pod, n);
+                configmeta_written(&mut plan.status, &pod, generation);
             }
             status = plan.status;
         }
@@ -818,6 +867,49 @@ mod tests {
         assert_eq!(member(&next.status, "w", 0).state_detail.config_error_detail.as_deref(), Some("boom"));
         let still = plan(&facts(false), &w, &next.status, &pods, &BTreeSet::new());
         assert_eq!(states(&still.status)[0], CREATING, "no outcome: setup goes on");
+    }
+
+    #[test]
+    fn waiting_and_retrying_setups_stay_creating_with_a_detail() {
+        let w = package_roles(1);
+        let first = plan(&facts(false), &w, &KubeDirectorClusterStatus::default(), &BTreeMap::new(), &BTreeSet::new());
+        let creating = plan(&facts(false), &w, &first.status, &running(&first.status, "a"), &BTreeSet::new());
+        let pods = running(&creating.status, "a");
+        let c0 = member(&creating.status, "c", 0).pod.clone();
+        let w0 = member(&creating.status, "w", 0).pod.clone();
+        let outcomes = BTreeMap::from([
+            (c0.clone(), SetupOutcome::Waiting(format!("systemd not yet responsive in member{{{c0}}}"))),
+            (w0.clone(), SetupOutcome::Retrying("exec in pod w: no answer within 30s; will retry".into())),
+        ]);
+        let next = plan_with_setup(&facts(false), &w, &creating.status, &pods, &BTreeSet::new(), &outcomes);
+        assert_eq!(states(&next.status), vec![CREATING, CREATING]);
+        let detail = member(&next.status, "c", 0).state_detail.setup_detail.clone();
+        assert_eq!(detail, Some(format!("systemd not yet responsive in member{{{c0}}}")));
+        let warned: Vec<bool> = next.events.iter().filter(|e| e.reason == "Member").map(|e| e.warning).collect();
+        assert_eq!(warned, vec![false, true], "systemd is news, a failed exec a warning");
+        let again = plan_with_setup(&facts(false), &w, &next.status, &pods, &BTreeSet::new(), &outcomes);
+        assert!(again.events.iter().all(|e| e.reason != "Member"), "no repeated Events while nothing changes");
+        let done: BTreeMap<String, SetupOutcome> = pods.keys().map(|p| (p.clone(), SetupOutcome::Done)).collect();
+        let finished = plan_with_setup(&facts(false), &w, &again.status, &pods, &BTreeSet::new(), &done);
+        assert_eq!(states(&finished.status), vec![CONFIGURED, CONFIGURED]);
+        assert!(finished.status.roles.iter().flat_map(|r| &r.members).all(|m| m.state_detail.setup_detail.is_none()));
+    }
+
+    #[test]
+    fn a_cluster_with_stale_configmeta_is_not_settled() {
+        let done = settle_with_setup(&package_roles(1), KubeDirectorClusterStatus::default());
+        let mut bumped = done.status.clone();
+        bumped.spec_generation_to_process = bumped.spec_generation_to_process.map(|g| g + 1);
+        let pods = running(&bumped, "a");
+        let next = plan(&facts(false), &package_roles(1), &bumped, &pods, &BTreeSet::new());
+        assert!(!next.settled, "members have not seen the new configmeta");
+        assert_eq!(next.status.state.as_deref(), Some(CLUSTER_UPDATING));
+        let mut fresh = next.status.clone();
+        let generation = fresh.spec_generation_to_process.unwrap_or(0);
+        for pod in pods.keys() {
+            configmeta_written(&mut fresh, pod, generation);
+        }
+        assert!(plan(&facts(false), &package_roles(1), &fresh, &pods, &BTreeSet::new()).settled);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod configmeta;
+pub mod connections;
 pub mod members;
 pub mod names;
 mod reconcile;

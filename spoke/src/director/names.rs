@@ -18,6 +18,8 @@ pub const LABEL_ROLE: &str = "kubedirector.hpe.com/role";
 pub const LABEL_HEADLESS: &str = "kubedirector.hpe.com/headless";
 /// Annotation with the app's human-readable name.
 pub const ANNOTATION_APP_PRETTY_NAME: &str = "kubedirector.hpe.com/kdapp-prettyName";
+/// Annotation on a member Service: the member's auth token (endpoints with `hasAuthToken`).
+pub const ANNOTATION_AUTH_TOKEN: &str = "kubedirector.hpe.com/kd-auth-token";
 /// Finalizer on clusters the director manages.
 pub const FINALIZER: &str = "kubedirector.hpe.com/cleanup";
 /// Label Kubernetes puts on StatefulSet pods; member Services select on it.

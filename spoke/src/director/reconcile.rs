@@ -1,29 +1,31 @@
 //! The controller around the pure planner: watches, API calls, status and Events.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kdfed_crds::app::KubeDirectorAppSpec;
-use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus};
+use kdfed_crds::cluster::{Connections, KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus};
 use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
 use kdfed_crds::federation::ANNOTATION_FENCED;
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::build::{self, Inputs};
+use super::connections::{self, CONN_UPDATE_COUNTER, HASH_CHANGE_COUNTER};
 use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
 use super::{configmeta, names, setup};
+use crate::metrics::SpokeMetrics;
 
 /// Field manager of everything the director writes.
 pub const FIELD_MANAGER: &str = "kdfed-director";
@@ -63,20 +65,73 @@ pub struct Context {
     pub system_namespace: String,
     /// Event recorder.
     pub recorder: kdfed_common::events::Recorder,
+    /// The spoke's metrics (setup-script runs, reconciles).
+    pub metrics: Arc<SpokeMetrics>,
+    /// When this process saw each `--configure` start (`namespace/pod/container`), to time it.
+    pub configure_started: Mutex<HashMap<String, Instant>>,
+}
+
+/// Label that makes a ConfigMap visible in configmeta's `connections.configmaps`.
+pub const LABEL_CONFIGMAP_TYPE: &str = "kubedirector.hpe.com/cmType";
+/// Label that makes a Secret visible in configmeta's `connections.secrets`.
+pub const LABEL_SECRET_TYPE: &str = "kubedirector.hpe.com/secretType";
+
+type ClusterStore = Store<DeserializeGuard<KubeDirectorCluster>>;
+
+/// Clusters in `namespace` whose `spec.connections` list `name` under `pick`.
+fn connecting(
+    store: &ClusterStore,
+    namespace: Option<String>,
+    name: &str,
+    pick: fn(&Connections) -> &Vec<String>,
+) -> Vec<ObjectRef<DeserializeGuard<KubeDirectorCluster>>> {
+    let Some(ns) = namespace else { return Vec::new() };
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|c| c.spec.connections.as_ref().is_some_and(|k| pick(k).iter().any(|n| n == name)))
+        .map(|c| ObjectRef::new(&c.name_any()).within(&ns))
+        .collect()
 }
 
 /// Runs the director until the stream ends (shutdown).
-pub async fn run(client: Client, system_namespace: String) {
+pub async fn run(client: Client, system_namespace: String, metrics: Arc<SpokeMetrics>) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-director");
-    let ctx = Arc::new(Context { client: client.clone(), system_namespace, recorder });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        system_namespace,
+        recorder,
+        metrics,
+        configure_started: Mutex::default(),
+    });
     let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(names::LABEL_CLUSTER);
-    Controller::new(clusters, watcher::Config::default())
+    let controller = Controller::new(clusters.clone(), watcher::Config::default());
+    // A change in a connected ConfigMap, Secret or cluster reconciles the clusters that
+    // connect to it right away (the periodic requeue remains the safety net, and the only
+    // trigger for connected objects without the type label that configmeta needs anyway).
+    let (by_configmap, by_secret, by_cluster) = (controller.store(), controller.store(), controller.store());
+    controller
         .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .watches(Api::<Pod>::all(client.clone()), owned, |pod: Pod| {
             let cluster = pod.labels().get(names::LABEL_CLUSTER)?.clone();
             Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
+        })
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_CONFIGMAP_TYPE),
+            move |cm: ConfigMap| connecting(&by_configmap, cm.namespace(), &cm.name_any(), |k| &k.configmaps),
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_SECRET_TYPE),
+            move |secret: Secret| connecting(&by_secret, secret.namespace(), &secret.name_any(), |k| &k.secrets),
+        )
+        .watches(clusters, watcher::Config::default(), move |other: DeserializeGuard<KubeDirectorCluster>| {
+            connecting(&by_cluster, other.namespace(), &other.name_any(), |k| &k.clusters)
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -100,6 +155,16 @@ async fn publish(ctx: &Context, cluster: &KubeDirectorCluster, warning: bool, re
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_cluster(guard, ctx.clone()).await;
+    ctx.metrics.observe_reconcile("director", started, result.is_err());
+    result
+}
+
+async fn reconcile_cluster(
+    guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let cached = match &guard.0 {
         Ok(c) => c,
         Err(invalid) => {
@@ -117,7 +182,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let name = cached.name_any();
     // The status is the director's memory (members, node ids); plan from the latest one,
     // not from a watch cache that may lag behind our own last write.
-    let Some(fresh) = api.get_opt(&name).await.doing("read cluster")? else {
+    let Some(mut fresh) = api.get_opt(&name).await.doing("read cluster")? else {
         return Ok(Action::await_change());
     };
     let cluster = &fresh;
@@ -140,6 +205,28 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     if cluster.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true") {
         return fence(cluster, &api, &ctx).await;
     }
+
+    // Connections: a new hash bumps the connection version (annotation) first; the status
+    // written below records the hash, so a crash in between only bumps it once more.
+    let connections_hash = connections::hash(&observe_connections(&ctx, &ns, cluster).await?);
+    let previous_hash = cluster.status.as_ref().and_then(|s| s.last_connection_hash.clone());
+    let mut connection_version = connections::counter(cluster.annotations(), HASH_CHANGE_COUNTER).unwrap_or(0);
+    // The first hash only initialises the counter; later ones are changes to announce.
+    let connections_changed = previous_hash.as_ref().is_some_and(|h| h != &connections_hash);
+    if previous_hash.as_ref() != Some(&connections_hash) {
+        let next = connections::next_counter(cluster.annotations(), HASH_CHANGE_COUNTER);
+        let patch = json!({"metadata": {
+            "resourceVersion": cluster.resource_version(),
+            "annotations": {HASH_CHANGE_COUNTER: next.to_string()},
+        }});
+        fresh = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .doing("bump the connections counter")?;
+        connection_version = next;
+        info!(counter = next, changed = connections_changed, "connections hash {connections_hash}");
+    }
+    let cluster = &fresh;
 
     // Dereference: the app (local, then system catalog) and the global config.
     let found = kdfed_common::catalog::find_app(
@@ -215,6 +302,17 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
             }
         })
         .collect();
+    let token_roles: BTreeSet<String> = spec
+        .roles
+        .iter()
+        .filter(|r| {
+            app_spec
+                .role_services(&r.id)
+                .iter()
+                .any(|s| s.endpoint.as_ref().is_some_and(|e| e.has_auth_token == Some(true)))
+        })
+        .map(|r| r.id.clone())
+        .collect();
     let old_status = cluster.status.clone().unwrap_or_default();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let master_key = config.as_ref().and_then(|c| c.master_encryption_key.clone());
@@ -227,7 +325,36 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         master_key: master_key.as_deref(),
     };
     let outcomes = run_setups(&ctx, &pod_api, &setup_view, &old_status, &pods).await;
-    let plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
+    let mut plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
+    plan.status.last_connection_hash = Some(connections_hash);
+    if connections_changed {
+        // Upstream: a connection change is a new spec generation (one bump per pass), so
+        // configured members get fresh configmeta and `--reconnect`.
+        if plan.status.spec_generation_to_process == old_status.spec_generation_to_process {
+            plan.status.spec_generation_to_process = Some(plan.status.spec_generation_to_process.unwrap_or(0) + 1);
+        }
+        plan.settled = false;
+        plan.events.retain(|e| !(e.reason == "Cluster" && e.message == "stable"));
+        if plan.status.state.as_deref() != Some(members::CLUSTER_CREATING) {
+            plan.status.state = Some(members::CLUSTER_UPDATING.to_string());
+        }
+    }
+    // Members configured from now on start at the current connection version.
+    for m in plan.status.roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
+        if m.state == members::CONFIGURED && m.state_detail.last_connection_version.is_none() {
+            m.state_detail.last_connection_version = Some(connection_version);
+        }
+    }
+    let generated = connections::assign_auth_tokens(&mut plan.status, &token_roles, || {
+        connections::new_auth_token().unwrap_or_else(|e| {
+            // Left empty, the token is generated on a later pass.
+            warn!("cannot generate an auth token: {e}");
+            String::new()
+        })
+    });
+    if generated > 0 {
+        info!(generated, "auth tokens generated");
+    }
 
     // Apply: headless Service, StatefulSets, member Services; then deletions.
     let headless = plan.status.cluster_service.clone().unwrap_or_default();
@@ -262,7 +389,12 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     }
     for (role_id, pod) in &plan.member_services {
         let Some(role) = spec.roles.iter().find(|r| &r.id == role_id) else { continue };
-        if let Some(svc) = inputs.member_service(role, pod)? {
+        if let Some(mut svc) = inputs.member_service(role, pod)? {
+            if token_roles.contains(role_id)
+                && let Some(token) = member_token(&plan.status, pod)
+            {
+                svc.metadata.annotations.get_or_insert_default().insert(names::ANNOTATION_AUTH_TOKEN.into(), token);
+            }
             services.patch(&names::member_service(pod), &pp, &Patch::Apply(svc)).await.doing("apply member service")?;
         }
     }
@@ -280,7 +412,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     // Lifecycle notifications (with fresh configmeta first), then status, with the Valid
     // condition, then Events.
     let mut status = plan.status.clone();
-    deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods).await;
+    let delivered = deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods, connection_version).await;
     status.conditions = kdfed_common::conditions::set_condition(
         &old_status.conditions,
         "Valid",
@@ -296,7 +428,98 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         info!(reason = e.reason, "{}", e.message);
         publish(&ctx, cluster, e.warning, e.reason, e.message.clone()).await;
     }
-    Ok(if plan.settled { Action::requeue(Duration::from_secs(300)) } else { Action::requeue(Duration::from_secs(2)) })
+    let configured = Some(members::CLUSTER_CONFIGURED);
+    if status.state.as_deref() == configured && old_status.state.as_deref() != configured {
+        announce_configured(&ctx, cluster).await;
+    }
+    Ok(if plan.settled && !delivered {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(2))
+    })
+}
+
+/// The auth token recorded for a member, if any.
+fn member_token(status: &KubeDirectorClusterStatus, pod: &str) -> Option<String> {
+    status
+        .roles
+        .iter()
+        .flat_map(|r| &r.members)
+        .find(|m| m.pod == pod)
+        .and_then(|m| m.auth_token.clone())
+        .filter(|t| !t.is_empty())
+}
+
+/// Reads what `spec.connections` names, for the connections hash. Missing objects count
+/// as missing; any other API error fails the pass (a guess would fake a change).
+async fn observe_connections(
+    ctx: &Context,
+    ns: &str,
+    cluster: &KubeDirectorCluster,
+) -> Result<connections::Observed, Error> {
+    let mut observed = connections::Observed::default();
+    let Some(wanted) = &cluster.spec.connections else { return Ok(observed) };
+    let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.clusters {
+        let found = clusters.get_opt(name).await.doing("read connected cluster")?;
+        let generation = found.map(|g| g.0.ok().and_then(|c| c.status).and_then(|s| s.spec_generation_to_process));
+        observed.clusters.push((name.clone(), generation));
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.configmaps {
+        let found = configmaps.get_opt(name).await.doing("read connected configmap")?;
+        observed.configmaps.push((name.clone(), found.and_then(|c| c.metadata.resource_version)));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &wanted.secrets {
+        let found = secrets.get_opt(name).await.doing("read connected secret")?;
+        observed.secrets.push((name.clone(), found.and_then(|s| s.metadata.resource_version)));
+    }
+    Ok(observed)
+}
+
+/// A cluster just became `configured`: bump `connUpdateCounter` on every cluster of its
+/// namespace that connects to it, so they pick up its new shape (upstream; upstream looks
+/// in every namespace, but connections name clusters of the same namespace).
+async fn announce_configured(ctx: &Context, cluster: &KubeDirectorCluster) {
+    let ns = cluster.namespace().unwrap_or_else(|| "default".into());
+    let name = cluster.name_any();
+    let api: Api<DeserializeGuard<KubeDirectorCluster>> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) => {
+            warn!("cannot list clusters to tell those connected to {name}: {e}");
+            return;
+        }
+    };
+    for other in list.items.into_iter().filter_map(|g| g.0.ok()) {
+        if !other.spec.connections.as_ref().is_some_and(|k| k.clusters.contains(&name)) {
+            continue;
+        }
+        let other_name = other.name_any();
+        publish(ctx, cluster, false, "Cluster", format!("connected to cluster {{{other_name}}}; updating it")).await;
+        publish(ctx, &other, false, "Cluster", format!("connected cluster {{{name}}} has changed")).await;
+        let typed: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut current = other;
+        for _ in 0..5 {
+            let next = connections::next_counter(current.annotations(), CONN_UPDATE_COUNTER);
+            let patch = json!({"metadata": {
+                "resourceVersion": current.resource_version(),
+                "annotations": {CONN_UPDATE_COUNTER: next.to_string()},
+            }});
+            match typed.patch(&other_name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 => match typed.get_opt(&other_name).await {
+                    Ok(Some(c)) => current = c,
+                    _ => break,
+                },
+                Err(e) => {
+                    warn!("cannot bump {CONN_UPDATE_COUNTER} on {other_name}: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// What setup and notifications need to know about the cluster being reconciled.
@@ -472,6 +695,11 @@ async fn run_setups(
                 })
                 .collect();
             let max_log = app_role.and_then(|r| r.max_log_size_dump).unwrap_or(setup::DEFAULT_MAX_LOG_SIZE_DUMP);
+            // Upstream: a role that lists its events and leaves out `configure` gets its
+            // package and configmeta but no `--configure` run.
+            let run_configure = app_role
+                .and_then(|r| r.event_list.as_ref())
+                .is_none_or(|events| events.iter().any(|e| e == "configure"));
             work.push(setup::MemberSetup {
                 pod: m.pod.clone(),
                 container_id: container,
@@ -479,6 +707,8 @@ async fn run_setups(
                 package_url,
                 configmeta: String::new(),
                 max_log_size_dump: usize::try_from(max_log.max(0)).unwrap_or(0),
+                systemd_required: view.app.systemd_required == Some(true),
+                run_configure,
             });
         }
     }
@@ -490,19 +720,69 @@ async fn run_setups(
         w.configmeta = documents.get(&w.pod).cloned().unwrap_or_default();
     }
     let results = futures::future::join_all(work.iter().map(|w| setup::advance(pods_api, w))).await;
+    for (w, outcome) in work.iter().zip(&results) {
+        observe_configure(ctx, &view.facts.namespace, w, outcome);
+    }
     work.into_iter().map(|w| w.pod).zip(results).collect()
 }
 
-/// Refreshes configmeta in configured members of roles with a setup package when the
-/// membership changed, then delivers their pending notifications in order. Delivered ones
-/// leave the queue; a failed one stays (and blocks the ones after it) until a later pass.
+/// Counts and times initial setups (`configure` step): a run is timed from the pass that
+/// saw it running in this process to the pass that saw it finish.
+fn observe_configure(ctx: &Context, ns: &str, setup: &setup::MemberSetup, outcome: &SetupOutcome) {
+    let key = format!("{ns}/{}/{}", setup.pod, setup.container_id);
+    let Ok(mut started) = ctx.configure_started.lock() else { return };
+    match outcome {
+        SetupOutcome::Running => {
+            started.entry(key).or_insert_with(Instant::now);
+        }
+        SetupOutcome::Done => {
+            // A run this process never saw start (finished before a restart) is not counted.
+            if let Some(t) = started.remove(&key) {
+                ctx.metrics.observe_setup("configure", false, Some(t.elapsed().as_secs_f64()));
+            } else if setup.package_url.is_none() {
+                ctx.metrics.observe_setup("configure", false, None);
+            }
+        }
+        SetupOutcome::Failed(_) => {
+            let seconds = started.remove(&key).map(|t| t.elapsed().as_secs_f64());
+            ctx.metrics.observe_setup("configure", true, seconds);
+        }
+        SetupOutcome::Interrupted => {
+            started.remove(&key);
+        }
+        SetupOutcome::Waiting(_) | SetupOutcome::Retrying(_) => {}
+    }
+}
+
+/// Brings configured members of roles with a setup package up to date, each in order:
+/// fresh configmeta when the spec generation moved; then `startscript --reconnect` when the
+/// connection version moved past the member's (upstream: whatever the role's `eventList`);
+/// then its pending `--addnodes`/`--delnodes`. A failed step is reported and retried on a
+/// later pass (configmeta counts as written only once `--reconnect` succeeded; a failed
+/// notification stays queued and blocks the ones after it). Returns whether any member was
+/// worked on.
 async fn deliver_notifications(
     ctx: &Context,
     pods_api: &Api<Pod>,
     view: &SetupView<'_>,
     status: &mut KubeDirectorClusterStatus,
     pods: &BTreeMap<String, PodView>,
-) {
+    connection_version: i64,
+) -> bool {
+    struct Target {
+        pod: String,
+        role: String,
+        stale: bool,
+        reconnect: bool,
+        cmds: Vec<kdfed_crds::cluster::NotificationDesc>,
+    }
+    #[derive(Default)]
+    struct Result {
+        written: bool,
+        reconnected: bool,
+        delivered: usize,
+        problems: Vec<String>,
+    }
     let generation = status.spec_generation_to_process.unwrap_or(0);
     let mut targets = Vec::new();
     for role in &status.roles {
@@ -518,50 +798,93 @@ async fn deliver_notifications(
             if live.is_none() || live != m.state_detail.last_configured_container.as_ref() {
                 continue;
             }
-            targets.push((m.pod.clone(), stale, m.state_detail.pending_notify_cmds.clone()));
+            let behind = m.state_detail.last_connection_version.is_some_and(|v| v < connection_version);
+            targets.push(Target {
+                pod: m.pod.clone(),
+                role: role.id.clone(),
+                stale,
+                reconnect: stale && behind,
+                cmds: m.state_detail.pending_notify_cmds.clone(),
+            });
         }
     }
     if targets.is_empty() {
-        return;
+        return false;
     }
     let documents = view.configmeta(ctx, status).await;
-    let work = targets.iter().map(|(pod, stale, cmds)| {
-        let document = documents.get(pod).cloned();
+    let work = targets.iter().map(|t| {
+        let document = documents.get(&t.pod).cloned();
         async move {
-            if *stale && let Some(document) = document {
+            let mut result = Result::default();
+            let pod = t.pod.as_str();
+            if t.stale
+                && let Some(document) = document
+            {
                 match setup::write_file(pods_api, pod, configmeta::PATH, &document).await {
                     Ok(out) if setup::succeeded(&out) => {}
-                    Ok(_) | Err(_) => return (false, 0, Some(format!("failed to update config in member{{{pod}}}"))),
-                }
-            }
-            let mut delivered = 0;
-            for cmd in cmds {
-                info!(member = %pod, "will notify member{{{pod}}}: {}", cmd.arguments.join(" "));
-                match setup::notify(pods_api, pod, &cmd.arguments).await {
-                    Ok(out) if setup::succeeded(&out) => delivered += 1,
-                    _ => {
-                        return (
-                            true,
-                            delivered,
-                            Some(format!("failed to notify member{{{pod}}} about member changes")),
-                        );
+                    Ok(_) | Err(_) => {
+                        result
+                            .problems
+                            .push(format!("failed to update config in member{{{pod}}} in role{{{}}}", t.role));
+                        return result;
                     }
                 }
+                if t.reconnect {
+                    info!(member = %pod, "--reconnect will be called for pod : {pod}");
+                    if !notify_timed(ctx, pods_api, pod, &["--reconnect".to_string()]).await {
+                        result.problems.push(format!(
+                            "failed to run startscript with --reconnect in member{{{pod}}} in role{{{}}}",
+                            t.role
+                        ));
+                        return result;
+                    }
+                    result.reconnected = true;
+                }
+                result.written = true;
             }
-            (true, delivered, None)
+            for cmd in &t.cmds {
+                info!(member = %pod, "will notify member{{{pod}}}: {}", cmd.arguments.join(" "));
+                if !notify_timed(ctx, pods_api, pod, &cmd.arguments).await {
+                    result.problems.push(format!("failed to notify member{{{pod}}} about member changes"));
+                    break;
+                }
+                result.delivered += 1;
+            }
+            result
         }
     });
     let results = futures::future::join_all(work).await;
-    for ((pod, _, _), (written, delivered, problem)) in targets.iter().zip(results) {
-        if written {
-            members::configmeta_written(status, pod, generation);
+    for (t, result) in targets.iter().zip(results) {
+        if result.written {
+            members::configmeta_written(status, &t.pod, generation);
         }
-        members::notifications_delivered(status, pod, delivered);
-        if let Some(message) = problem {
+        if result.reconnected
+            && let Some(m) = status.roles.iter_mut().flat_map(|r| r.members.iter_mut()).find(|m| m.pod == t.pod)
+        {
+            m.state_detail.last_connection_version = Some(connection_version);
+        }
+        members::notifications_delivered(status, &t.pod, result.delivered);
+        for message in result.problems {
             warn!("{message}");
             publish(ctx, view.cluster, true, "Member", message).await;
         }
     }
+    true
+}
+
+/// Runs one notification and records it in the metrics; whether it succeeded.
+async fn notify_timed(ctx: &Context, pods_api: &Api<Pod>, pod: &str, arguments: &[String]) -> bool {
+    let started = Instant::now();
+    let result = setup::notify(pods_api, pod, arguments).await;
+    let ok = matches!(&result, Ok(out) if setup::succeeded(out));
+    if let Err(e) = &result {
+        warn!(member = %pod, "notification not delivered: {e}");
+    }
+    let step = arguments.first().map(|a| a.trim_start_matches('-')).unwrap_or_default();
+    if crate::metrics::SETUP_STEPS.contains(&step) {
+        ctx.metrics.observe_setup(step, !ok, Some(started.elapsed().as_secs_f64()));
+    }
+    ok
 }
 
 fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -66,6 +66,11 @@ pub struct MemberSetup {
     pub configmeta: String,
     /// Bytes of stdout/stderr kept in the error detail.
     pub max_log_size_dump: usize,
+    /// The app needs systemd: setup waits until it answers in the member.
+    pub systemd_required: bool,
+    /// Run `startscript --configure` (false when the role's `eventList` leaves out
+    /// `configure`: the package is installed and configmeta written, nothing run).
+    pub run_configure: bool,
 }
 
 /// Why an exec could not run to completion.
@@ -304,17 +309,27 @@ echo kdfed-ok"#
     )
 }
 
+/// Upstream's systemd check: succeeds once systemd answers in the member.
+pub const SYSTEMD_CHECK: &str = "systemctl status systemd-journald > /tmp/journald-status.out 2>&1";
+
 /// Takes one member's setup as far as it goes this pass: returns `Running` while
-/// `--configure` runs, `Done`, `Failed` with upstream's detail, or `Interrupted` when the
-/// container changed. Transport errors also yield `Running` (retried next pass).
+/// `--configure` runs, `Done`, `Failed` with upstream's detail, `Interrupted` when the
+/// container changed, `Waiting` while systemd does not answer, or `Retrying` when an exec
+/// could not run (refused, timed out, broken streams), to be retried next pass.
 pub async fn advance(pods: &Api<Pod>, setup: &MemberSetup) -> SetupOutcome {
     match try_advance(pods, setup).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::warn!(pod = %setup.pod, "setup step failed, will retry: {e}");
-            SetupOutcome::Running
+            SetupOutcome::Retrying(format!("setup of member{{{}}} could not run a step: {e}; will retry", setup.pod))
         }
     }
+}
+
+/// Whether systemd answers in the member (a failing or missing `systemctl` means no).
+pub async fn systemd_ready(pods: &Api<Pod>, pod: &str) -> Result<bool, ExecError> {
+    let out = run(pods, pod, &format!("{SYSTEMD_CHECK} && echo kdfed-ok"), &[], EXEC_TIMEOUT).await?;
+    Ok(marked(&out))
 }
 
 async fn still_same(pods: &Api<Pod>, setup: &MemberSetup) -> bool {
@@ -354,6 +369,10 @@ async fn try_advance(pods: &Api<Pod>, setup: &MemberSetup) -> Result<SetupOutcom
     if !still_same(pods, setup).await {
         return Ok(SetupOutcome::Interrupted);
     }
+    // Upstream checks systemd after the injections and before anything else is written.
+    if setup.systemd_required && !systemd_ready(pods, pod).await? {
+        return Ok(SetupOutcome::Waiting(format!("systemd not yet responsive in member{{{pod}}}")));
+    }
     let written = write_file(pods, pod, super::configmeta::PATH, &setup.configmeta).await?;
     if !marked(&written) {
         return Ok(SetupOutcome::Failed(format!(
@@ -374,6 +393,9 @@ async fn try_advance(pods: &Api<Pod>, setup: &MemberSetup) -> Result<SetupOutcom
     }
     if !still_same(pods, setup).await {
         return Ok(SetupOutcome::Interrupted);
+    }
+    if !setup.run_configure {
+        return Ok(SetupOutcome::Done);
     }
     let started = run(pods, pod, &configure_script(), &[&setup.container_id], EXEC_TIMEOUT).await?;
     if !marked(&started) {
@@ -404,8 +426,9 @@ async fn inject(pods: &Api<Pod>, setup: &MemberSetup) -> Result<Option<String>, 
     Ok(None)
 }
 
-/// Delivers one lifecycle notification: `startscript <arguments>`. `Ok(false)` when the
-/// script failed (it is retried later).
+/// Delivers one lifecycle notification, `startscript <arguments>` (`--addnodes`,
+/// `--delnodes` or `--reconnect`), waiting for it to finish; [`succeeded`] tells whether
+/// the script succeeded (a failed one is retried later).
 pub async fn notify(pods: &Api<Pod>, pod: &str, arguments: &[String]) -> Result<Output, ExecError> {
     let script = format!("cd {GUESTCONFIG} && {GUESTCONFIG}/*/startscript \"$@\" && echo kdfed-ok");
     let args: Vec<&str> = arguments.iter().map(String::as_str).collect();
