@@ -97,11 +97,11 @@ pub struct ApiError {
 /// Attaches what was being done to a failed API call: `api.get(..).await.doing("get x")?`.
 pub trait Doing<T> {
     /// The result, with `action` attached to its error.
-    fn doing(self, action: &str) -> Result<T, ApiError>;
+    fn doing(self, action: impl Into<String>) -> Result<T, ApiError>;
 }
 
 impl<T> Doing<T> for Result<T, kube::Error> {
-    fn doing(self, action: &str) -> Result<T, ApiError> {
-        self.map_err(|source| ApiError { action: action.to_string(), source })
+    fn doing(self, action: impl Into<String>) -> Result<T, ApiError> {
+        self.map_err(|source| ApiError { action: action.into(), source })
     }
 }

@@ -26,6 +26,7 @@ use super::connections::{self, CONN_UPDATE_COUNTER, HASH_CHANGE_COUNTER};
 use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
 use super::{configmeta, names, setup};
 use crate::metrics::SpokeMetrics;
+use kdfed_common::Doing;
 
 /// Field manager of everything the director writes.
 pub const FIELD_MANAGER: &str = "kdfed-director";
@@ -34,27 +35,11 @@ pub const FIELD_MANAGER: &str = "kdfed-director";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server refused or failed a request.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What the director was doing.
-        action: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Kube(#[from] kdfed_common::ApiError),
     /// An object could not be built.
     #[error(transparent)]
     Build(#[from] build::BuildError),
-}
-
-trait Doing<T> {
-    fn doing(self, action: impl Into<String>) -> Result<T, Error>;
-}
-
-impl<T> Doing<T> for Result<T, kube::Error> {
-    fn doing(self, action: impl Into<String>) -> Result<T, Error> {
-        self.map_err(|source| Error::Kube { action: action.into(), source })
-    }
 }
 
 /// Shared state of the director's reconciles.
