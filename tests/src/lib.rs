@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod certs;
 pub mod exec;
 pub mod process;
+pub mod rbac;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -385,6 +386,9 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
             format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--authorization-mode=Node,RBAC".into(),
+            // As on OpenShift: setting blockOwnerDeletion needs `update` on the owner's
+            // finalizers, so the deploy RBAC is checked against the stricter setting.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             "--allow-privileged=true".into(),
             "--kubelet-preferred-address-types=InternalIP".into(),
             "--endpoint-reconciler-type=none".into(),

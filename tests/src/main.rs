@@ -56,6 +56,26 @@ enum Command {
         #[arg(long, default_value = "webhook")]
         name: String,
     },
+    /// Apply the identity (Namespace, ServiceAccount, RBAC) of a kustomize base to a cluster
+    /// and write a kubeconfig for its ServiceAccount (a TokenRequest token); prints the
+    /// ServiceAccount and the kubeconfig path.
+    SaKubeconfig {
+        /// The folder given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster to apply it to.
+        #[arg(long)]
+        cluster: String,
+        /// The kustomize base, e.g. `deploy/hub`.
+        #[arg(long)]
+        base: PathBuf,
+        /// Where to write the kubeconfig.
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime of the token.
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        token_seconds: i64,
+    },
     /// Stop everything `up` started in this folder.
     Down {
         /// The folder given to `up`.
@@ -119,6 +139,14 @@ async fn main() -> Result<()> {
             }
             let (crt, key, ca) = kdfed_testbed::certs::webhook_cert(&pki, &name)?;
             println!("{}\t{}\t{}", crt.display(), key.display(), ca.display());
+        }
+        Command::SaKubeconfig { dir, cluster, base, out, token_seconds } => {
+            let admin = dir.join(format!("{cluster}.kubeconfig"));
+            if !admin.exists() {
+                bail!("no test-bed cluster {cluster:?} in {}", dir.display());
+            }
+            let account = kdfed_testbed::rbac::deploy_identity(&admin, &base, token_seconds, &out).await?;
+            println!("{account}\t{}", out.display());
         }
         Command::Down { dir } => {
             let stopped = kdfed_testbed::down(&dir)?;

@@ -1,25 +1,21 @@
-//! The deploy manifests (kustomize) are accepted by a real API server (server-side apply).
+//! The deploy manifests (kustomize) are accepted by a real API server (server-side apply),
+//! and the shipped webhook configurations are the ones the hub registers itself.
 
 use std::path::Path;
 use std::process::Command;
 
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use kdfed_testbed::Testbed;
-
-fn kubectl() -> String {
-    let env = kdfed_testbed::binaries::cache_dir().join("bin").join("env");
-    std::fs::read_to_string(env)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("KDFED_KUBECTL=").map(str::to_string))
-        .expect("kubectl from tests/testbed/install.sh")
-}
+use kube::Api;
+use serde_json::Value;
 
 #[tokio::test]
 async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
     let bed = Testbed::start(&["hub", "east"]).await.expect("test bed");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kubectl = kdfed_testbed::rbac::kubectl().expect("kubectl");
     for (cluster, base) in [("hub", "deploy/hub"), ("east", "deploy/spoke")] {
-        let out = Command::new(kubectl())
+        let out = Command::new(&kubectl)
             .arg(format!("--kubeconfig={}", bed.cluster(cluster).kubeconfig.display()))
             .args(["apply", "--server-side", "--field-manager=kdfed-test", "-k"])
             .arg(root.join(base))
@@ -35,4 +31,42 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
             assert!(text.contains(expected), "{base}: {expected} not applied:\n{text}");
         }
     }
+
+    // What the hub registers with --webhook-url (here on east, which has no shipped ones) is
+    // what deploy/hub ships, apart from how the API server reaches it.
+    let hub = bed.client("hub").await.expect("hub");
+    let east = bed.client("east").await.expect("east");
+    kdfed_common::admission::register(&east, "kdfed-hub", "https://127.0.0.1:9443", "ca", "kdfed-hub")
+        .await
+        .expect("self-registration");
+    let name = kdfed_common::admission::configuration_name("kdfed-hub");
+    let comparable = |webhooks: Value| -> Vec<Value> {
+        let mut hooks: Vec<Value> = webhooks.as_array().expect("webhooks").clone();
+        for h in &mut hooks {
+            let path = h["clientConfig"]["service"]["path"].take();
+            let path = if path.is_null() {
+                let url = h["clientConfig"]["url"].as_str().expect("url").to_string();
+                Value::String(url.trim_start_matches("https://127.0.0.1:9443").to_string())
+            } else {
+                path
+            };
+            h["clientConfig"] = serde_json::json!({"path": path});
+        }
+        hooks
+    };
+    let get_validating = |c: &kube::Client| {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(c.clone());
+        let name = name.clone();
+        async move { serde_json::to_value(api.get(&name).await.expect("validating").webhooks).expect("json") }
+    };
+    let get_mutating = |c: &kube::Client| {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(c.clone());
+        let name = name.clone();
+        async move { serde_json::to_value(api.get(&name).await.expect("mutating").webhooks).expect("json") }
+    };
+    assert_eq!(comparable(get_validating(&hub).await), comparable(get_validating(&east).await));
+    assert_eq!(comparable(get_mutating(&hub).await), comparable(get_mutating(&east).await));
+    let shipped = get_validating(&hub).await;
+    assert_eq!(shipped[0]["clientConfig"]["service"]["name"], "kdfed-hub", "{shipped:#}");
+    assert_eq!(shipped[0]["clientConfig"]["service"]["namespace"], "kdfed-system", "{shipped:#}");
 }

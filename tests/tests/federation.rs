@@ -2,6 +2,10 @@
 //! `kdfed-hub` and `kdfed-spoke` processes joined with scoped credentials. Clusters are
 //! placed by labels and capacity, built on the member, reported back, kept honest while a
 //! member is down, and cleaned up on deletion.
+//!
+//! The hub and the spokes run as the ServiceAccounts of deploy/hub and deploy/spoke with
+//! exactly those bases' RBAC, and the hub serves and registers its admission webhook, so
+//! every API call and admission review of the fleet goes through what is shipped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,10 +54,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 struct Fleet {
     bed: Testbed,
+    /// An admin client of the hub (the test acts as users and the platform team).
     hub: Client,
     dir: PathBuf,
     hubs: Vec<Daemon>,
+    /// Admin port of the first hub replica.
     hub_admin: u16,
+    _webhook_front: Option<Forwarder>,
     spoke_admin: BTreeMap<String, u16>,
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
@@ -69,21 +76,52 @@ impl Drop for Fleet {
         if std::thread::panicking() {
             let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("tempdir"));
             eprintln!("fleet kept for inspection: {}", tmp.keep().display());
+            return;
+        }
+        // A refusal of the deploy RBAC that the binaries only logged is still a gap in it.
+        let refused: Vec<String> = self
+            .hubs
+            .iter()
+            .chain(self.spokes.values())
+            .map(|d| d.log.clone())
+            .chain(std::fs::read_dir(&self.dir).into_iter().flatten().flatten().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                text.lines()
+                    .filter(|l| l.contains("forbidden") && l.contains(DEPLOY_IDENTITY))
+                    .map(|l| format!("{}: {l}", p.display()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !refused.is_empty() {
+            let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("tempdir"));
+            eprintln!("fleet kept for inspection: {}", tmp.keep().display());
+            panic!("the deploy RBAC refused calls:\n{}", refused.join("\n"));
         }
     }
 }
+
+/// User name prefix of the deploy bases' ServiceAccounts in API errors.
+const DEPLOY_IDENTITY: &str = "system:serviceaccount:kdfed-system:";
 
 impl Fleet {
     fn join_file(&self, member: &str) -> PathBuf {
         self.dir.join(format!("{member}-join.kubeconfig"))
     }
 
+    /// The kubeconfig of deploy/spoke's ServiceAccount on `member`'s API server.
+    fn spoke_identity(&self, member: &str) -> PathBuf {
+        self.dir.join(format!("{member}-spoke.kubeconfig"))
+    }
+
     fn start_spoke(&mut self, member: &str) {
         let admin = *self.spoke_admin.entry(member.to_string()).or_insert_with(free_port);
-        let c = self.bed.cluster(member);
         let args: Vec<String> = vec![
             "--kubeconfig".into(),
-            c.kubeconfig.display().to_string(),
+            self.spoke_identity(member).display().to_string(),
             "--hub-kubeconfig".into(),
             self.join_file(member).display().to_string(),
             "--member".into(),
@@ -125,30 +163,61 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
     let bed =
         Testbed::start_in(&dir.join("bed"), &specs, kdfed_testbed::Lifetime::TiedToParent).await.expect("test bed");
     let hub = bed.client("hub").await.expect("hub client");
+    // The platform team installs the CRDs (deploy/*'s kustomize bases carry them); the
+    // binaries never do.
     for c in ["hub", "east", "west"] {
         kdfed_common::crds::install(bed.client(c).await.expect("client")).await.expect("CRDs");
     }
-    let server = bed.cluster("hub").server.clone();
-    for (member, region) in [("east", "east"), ("west", "west")] {
-        let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
-        let kubeconfig =
-            kdfed_hub::registry::add_member(&hub, member, &labels, &server, 3600).await.expect("add member");
-        std::fs::write(dir.join(format!("{member}-join.kubeconfig")), kubeconfig).expect("write join kubeconfig");
+    // The binaries' identities: exactly the ServiceAccounts and RBAC of the deploy bases.
+    let hub_identity = dir.join("hub-sa.kubeconfig");
+    let day = 24 * 3600;
+    let base = kdfed_testbed::rbac::deploy_base;
+    kdfed_testbed::rbac::deploy_identity(&bed.cluster("hub").kubeconfig, &base("hub"), day, &hub_identity)
+        .await
+        .expect("deploy/hub identity");
+    for member in ["east", "west"] {
+        let out = dir.join(format!("{member}-spoke.kubeconfig"));
+        kdfed_testbed::rbac::deploy_identity(&bed.cluster(member).kubeconfig, &base("spoke"), day, &out)
+            .await
+            .expect("deploy/spoke identity");
     }
-    let hub_admin = free_port();
-    let hub_args: Vec<String> = vec![
-        "--kubeconfig".into(),
-        bed.cluster("hub").kubeconfig.display().to_string(),
-        "--heartbeat-grace-seconds".into(),
-        GRACE_SECONDS.to_string(),
-        "--admin-address".into(),
-        if replicas == 1 { format!("127.0.0.1:{hub_admin}") } else { "127.0.0.1:0".into() },
-        "--lease-duration-seconds".into(),
-        "6".into(),
-    ];
+
+    // The hub serves its admission webhook and registers it. Replicas sit behind one
+    // address, as behind the kdfed-hub Service, so that admission survives a dead replica.
+    let (crt, key, ca) =
+        kdfed_testbed::certs::webhook_cert(&bed.cluster("hub").dir.join("pki"), "hub-webhook").expect("webhook cert");
+    let hook_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let front =
+        (replicas > 1).then(|| Forwarder::to_first_of(hook_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()));
+    let front = match front {
+        Some(f) => Some(f.await),
+        None => None,
+    };
+    let hook_url = format!("https://127.0.0.1:{}", front.as_ref().map_or(hook_ports[0], |f| f.port));
+    let admin_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
     let hubs: Vec<Daemon> = (0..replicas)
         .map(|i| {
-            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &hub_args, &dir)
+            let args: Vec<String> = vec![
+                "--kubeconfig".into(),
+                hub_identity.display().to_string(),
+                "--heartbeat-grace-seconds".into(),
+                GRACE_SECONDS.to_string(),
+                "--admin-address".into(),
+                format!("127.0.0.1:{}", admin_ports[i]),
+                "--lease-duration-seconds".into(),
+                "6".into(),
+                "--webhook-address".into(),
+                format!("127.0.0.1:{}", hook_ports[i]),
+                "--webhook-cert-file".into(),
+                crt.display().to_string(),
+                "--webhook-key-file".into(),
+                key.display().to_string(),
+                "--webhook-ca-file".into(),
+                ca.display().to_string(),
+                "--webhook-url".into(),
+                hook_url.clone(),
+            ];
+            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &args, &dir)
                 .expect("start hub")
         })
         .collect();
@@ -158,17 +227,65 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
         hub,
         dir,
         hubs,
-        hub_admin,
+        hub_admin: admin_ports[0],
+        _webhook_front: front,
         spoke_admin: BTreeMap::new(),
         spokes: BTreeMap::new(),
         _tmp: tmp,
     };
+    for port in admin_ports {
+        fleet.wait_hub_ready(port).await;
+    }
+    wait_admission(&fleet.hub).await;
+
+    // Members are registered as the platform team does (`kdfed member add`, admin identity).
+    let server = fleet.bed.cluster("hub").server.clone();
+    for (member, region) in [("east", "east"), ("west", "west")] {
+        let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
+        let kubeconfig =
+            kdfed_hub::registry::add_member(&fleet.hub, member, &labels, &server, 3600).await.expect("add member");
+        std::fs::write(fleet.join_file(member), kubeconfig).expect("write join kubeconfig");
+    }
     fleet.start_spoke("east");
     fleet.start_spoke("west");
     for m in ["east", "west"] {
         wait_member(&fleet.hub, m, "True").await;
     }
     fleet
+}
+
+impl Fleet {
+    /// Waits for `/readyz` of the hub replica on `port`, failing early if a replica died
+    /// (e.g. refused by RBAC at start-up).
+    async fn wait_hub_ready(&mut self, port: u16) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while http_get(port, "/readyz").await.trim() != "ok" {
+            for h in &mut self.hubs {
+                assert!(h.running(), "a hub exited: {}", std::fs::read_to_string(&h.log).unwrap_or_default());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "hub on admin port {port} not ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Waits until the hub's webhook reviews what the hub's API server admits: a cluster of an
+/// unknown app is refused (dry run, so nothing is stored).
+async fn wait_admission(hub: &Client) {
+    let api: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut probe = cluster("admission-probe", 1, "1", None);
+    probe["spec"]["app"] = json!("no-such-app");
+    let probe: KubeDirectorCluster = serde_json::from_value(probe).expect("probe");
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let answer = api.create(&dry_run, &probe).await;
+        if matches!(&answer, Err(kube::Error::Api(e)) if e.message.contains("(rule: known-app)")) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hub's webhook does not review clusters: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_member(hub: &Client, member: &str, available: &str) -> KubeDirectorMember {
@@ -558,6 +675,41 @@ async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept(
     let east = fleet.bed.client("east").await.expect("east");
     let east_pods: Api<Pod> = Api::namespaced(east, "default");
     assert_eq!(east_pods.list(&lp).await.expect("pods").items.len(), 2, "the new placement keeps running");
+}
+
+/// A TCP front for several backends: each connection goes to the first backend that
+/// accepts it, like a Service in front of the replicas that are up.
+struct Forwarder {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    async fn to_first_of(backends: Vec<String>) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for b in &backends {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(b).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Forwarder { port, task }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A TCP forwarder between a spoke and the hub's API server that the test can cut, to

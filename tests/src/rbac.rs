@@ -1,0 +1,219 @@
+//! Identities with exactly the RBAC of a deploy base: the Namespace, ServiceAccount and
+//! (Cluster)Roles/(Cluster)RoleBindings that `kubectl kustomize deploy/<base>` renders are
+//! applied to a test-bed API server, the ServiceAccount gets a token (TokenRequest API), and
+//! a kubeconfig with that token lets a binary run as the deployed workload would.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// Field manager of what the test bed applies on behalf of a platform team.
+pub const FIELD_MANAGER: &str = "kdfed-testbed";
+
+/// Kinds that make up an identity and its permissions; everything else in a base (CRDs,
+/// Deployments, Services, webhook configurations) is left out.
+pub const RBAC_KINDS: [&str; 6] =
+    ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+
+/// kubectl from `tests/testbed/install.sh` (`KDFED_KUBECTL`).
+pub fn kubectl() -> Result<PathBuf> {
+    let env_file = crate::binaries::cache_dir().join("bin").join("env");
+    let from_file = || {
+        std::fs::read_to_string(&env_file)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("KDFED_KUBECTL=").map(|v| v.trim().to_string()))
+    };
+    let path = std::env::var("KDFED_KUBECTL").ok().or_else(from_file).map(PathBuf::from).with_context(|| {
+        format!("KDFED_KUBECTL is not set and {} does not name it; run tests/testbed/install.sh", env_file.display())
+    })?;
+    if !path.exists() {
+        bail!("kubectl {} does not exist; run tests/testbed/install.sh", path.display());
+    }
+    Ok(path)
+}
+
+/// Every object of a kustomize base, as `kubectl kustomize` renders it.
+pub fn render(base: &Path) -> Result<Vec<Value>> {
+    let out = Command::new(kubectl()?)
+        .arg("kustomize")
+        .arg(base)
+        .output()
+        .with_context(|| format!("run kubectl kustomize {}", base.display()))?;
+    if !out.status.success() {
+        bail!("kubectl kustomize {}: {}", base.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout).context("kustomize output is not UTF-8")?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).context("parse kustomize output")?;
+    Ok(docs.into_iter().filter(|d| d.is_object()).collect())
+}
+
+/// The identity objects of a base (see [`RBAC_KINDS`]), Namespaces first.
+pub fn rbac_objects(base: &Path) -> Result<Vec<Value>> {
+    let mut objects: Vec<Value> =
+        render(base)?.into_iter().filter(|o| o["kind"].as_str().is_some_and(|k| RBAC_KINDS.contains(&k))).collect();
+    objects.sort_by_key(|o| RBAC_KINDS.iter().position(|k| o["kind"] == *k));
+    Ok(objects)
+}
+
+/// A ServiceAccount, `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceAccountRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The one ServiceAccount among `objects` (a base runs one workload identity).
+pub fn service_account(objects: &[Value]) -> Result<ServiceAccountRef> {
+    let accounts: Vec<ServiceAccountRef> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ServiceAccount")
+        .map(|o| ServiceAccountRef {
+            namespace: o["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
+            name: o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    match accounts.as_slice() {
+        [one] => Ok(one.clone()),
+        other => bail!("expected exactly one ServiceAccount, found {}", other.len()),
+    }
+}
+
+fn api_resource(object: &Value) -> Result<(ApiResource, bool)> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let (group, plural, namespaced) = match kind {
+        "Namespace" => ("", "namespaces", false),
+        "ServiceAccount" => ("", "serviceaccounts", true),
+        "ClusterRole" => ("rbac.authorization.k8s.io", "clusterroles", false),
+        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings", false),
+        "Role" => ("rbac.authorization.k8s.io", "roles", true),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings", true),
+        other => bail!("not an identity kind: {other}"),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(group, "v1", kind);
+    Ok((ApiResource::from_gvk_with_plural(&gvk, plural), namespaced))
+}
+
+/// Applies `objects` (server-side, as a platform team's `kubectl apply --server-side`).
+pub async fn apply(admin: &Client, objects: &[Value]) -> Result<()> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    for object in objects {
+        let (resource, namespaced) = api_resource(object)?;
+        let obj: DynamicObject = serde_json::from_value(object.clone()).context("identity object")?;
+        let api: Api<DynamicObject> = match (namespaced, obj.namespace()) {
+            (true, Some(ns)) => Api::namespaced_with(admin.clone(), &ns, &resource),
+            (true, None) => Api::namespaced_with(admin.clone(), "default", &resource),
+            (false, _) => Api::all_with(admin.clone(), &resource),
+        };
+        api.patch(&obj.name_any(), &pp, &Patch::Apply(object))
+            .await
+            .with_context(|| format!("apply {} {}", resource.kind, obj.name_any()))?;
+    }
+    Ok(())
+}
+
+/// Server and CA file of an admin kubeconfig written by the test bed.
+fn server_and_ca(admin_kubeconfig: &Path) -> Result<(String, PathBuf)> {
+    let kc = Kubeconfig::read_from(admin_kubeconfig).with_context(|| format!("read {}", admin_kubeconfig.display()))?;
+    let cluster = kc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .with_context(|| format!("{} names no cluster", admin_kubeconfig.display()))?;
+    let server = cluster.server.with_context(|| format!("{} names no server", admin_kubeconfig.display()))?;
+    let ca =
+        cluster.certificate_authority.with_context(|| format!("{} names no CA file", admin_kubeconfig.display()))?;
+    Ok((server, PathBuf::from(ca)))
+}
+
+/// A kubeconfig that authenticates with a ServiceAccount token.
+pub fn token_kubeconfig(server: &str, ca: &Path, account: &ServiceAccountRef, token: &str) -> String {
+    let user = format!("{}-{}", account.namespace, account.name);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testbed\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\ncontexts:\n- name: {user}\n  context:\n    cluster: testbed\n    namespace: {ns}\n    user: {user}\ncurrent-context: {user}\nusers:\n- name: {user}\n  user:\n    token: {token}\n",
+        ca = ca.display(),
+        ns = account.namespace,
+    )
+}
+
+/// Waits until the RBAC authorizer grants `client` the first verb of every rule in
+/// `objects` that is bound to it, so that a binary started next does not race the RBAC
+/// caches of the API server.
+async fn wait_authorized(client: &Client, objects: &[Value]) -> Result<()> {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut checks = Vec::new();
+    for role in objects.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role") {
+        let namespace = role["metadata"]["namespace"].as_str();
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let first = |key: &str| rule[key].as_array().and_then(|a| a.first()).and_then(Value::as_str);
+            let (Some(verb), Some(group), Some(resource)) = (first("verbs"), first("apiGroups"), first("resources"))
+            else {
+                continue;
+            };
+            let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+            checks.push(json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {
+                    "verb": verb, "group": group, "resource": resource, "subresource": subresource,
+                    "namespace": namespace.unwrap_or(""), "name": first("resourceNames").unwrap_or("")
+                }}
+            }));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for check in checks {
+        let review: SelfSubjectAccessReview = serde_json::from_value(check.clone())?;
+        loop {
+            let answer = reviews.create(&PostParams::default(), &review).await.context("SelfSubjectAccessReview")?;
+            if answer.status.is_some_and(|s| s.allowed) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("not authorized after 30s: {}", check["spec"]["resourceAttributes"]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the identity objects of the kustomize `base` to the cluster of
+/// `admin_kubeconfig`, issues a token valid for `token_seconds` to the base's
+/// ServiceAccount and writes a kubeconfig for it to `out`; returns the ServiceAccount.
+pub async fn deploy_identity(
+    admin_kubeconfig: &Path,
+    base: &Path,
+    token_seconds: i64,
+    out: &Path,
+) -> Result<ServiceAccountRef> {
+    let objects = rbac_objects(base)?;
+    let account = service_account(&objects)?;
+    let admin = crate::client_for(admin_kubeconfig).await?;
+    apply(&admin, &objects).await?;
+    let token = kdfed_common::tokens::issue(&admin, &account.namespace, &account.name, token_seconds).await?;
+    let (server, ca) = server_and_ca(admin_kubeconfig)?;
+    std::fs::write(out, token_kubeconfig(&server, &ca, &account, &token))
+        .with_context(|| format!("write {}", out.display()))?;
+    wait_authorized(&crate::client_for(out).await?, &objects).await?;
+    Ok(account)
+}
+
+/// The repository's `deploy/<name>` base.
+pub fn deploy_base(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy").join(name)
+}
