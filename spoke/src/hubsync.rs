@@ -353,6 +353,15 @@ async fn works(ctx: Arc<SyncContext>) {
 }
 
 async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = sync_work(cached, &ctx).await;
+    if let Some(m) = &ctx.opts.metrics {
+        m.observe_reconcile("works", started, result.is_err());
+    }
+    result
+}
+
+async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<Action, Error> {
     let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
     let wname = cached.name_any();
     let Some(work) = works.get_opt(&wname).await.doing("read work")? else {

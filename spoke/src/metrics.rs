@@ -40,7 +40,7 @@ pub struct ControllerLabel {
 pub const SETUP_STEPS: &[&str] = &["configure", "addnodes", "delnodes", "reconnect"];
 
 /// The spoke's controllers (the only values of the `controller` label).
-pub const CONTROLLERS: &[&str] = &["director"];
+pub const CONTROLLERS: &[&str] = &["director", "works"];
 
 /// Every spoke metric.
 #[derive(Debug)]
