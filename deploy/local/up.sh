@@ -2,7 +2,9 @@
 # Brings up the local fleet on this machine: a hub and two member clusters as real
 # control planes on loopback (KWOK nodes), kdfed's CRDs, the hub (with its admission
 # webhook), both members registered and joined by their spokes, the example catalog, and an
-# example cluster placed by labels and built on its member. Stop it with deploy/local/down.sh.
+# example cluster placed by labels and built on its member. The hub and the spokes run as the
+# ServiceAccounts of deploy/hub and deploy/spoke with exactly their RBAC, not as admins.
+# Stop it with deploy/local/down.sh.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/env.sh"
 cd "$kdfed_root"
@@ -37,6 +39,16 @@ for c in hub east west; do
   echo "  $c: CRDs established"
 done
 
+step "Creating the binaries' identities: the ServiceAccounts and RBAC of deploy/hub and deploy/spoke"
+read -r account _ < <("$BIN/testbed" sa-kubeconfig --dir "$FLEET_DIR" --cluster hub --base deploy/hub \
+  --out "$FLEET_DIR/hub-sa.kubeconfig")
+echo "  hub:  $account"
+for c in east west; do
+  read -r account _ < <("$BIN/testbed" sa-kubeconfig --dir "$FLEET_DIR" --cluster "$c" --base deploy/spoke \
+    --out "$FLEET_DIR/$c-spoke-sa.kubeconfig")
+  echo "  $c: $account"
+done
+
 # Background processes of the fleet: own process group, log file, pid recorded for down.sh.
 start_bg() {
   local name="$1"; shift
@@ -50,9 +62,17 @@ step "Starting the hub (controllers, admission webhook)"
 read -r crt key ca < <("$BIN/testbed" webhook-cert --dir "$FLEET_DIR" --cluster hub)
 hook_port=$(free_port)
 hub_admin=$(free_port)
-start_bg hub "$BIN/kdfed-hub" --kubeconfig "$FLEET_DIR/hub.kubeconfig" --admin-address "127.0.0.1:$hub_admin" \
+start_bg hub "$BIN/kdfed-hub" --kubeconfig "$FLEET_DIR/hub-sa.kubeconfig" --admin-address "127.0.0.1:$hub_admin" \
   --webhook-address "127.0.0.1:$hook_port" --webhook-cert-file "$crt" --webhook-key-file "$key" \
   --webhook-ca-file "$ca" --webhook-url "https://127.0.0.1:$hook_port" --log-format json
+# The webhook fails closed: wait until the hub is ready and has registered it.
+for i in $(seq 60); do
+  curl -fsS "http://127.0.0.1:$hub_admin/readyz" >/dev/null 2>&1 \
+    && "$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get mutatingwebhookconfiguration \
+      kdfed-hub.kubedirector.hpe.com >/dev/null 2>&1 && break
+  [ "$i" = 60 ] && { echo "the hub did not become ready; see $FLEET_DIR/logs/hub.log" >&2; exit 1; }
+  sleep 1
+done
 
 step "Registering the members and joining their spokes"
 $KDFED member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
@@ -60,7 +80,7 @@ $KDFED member add west --label region=us --label provider=cloud -o "$FLEET_DIR/w
 declare -A spoke_admin
 for c in east west; do
   spoke_admin[$c]=$(free_port)
-  start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c.kubeconfig" \
+  start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c-spoke-sa.kubeconfig" \
     --hub-kubeconfig "$FLEET_DIR/$c-join.kubeconfig" --member "$c" \
     --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json
 done
