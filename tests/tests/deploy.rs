@@ -69,4 +69,10 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
     let shipped = get_validating(&hub).await;
     assert_eq!(shipped[0]["clientConfig"]["service"]["name"], "kdfed-hub", "{shipped:#}");
     assert_eq!(shipped[0]["clientConfig"]["service"]["namespace"], "kdfed-system", "{shipped:#}");
+
+    // Self-registration next to the shipped configurations is refused rather than silently
+    // mixed (docs/install.md: use one or the other), and leaves them as they were.
+    let mixed = kdfed_common::admission::register(&hub, "kdfed-hub", "https://127.0.0.1:9443", "ca", "kdfed-hub").await;
+    assert!(matches!(&mixed, Err(kube::Error::Api(e)) if e.code == 422), "{mixed:?}");
+    assert_eq!(get_validating(&hub).await, shipped);
 }
