@@ -17,6 +17,15 @@ pub use settings::Settings;
 /// SIGINT/SIGTERM. Hub sync failures never stop the director: local clusters keep being
 /// reconciled while the hub is unreachable.
 pub async fn run(settings: Settings) -> Result<()> {
+    let configcli = match &settings.configcli_package {
+        Some(path) => {
+            let package = director::setup::ConfigcliPackage::load(path)
+                .with_context(|| format!("configcli_package: cannot read {}", path.display()))?;
+            info!(path = %path.display(), "installing configcli in members with a setup package");
+            Some(package)
+        }
+        None => None,
+    };
     let mut admin = kdfed_common::admin::Admin::new();
     let spoke_metrics = metrics::SpokeMetrics::register(&mut admin.registry);
     let api_metrics = kdfed_common::observe::ApiMetrics::register(admin.registry.sub_registry_with_prefix("spoke"));
@@ -39,7 +48,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     {
         info!(%addr, "admission webhook serving");
     }
-    let director = director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone());
+    let director = director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone(), configcli);
     if settings.standalone {
         info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");
         director.await;

@@ -44,6 +44,9 @@ struct Args {
     /// Seconds between heartbeat renewals.
     #[arg(long)]
     lease_interval_seconds: Option<String>,
+    /// configcli package (tgz) to install in members of roles with a setup package.
+    #[arg(long)]
+    configcli_package: Option<String>,
 }
 
 #[tokio::main]
@@ -60,6 +63,7 @@ async fn main() -> ExitCode {
         ("lease_interval_seconds", args.lease_interval_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),
         ("hub_token_file", args.hub_token_file),
+        ("configcli_package", args.configcli_package),
     ];
     overrides.extend(args.webhook.overrides());
     kdfed_common::settings::launch::<Settings, _, _>(

@@ -38,6 +38,9 @@ pub struct Settings {
     pub webhook: kdfed_common::admission::WebhookSettings,
     /// Namespace of the system app catalog and the `KubeDirectorConfig`.
     pub system_namespace: String,
+    /// configcli package (tgz) installed in members of roles with a setup package; none: no
+    /// injection.
+    pub configcli_package: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             hub_token_renew_seconds: None,
             system_namespace: "kdfed-system".into(),
             webhook: kdfed_common::admission::WebhookSettings::default(),
+            configcli_package: None,
         }
     }
 }
@@ -81,6 +85,16 @@ impl kdfed_common::settings::Component for Settings {
         }
         if self.hub_token_renew_seconds.is_some_and(|r| r == 0 || r as i64 >= self.hub_token_seconds) {
             return Err("hub_token_renew_seconds: must be between 1 and hub_token_seconds".into());
+        }
+        if let Some(path) = &self.configcli_package {
+            // Opening proves it readable; reading it all waits for start-up proper.
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("configcli_package: cannot read {}: {e}", path.display()))?;
+            let meta =
+                file.metadata().map_err(|e| format!("configcli_package: cannot read {}: {e}", path.display()))?;
+            if !meta.is_file() {
+                return Err(format!("configcli_package: {} is not a file", path.display()));
+            }
         }
         if !self.standalone {
             if self.hub_kubeconfig.is_none() {
@@ -107,5 +121,20 @@ mod tests {
         assert!(s.validate().unwrap_err().starts_with("member"));
         let s = Settings { standalone: true, ..Settings::default() };
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_configcli_package_must_be_a_readable_file() {
+        let standalone = Settings { standalone: true, ..Settings::default() };
+        let missing = Settings { configcli_package: Some("/nonexistent/configcli.tgz".into()), ..standalone.clone() };
+        let err = missing.validate().unwrap_err();
+        assert!(err.starts_with("configcli_package: cannot read /nonexistent/configcli.tgz: "), "{err}");
+        let folder = Settings { configcli_package: Some(std::env::temp_dir()), ..standalone.clone() };
+        assert!(folder.validate().unwrap_err().starts_with("configcli_package: "));
+        let file = std::env::temp_dir().join(format!("kdfed-configcli-{}.tgz", std::process::id()));
+        std::fs::write(&file, b"tgz").expect("write");
+        let present = Settings { configcli_package: Some(file.clone()), ..standalone };
+        assert_eq!(present.validate(), Ok(()));
+        let _ = std::fs::remove_file(file);
     }
 }

@@ -6,6 +6,9 @@
 //! `config error` and sets a replaced container up again; connected objects reach members
 //! through `--reconnect`, endpoints with `hasAuthToken` get stable tokens, setup waits for
 //! systemd where the app needs it, and a package that cannot be fetched is a config error.
+//! With a configcli package given to the spoke, members of roles with a setup package get
+//! configcli (and `bdvcli`) installed once before their package runs; a broken configcli
+//! package is a config error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +40,8 @@ struct Env {
     client: Client,
     director: Director,
     package: PathBuf,
+    /// Extra arguments of the spoke (kept across restarts).
+    spoke_args: Vec<String>,
 }
 
 /// The app's setup package: `startscript` records every invocation (and the configmeta it
@@ -68,13 +73,14 @@ fn build_package(dir: &Path) -> PathBuf {
     tgz
 }
 
-fn start_director(bed: &Testbed) -> Director {
+fn start_director(bed: &Testbed, extra: &[String]) -> Director {
     let c = bed.cluster("east");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(c.dir.join("director.log")).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
         .args(["--standalone", "--kubeconfig"])
         .arg(&c.kubeconfig)
         .args(["--admin-address", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -85,15 +91,22 @@ fn start_director(bed: &Testbed) -> Director {
 }
 
 async fn env() -> Env {
+    env_with(|_| Vec::new()).await
+}
+
+/// A test bed and a standalone spoke started with the arguments `spoke_args` returns (given
+/// the test bed's folder, to put files in).
+async fn env_with(spoke_args: impl FnOnce(&Path) -> Vec<String>) -> Env {
     let bed = Testbed::start(&["east"]).await.expect("test bed");
     let client = bed.client("east").await.expect("client");
     kdfed_common::crds::install(client.clone()).await.expect("CRDs");
-    let director = start_director(&bed);
+    let spoke_args = spoke_args(&bed.dir);
+    let director = start_director(&bed, &spoke_args);
     let package = build_package(&bed.dir);
     let app = recorder_app(&package);
     let apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "default");
     apps.create(&PostParams::default(), &serde_json::from_value(app).expect("app")).await.expect("create app");
-    Env { bed, client, director, package }
+    Env { bed, client, director, package, spoke_args }
 }
 
 fn recorder_app(package: &Path) -> Value {
@@ -211,7 +224,7 @@ impl Env {
     fn restart_director(&mut self) {
         let _ = self.director.0.kill();
         let _ = self.director.0.wait();
-        self.director = start_director(&self.bed);
+        self.director = start_director(&self.bed, &self.spoke_args);
     }
 
     async fn set_workers(&self, name: &str, workers: i32) {
@@ -562,4 +575,257 @@ async fn setup_waits_for_systemd_per_member_and_a_missing_package_is_a_config_er
     assert!(env.invocations(&broken.pod).await.is_empty());
     let expected = format!("failed to run initial config for member{{{}}} in role{{broken}}", broken.pod);
     assert!(env.events("sd").await.contains(&expected), "{:?}", env.events("sd").await);
+}
+
+/// Packs `files` (path in the archive, content, mode) into the tgz `dir/name`.
+fn build_tgz(dir: &Path, name: &str, files: &[(&str, &[u8], u32)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let src = dir.join(format!("{name}.src"));
+    let mut tops = BTreeSet::new();
+    for (path, content, mode) in files {
+        let file = src.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+        std::fs::write(&file, content).expect("file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).expect("chmod");
+        tops.insert(path.split('/').next().expect("top folder").to_string());
+    }
+    let tgz = dir.join(name);
+    let status = Command::new("tar").arg("czf").arg(&tgz).arg("-C").arg(&src).args(&tops).status().expect("tar");
+    assert!(status.success(), "tar failed");
+    tgz
+}
+
+/// Stands in for configcli's installer: records each run, checks its payload arrived whole,
+/// and installs a `/usr/bin/configcli` that answers with the name it was called by, its
+/// arguments and the member's role from configmeta.
+const CONFIGCLI_INSTALL: &str = r#"#!/bin/sh
+set -e
+here="$(dirname "$0")"
+mkdir -p /var/log/guestconfig
+[ "$(wc -c < "$here/payload.bin")" -eq 65536 ]
+echo "$(basename "$here")" >> /var/log/guestconfig/configcli-installs
+cat > /usr/bin/configcli <<'SCRIPT'
+#!/bin/sh
+role=$(grep -o '"role_id":"[^"]*"' /etc/guestconfig/configmeta.json | head -n 1 | cut -d '"' -f 4)
+echo "configcli 9.9 as $(basename "$0"): $* -> $role"
+SCRIPT
+chmod 755 /usr/bin/configcli
+"#;
+
+/// A configcli-like package of about 64 KiB (incompressible, so that it reaches members
+/// in several exec chunks).
+fn build_configcli(dir: &Path) -> PathBuf {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let payload: Vec<u8> = (0..65_536)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    build_tgz(
+        dir,
+        "configcli-9.9.tgz",
+        &[
+            ("configcli-9.9/install", CONFIGCLI_INSTALL.as_bytes(), 0o755),
+            ("configcli-9.9/payload.bin", &payload, 0o644),
+        ],
+    )
+}
+
+/// A setup package whose `--configure` calls configcli under its three names and keeps
+/// what they answered.
+const CLI_STARTSCRIPT: &str = r#"#!/bin/sh
+log=/var/log/guestconfig
+mkdir -p "$log"
+echo "$*" >> "$log/invocations"
+if [ "$1" = "--configure" ]; then
+  bdvcli --get node.role_id > "$log/bdvcli.out" 2>&1 || exit 4
+  bd_vcli --get node.role_id > "$log/bd_vcli.out" 2>&1 || exit 5
+  configcli --get node.role_id > "$log/configcli.out" 2>&1 || exit 6
+fi
+"#;
+
+/// Staging folders node prep left in /tmp for `pod` (the test bed's /tmp is the host's).
+fn staging_left(pod: &str) -> Vec<String> {
+    let prefix = format!("kdfed-configcli.{pod}.");
+    std::fs::read_dir("/tmp")
+        .expect("/tmp")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(&prefix))
+        .collect()
+}
+
+/// How many times `--configure` ran (the roles hear about each other too).
+fn configures(invocations: &[String]) -> usize {
+    invocations.iter().filter(|l| l.as_str() == "--configure").count()
+}
+
+impl Env {
+    /// Lines of a file in the member's current container (none if it is not there).
+    async fn member_lines(&self, pod: &str, path: &str) -> Vec<String> {
+        self.member_file(pod, path).await.unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// Waits until the pod `pod` runs a container other than the one in the pod `old_uid`.
+    async fn wait_for_new_pod(&self, pod: &str, old_uid: &str) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let live = self.pods().get_opt(pod).await.expect("get pod");
+            if live.is_some_and(|p| p.uid().as_deref() != Some(old_uid)) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{pod} not recreated");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_get_configcli_once_and_setup_scripts_call_bdvcli() {
+    let env = env_with(|dir| vec!["--configcli-package".into(), build_configcli(dir).display().to_string()]).await;
+    let setup = build_tgz(&env.bed.dir, "cli-setup.tgz", &[("cli/startscript", CLI_STARTSCRIPT.as_bytes(), 0o755)]);
+    // systemd gates the setup, so that the test can put a configcli into one member first.
+    let app = json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+        "metadata": {"name": "cli"},
+        "spec": {
+            "label": {"name": "CLI"}, "distroID": "test/cli", "version": "1", "configSchemaVersion": 8,
+            "defaultImageRepoTag": "example/cli:1", "systemdRequired": true,
+            "defaultConfigPackage": {"packageURL": format!("file://{}", setup.display())},
+            "services": [{"id": "ssh", "label": {"name": "SSH"}, "endpoint": {"port": 22}}],
+            "roles": [
+                {"id": "controller", "cardinality": "1"},
+                {"id": "worker", "cardinality": "1+"},
+                {"id": "plain", "cardinality": "0+", "configPackage": null}
+            ],
+            "config": {
+                "selectedRoles": ["controller", "worker", "plain"],
+                "roleServices": [{"roleID": "controller", "serviceIDs": ["ssh"]}]
+            }
+        }
+    });
+    let apps: Api<KubeDirectorApp> = Api::namespaced(env.client.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(app).expect("app")).await.expect("create app");
+    let cluster = json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+        "metadata": {"name": "cli"},
+        "spec": {"app": "cli", "roles": [
+            {"id": "controller", "members": 1}, {"id": "worker", "members": 2}, {"id": "plain", "members": 1}
+        ]}
+    });
+    let cluster: KubeDirectorCluster = serde_json::from_value(cluster).expect("cluster");
+    env.clusters().create(&PostParams::default(), &cluster).await.expect("create cluster");
+
+    let waiting = |c: &KubeDirectorCluster| {
+        ["controller", "worker"].iter().flat_map(|r| members_of(c, r)).filter(|m| m.state == "creating").count() == 3
+            && members_of(c, "plain").len() == 1
+    };
+    let c = env.wait_for("cli", "waiting for systemd", waiting).await;
+    let controller = members_of(&c, "controller")[0].pod.clone();
+    let workers: Vec<String> = members_of(&c, "worker").iter().map(|m| m.pod.clone()).collect();
+    let plain = members_of(&c, "plain")[0].pod.clone();
+
+    // The second worker already has a configcli (as a member whose /usr is on a volume would).
+    let usr_bin = env.member_fs(&workers[1]).await.join("usr/bin");
+    std::fs::create_dir_all(&usr_bin).expect("usr/bin");
+    std::fs::write(usr_bin.join("configcli"), "#!/bin/sh\necho \"preinstalled configcli as $(basename \"$0\")\"\n")
+        .expect("configcli");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(usr_bin.join("configcli"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for name in ["bdvcli", "bd_vcli"] {
+        std::os::unix::fs::symlink("/usr/bin/configcli", usr_bin.join(name)).expect("symlink");
+    }
+    for pod in [&controller, &workers[0], &workers[1]] {
+        env.give_systemd(pod).await;
+    }
+    let shape = [("controller", 1), ("worker", 2), ("plain", 1)];
+    let c = env.wait_for("cli", "configured", |c| configured_with(c, &shape)).await;
+
+    // Installed once where it was missing; setup scripts reach it under all three names.
+    for (pod, role) in [(&controller, "controller"), (&workers[0], "worker")] {
+        let installs = env.member_lines(pod, "var/log/guestconfig/configcli-installs").await;
+        assert_eq!(installs, vec!["configcli-9.9"], "{pod}");
+        for name in ["bdvcli", "bd_vcli", "configcli"] {
+            let out = env.member_file(pod, &format!("var/log/guestconfig/{name}.out")).await;
+            assert_eq!(
+                out.as_deref(),
+                Some(format!("configcli 9.9 as {name}: --get node.role_id -> {role}\n").as_str())
+            );
+        }
+        assert_eq!(configures(&env.invocations(pod).await), 1, "{pod}");
+        assert_eq!(staging_left(pod), Vec::<String>::new(), "{pod}: staging folder removed");
+    }
+    // Never installed over an existing one.
+    let preinstalled = &workers[1];
+    assert!(env.member_lines(preinstalled, "var/log/guestconfig/configcli-installs").await.is_empty());
+    let out = env.member_file(preinstalled, "var/log/guestconfig/bdvcli.out").await;
+    assert_eq!(out.as_deref(), Some("preinstalled configcli as bdvcli\n"));
+    assert_eq!(configures(&env.invocations(preinstalled).await), 1);
+    // A role without a setup package gets no configcli (as upstream).
+    assert!(env.member_file(&plain, "usr/bin/configcli").await.is_none());
+    assert_eq!(members_of(&c, "plain")[0].state, "configured");
+
+    // A replaced container starts without configcli: it is installed again, once.
+    let old_uid = env.pods().get(&controller).await.expect("pod").uid().expect("uid");
+    let old_container = members_of(&c, "controller")[0].state_detail.last_configured_container.clone();
+    env.pods().delete(&controller, &DeleteParams::default().grace_period(0)).await.expect("delete pod");
+    env.wait_for_new_pod(&controller, &old_uid).await;
+    env.give_systemd(&controller).await;
+    env.wait_for("cli", "set up again", |c| {
+        configured_with(c, &shape)
+            && members_of(c, "controller")[0].state_detail.last_configured_container != old_container
+    })
+    .await;
+    assert_eq!(env.member_lines(&controller, "var/log/guestconfig/configcli-installs").await, vec!["configcli-9.9"]);
+    let out = env.member_file(&controller, "var/log/guestconfig/bdvcli.out").await;
+    assert_eq!(out.as_deref(), Some("configcli 9.9 as bdvcli: --get node.role_id -> controller\n"));
+}
+
+#[tokio::test]
+async fn a_broken_configcli_package_leaves_members_in_config_error() {
+    let install = "#!/bin/sh\necho 'installing configcli 0.1'\necho 'configcli-0.1: python is missing' >&2\nexit 1\n";
+    let env = env_with(|dir| {
+        let tgz = build_tgz(dir, "configcli-0.1.tgz", &[("configcli-0.1/install", install.as_bytes(), 0o755)]);
+        vec!["--configcli-package".into(), tgz.display().to_string()]
+    })
+    .await;
+    env.clusters().create(&PostParams::default(), &recorder_cluster("nocli", 1, 0)).await.expect("create cluster");
+    let c = env
+        .wait_for("nocli", "in config error", |c| {
+            let members: Vec<MemberStatus> = ["controller", "worker"].iter().flat_map(|r| members_of(c, r)).collect();
+            members.len() == 2 && members.iter().all(|m| m.state == "config error")
+        })
+        .await;
+    let events = env.events("nocli").await;
+    for (role, m) in ["controller", "worker"].iter().map(|r| (r, members_of(&c, r)[0].clone())) {
+        let detail = m.state_detail.config_error_detail.clone().expect("detail");
+        assert!(detail.starts_with("failed to install configcli: "), "{detail}");
+        assert!(detail.contains("configcli-0.1: python is missing"), "stderr tail: {detail}");
+        let expected = format!("failed to run initial config for member{{{}}} in role{{{role}}}", m.pod);
+        assert!(events.contains(&expected), "{events:?}");
+        // Nothing of the app's setup ran; configmeta was written first (as upstream).
+        assert!(env.invocations(&m.pod).await.is_empty(), "{}", m.pod);
+        assert!(env.member_file(&m.pod, "opt/guestconfig/recorder/startscript").await.is_none(), "{}", m.pod);
+        assert!(env.member_file(&m.pod, "etc/guestconfig/configmeta.json").await.is_some(), "{}", m.pod);
+        assert!(env.member_file(&m.pod, "usr/bin/configcli").await.is_none(), "{}", m.pod);
+        assert_eq!(staging_left(&m.pod), Vec::<String>::new(), "{}: staging folder removed", m.pod);
+    }
+}
+
+#[test]
+fn the_spoke_refuses_a_configcli_package_it_cannot_read() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
+        .args(["--standalone", "--configcli-package", "/nonexistent/configcli.tgz"])
+        .output()
+        .expect("run kdfed-spoke");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid configuration: configcli_package: cannot read /nonexistent/configcli.tgz: "),
+        "{stderr}"
+    );
 }

@@ -52,6 +52,8 @@ pub struct Context {
     pub recorder: kdfed_common::events::Recorder,
     /// The spoke's metrics (setup-script runs, reconciles).
     pub metrics: Arc<SpokeMetrics>,
+    /// The configcli package installed in members of roles with a setup package, if any.
+    pub configcli: Option<setup::ConfigcliPackage>,
     /// When this process saw each `--configure` start (`namespace/pod/container`), to time it.
     pub configure_started: Mutex<HashMap<String, Instant>>,
 }
@@ -81,14 +83,21 @@ fn connecting(
         .collect()
 }
 
-/// Runs the director until the stream ends (shutdown).
-pub async fn run(client: Client, system_namespace: String, metrics: Arc<SpokeMetrics>) {
+/// Runs the director until the stream ends (shutdown); `configcli`, when given, is
+/// installed in every member of a role with a setup package.
+pub async fn run(
+    client: Client,
+    system_namespace: String,
+    metrics: Arc<SpokeMetrics>,
+    configcli: Option<setup::ConfigcliPackage>,
+) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-director");
     let ctx = Arc::new(Context {
         client: client.clone(),
         system_namespace,
         recorder,
         metrics,
+        configcli,
         configure_started: Mutex::default(),
     });
     let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
@@ -694,6 +703,7 @@ async fn run_setups(
                 max_log_size_dump: usize::try_from(max_log.max(0)).unwrap_or(0),
                 systemd_required: view.app.systemd_required == Some(true),
                 run_configure,
+                configcli: ctx.configcli.clone(),
             });
         }
     }

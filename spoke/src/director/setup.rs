@@ -9,9 +9,16 @@
 //! never from exit codes alone (not every runtime reports them). Each exec is time-bound,
 //! and the `app` container's id is checked after each step: a replaced container
 //! interrupts the setup.
+//!
+//! When the platform team supplies a configcli package, members of roles with a setup
+//! package get it installed before their package ("node prep", as upstream), so scripts
+//! that call `configcli`, `bdvcli` or `bd_vcli` run unchanged.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use tokio::io::AsyncReadExt;
@@ -33,8 +40,42 @@ pub const DEFAULT_MAX_LOG_SIZE_DUMP: i32 = 1024;
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest time one notification (`startscript --addnodes|--delnodes`) may take.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(120);
-/// Largest argument passed in one exec (Linux limits a single argument to 128 KiB).
-const CHUNK: usize = 96 * 1024;
+/// Longest time configcli's `install` may take (upstream's runs `python setup.py install`).
+pub const CONFIGCLI_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest piece of a file passed in one exec. Arguments travel in the request URI, which
+/// the HTTP client caps at 64 KiB; percent-encoding at most triples a byte, and the script
+/// and path need the rest.
+const CHUNK: usize = 16 * 1024;
+const _: () = assert!(3 * CHUNK + 8 * 1024 < 65_534);
+
+/// Installed by the configcli package; node prep is skipped when it exists.
+pub const CONFIGCLI: &str = "/usr/bin/configcli";
+
+/// A configcli package (a tgz whose top folder is `configcli-<version>/` holding an
+/// executable `install`), kept base64-encoded: it reaches members as exec arguments.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigcliPackage {
+    encoded: Arc<str>,
+    bytes: usize,
+}
+
+impl ConfigcliPackage {
+    /// The package from its bytes.
+    pub fn new(tgz: &[u8]) -> Self {
+        ConfigcliPackage { encoded: base64::engine::general_purpose::STANDARD.encode(tgz).into(), bytes: tgz.len() }
+    }
+
+    /// Reads the package from the spoke's filesystem.
+    pub fn load(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::new(&std::fs::read(path)?))
+    }
+}
+
+impl std::fmt::Debug for ConfigcliPackage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigcliPackage({} bytes)", self.bytes)
+    }
+}
 
 /// A file downloaded into the member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +112,8 @@ pub struct MemberSetup {
     /// Run `startscript --configure` (false when the role's `eventList` leaves out
     /// `configure`: the package is installed and configmeta written, nothing run).
     pub run_configure: bool,
+    /// The configcli package to install before the setup package, if the spoke has one.
+    pub configcli: Option<ConfigcliPackage>,
 }
 
 /// Why an exec could not run to completion.
@@ -309,6 +352,30 @@ echo kdfed-ok"#
     )
 }
 
+/// Installs an uploaded configcli package the way upstream's node prep does (unpack, run
+/// `configcli-*/install`, link `bdvcli` and `bd_vcli` to it), in the private staging folder
+/// `$1` under /tmp rather than in /tmp itself, so that installs sharing a /tmp (a hostPath
+/// /tmp, the test bed) cannot remove each other's files; `install` finds its own folder.
+/// The staging folder is removed whatever happens.
+fn configcli_install_script() -> String {
+    format!(
+        r#"d="$1"
+if ! base64 -d "$d/configcli.tgz.base64" > "$d/configcli.tgz"; then
+  echo "cannot decode the uploaded package" >&2; rm -rf "$d"; exit 1
+fi
+rm -f "$d/configcli.tgz.base64"
+cd "$d" && tar xzf configcli.tgz && chmod +x "$d"/configcli-*/install && "$d"/configcli-*/install \
+  && rm -rf "$d"/configcli-* && rm -f "$d/configcli.tgz" \
+  && ln -sf {CONFIGCLI} /usr/bin/bdvcli && ln -sf {CONFIGCLI} /usr/bin/bd_vcli
+status=$?
+cd /
+rm -rf "$d"
+if [ "$status" -ne 0 ]; then exit "$status"; fi
+if [ ! -f {CONFIGCLI} ]; then echo "the package's install script did not create {CONFIGCLI}" >&2; exit 1; fi
+echo kdfed-ok"#
+    )
+}
+
 /// Upstream's systemd check: succeeds once systemd answers in the member.
 pub const SYSTEMD_CHECK: &str = "systemctl status systemd-journald > /tmp/journald-status.out 2>&1";
 
@@ -383,6 +450,13 @@ async fn try_advance(pods: &Api<Pod>, setup: &MemberSetup) -> Result<SetupOutcom
     if !still_same(pods, setup).await {
         return Ok(SetupOutcome::Interrupted);
     }
+    // Upstream's node prep: after configmeta (configcli's `install` touches it), before the
+    // setup package whose scripts call it.
+    if let Some(package) = &setup.configcli
+        && let Some(outcome) = install_configcli(pods, setup, package).await?
+    {
+        return Ok(outcome);
+    }
     let url = setup.package_url.as_deref().unwrap_or_default();
     let installed = run(pods, pod, &install_script(), &[url], EXEC_TIMEOUT).await?;
     if !marked(&installed) {
@@ -405,6 +479,46 @@ async fn try_advance(pods: &Api<Pod>, setup: &MemberSetup) -> Result<SetupOutcom
         )));
     }
     Ok(SetupOutcome::Running)
+}
+
+/// Installs configcli unless the member has it already (a member on a volume, an earlier
+/// pass); `Some(outcome)` stops the setup (failed, or the container was replaced).
+async fn install_configcli(
+    pods: &Api<Pod>,
+    setup: &MemberSetup,
+    package: &ConfigcliPackage,
+) -> Result<Option<SetupOutcome>, ExecError> {
+    let pod = setup.pod.as_str();
+    let failed = |what: String| Some(SetupOutcome::Failed(format!("failed to install configcli: {what}")));
+    let check = "if [ -f \"$1\" ]; then echo kdfed-present; else echo kdfed-absent; fi";
+    let present = run(pods, pod, check, &[CONFIGCLI], EXEC_TIMEOUT).await?;
+    let lines = || present.stdout.lines();
+    if !present.success || !lines().any(|l| l == "kdfed-present" || l == "kdfed-absent") {
+        return Ok(failed(format!("cannot check for {CONFIGCLI}: {}", failure(&present))));
+    }
+    if lines().any(|l| l == "kdfed-present") {
+        return Ok(None);
+    }
+    // One folder per attempt: nothing else writes there, even with a shared /tmp.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let staging = format!("/tmp/kdfed-configcli.{pod}.{nanos:x}");
+    let copied = write_file(pods, pod, &format!("{staging}/configcli.tgz.base64"), &package.encoded).await?;
+    if !marked(&copied) {
+        let _ = run(pods, pod, "rm -rf \"$1\"", &[&staging], EXEC_TIMEOUT).await;
+        let detail = tail(&failure(&copied), setup.max_log_size_dump).to_string();
+        return Ok(failed(format!("cannot copy the package into the member: {detail}")));
+    }
+    if !still_same(pods, setup).await {
+        return Ok(Some(SetupOutcome::Interrupted));
+    }
+    let installed = run(pods, pod, &configcli_install_script(), &[&staging], CONFIGCLI_INSTALL_TIMEOUT).await?;
+    if !marked(&installed) {
+        return Ok(failed(tail(&failure(&installed), setup.max_log_size_dump).to_string()));
+    }
+    if !still_same(pods, setup).await {
+        return Ok(Some(SetupOutcome::Interrupted));
+    }
+    Ok(None)
 }
 
 /// Runs the file injections; `Some(detail)` when one failed.
@@ -455,6 +569,13 @@ mod tests {
         assert_eq!(parse_status(Some("c0=3"), "c1"), ConfigureStatus::Stale);
         assert_eq!(parse_status(Some("c0="), "c1"), ConfigureStatus::Stale);
         assert_eq!(parse_status(Some("garbage"), "c1"), ConfigureStatus::NotStarted);
+    }
+
+    #[test]
+    fn configcli_packages_travel_as_base64_and_stay_out_of_logs() {
+        let package = ConfigcliPackage::new(&[0x1f, 0x8b, 0x08, 0xff]);
+        assert_eq!(&*package.encoded, "H4sI/w==");
+        assert_eq!(format!("{package:?}"), "ConfigcliPackage(4 bytes)");
     }
 
     #[test]
