@@ -843,6 +843,36 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
+/// An app whose setup package (a real tgz on this machine, fetched by `file://`) takes a
+/// moment to configure, so the spokes' setup-script metrics see real runs.
+fn scripted_app(dir: &std::path::Path) -> Value {
+    let src = dir.join("scripted-setup/scripted");
+    std::fs::create_dir_all(&src).expect("package folder");
+    std::fs::write(src.join("startscript"), "#!/bin/sh\nsleep 0.2\necho \"$*\" >> /var/log/scripted.log\n")
+        .expect("startscript");
+    let tgz = dir.join("scripted-setup.tgz");
+    let status = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(dir.join("scripted-setup"))
+        .arg("scripted")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar failed");
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+        "metadata": {"name": "scripted", "namespace": "default"},
+        "spec": {
+            "label": {"name": "Scripted"}, "distroID": "test/scripted", "version": "1", "configSchemaVersion": 8,
+            "defaultImageRepoTag": "example/scripted:1",
+            "defaultConfigPackage": {"packageURL": format!("file://{}", tgz.display())},
+            "roles": [{"id": "node", "cardinality": "1+"}],
+            "config": {"selectedRoles": ["node"], "roleServices": []}
+        }
+    })
+}
+
 /// Every dashboard panel query, with template variables filled in.
 fn dashboard_queries(member: &str) -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
@@ -888,6 +918,21 @@ async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
         .await
         .expect("create");
     wait_cluster(&clusters, "watched", "ready", |c| ready_with(c, "2/2")).await;
+    // A cluster whose members run a setup package, and one the hub's webhook refuses.
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(scripted_app(&fleet.dir)).expect("app"))
+        .await
+        .expect("create app");
+    let scripted = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+        "metadata": {"name": "scripted", "namespace": "default"},
+        "spec": {"app": "scripted", "roles": [{"id": "node", "members": 2}],
+                 "placement": {"memberSelector": {"matchLabels": {"region": "east"}}}}});
+    clusters.create(&PostParams::default(), &serde_json::from_value(scripted).expect("c")).await.expect("create");
+    let mut unknown = cluster("unknown-app", 1, "1", None);
+    unknown["spec"]["app"] = json!("no-such-app");
+    let refused = clusters.create(&PostParams::default(), &serde_json::from_value(unknown).expect("c")).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref e)) if e.message.contains("denied the request")), "{refused:?}");
+    wait_cluster(&clusters, "scripted", "ready", |c| ready_with(c, "2/2")).await;
 
     // A real Prometheus scraping the hub and both spokes, with the shipped alert rules
     // (their `for` shortened so the test does not wait minutes).
@@ -941,6 +986,22 @@ async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
             );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    // The scenario's numbers are real: the refused cluster, two members' `--configure` runs
+    // and both spokes' requests to their own API server and to the hub's.
+    for (expr, at_least) in [
+        ("sum(kdfed_hub_webhook_rejections_total{kind=\"KubeDirectorCluster\",operation=\"CREATE\"})", 1.0),
+        ("sum(kdfed_spoke_setup_runs_total{step=\"configure\"})", 2.0),
+        ("sum(kdfed_spoke_setup_duration_seconds_count{step=\"configure\"})", 2.0),
+        ("count(count by (instance) (kdfed_spoke_api_requests_total{server=\"hub\"}))", 2.0),
+        ("count(count by (instance) (kdfed_spoke_api_requests_total{server=\"local\"}))", 2.0),
+        ("sum(kdfed_spoke_reconcile_total{controller=\"works\"})", 1.0),
+    ] {
+        let body = http_get(port, &format!("/api/v1/query?query={}", percent_encode(expr))).await;
+        let data: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let value = data["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+        assert!(value.is_some_and(|v| v >= at_least), "{expr}: {body}");
     }
 
     // The member-unavailable alert fires when a spoke dies.
