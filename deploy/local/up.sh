@@ -27,11 +27,22 @@ cargo build --locked --bins
 BIN="$CARGO_TARGET_DIR/debug"
 KDFED="$BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig"
 
+# Background processes of the fleet: own process group, log file, pid recorded for down.sh.
+start_bg() {
+  local name="$1"; shift
+  mkdir -p "$FLEET_DIR/pids" "$FLEET_DIR/logs"
+  setsid "$@" >"$FLEET_DIR/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$FLEET_DIR/pids/$name.pid"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
 step "Starting control planes: hub, east, west"
 rm -rf "$FLEET_DIR"
 "$BIN/testbed" up --dir "$FLEET_DIR" --clusters hub,east,west --nodes 2 \
   --cluster-node-label east:topology.kubernetes.io/region=eu-west \
   --cluster-node-label west:topology.kubernetes.io/region=us-west
+# The KWOK pods run exec'd commands (setup packages) in a folder of their own while this runs.
+start_bg exec-sync "$BIN/testbed" exec-sync --dir "$FLEET_DIR"
 
 step "Installing kdfed's CRDs"
 for c in hub east west; do
@@ -48,15 +59,6 @@ for c in east west; do
     --out "$FLEET_DIR/$c-spoke-sa.kubeconfig")
   echo "  $c: $account"
 done
-
-# Background processes of the fleet: own process group, log file, pid recorded for down.sh.
-start_bg() {
-  local name="$1"; shift
-  mkdir -p "$FLEET_DIR/pids" "$FLEET_DIR/logs"
-  setsid "$@" >"$FLEET_DIR/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$FLEET_DIR/pids/$name.pid"
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 step "Starting the hub (controllers, admission webhook)"
 read -r crt key ca < <("$BIN/testbed" webhook-cert --dir "$FLEET_DIR" --cluster hub)
@@ -116,15 +118,25 @@ for i in $(seq 30); do
   sleep 1  # the webhook may need a moment after registration
 done
 $KDFED apply -f examples/clusters/minimal.yaml
+# The greeter app's setup package, packed here and fetched by the members from this machine.
+mkdir -p "$FLEET_DIR/packages"
+tar czf "$FLEET_DIR/packages/greeter-setup.tgz" -C deploy/local/greeter/setup greeter
+sed "s|@PACKAGE_URL@|file://$FLEET_DIR/packages/greeter-setup.tgz|" deploy/local/greeter/app.yaml.in \
+  > "$FLEET_DIR/packages/greeter-app.yaml"
+$KDFED apply -f "$FLEET_DIR/packages/greeter-app.yaml"
+$KDFED apply -f deploy/local/greeter/cluster.yaml
 
-step "Waiting until the example cluster is configured on its member"
-for i in $(seq 120); do
-  ready=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster hello \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-  [ "$ready" = True ] && break
-  sleep 1
+step "Waiting until the example clusters are configured on their members (greeting runs its setup package)"
+for cluster in hello greeting; do
+  for i in $(seq 120); do
+    ready=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster "$cluster" \
+      -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+    [ "$ready" = True ] && break
+    sleep 1
+  done
+  [ "$ready" = True ] || { echo "example cluster $cluster not ready; see $FLEET_DIR/logs" >&2; $KDFED cluster list >&2 || true; exit 1; }
+  echo "  $cluster: Ready"
 done
-[ "$ready" = True ] || { echo "example cluster not ready; see $FLEET_DIR/logs" >&2; $KDFED cluster list >&2 || true; exit 1; }
 
 step "Fleet summary"
 for c in hub east west; do
@@ -138,6 +150,14 @@ $KDFED cluster list
 echo
 $KDFED catalog list
 echo
+pod=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster greeting \
+  -o jsonpath='{.status.roles[0].members[0].pod}' 2>/dev/null || true)
+if [ -n "$pod" ]; then
+  printf '  greeting/%s on west says: ' "$pod"
+  "$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/west.kubeconfig" exec "$pod" -c app -- sh -c 'cat /var/lib/greeter/index.txt' 2>/dev/null \
+    || echo "(exec failed; see $FLEET_DIR/logs/exec-sync.log)"
+fi
+echo
 echo "  metrics:    hub http://127.0.0.1:$hub_admin/metrics, east http://127.0.0.1:${spoke_admin[east]}/metrics, west http://127.0.0.1:${spoke_admin[west]}/metrics"
 echo "  Prometheus: http://127.0.0.1:$prom_port (dashboards to import into Grafana: dashboards/*.json)"
 cat <<MSG
@@ -146,5 +166,7 @@ The fleet runs in the background (logs: $FLEET_DIR/logs/). Try:
   $BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig cluster list
   $KDFED_KUBECTL --kubeconfig $FLEET_DIR/hub.kubeconfig get kdcluster hello -o yaml
   $KDFED_KUBECTL --kubeconfig $FLEET_DIR/east.kubeconfig get pods
+  $KDFED_KUBECTL --kubeconfig $FLEET_DIR/west.kubeconfig exec <greeting pod> -c app -- sh -c 'cat /var/log/greeter/events'
+  (the test bed runs exec'd commands inside a pod's own files only when they start with sh or bash)
 Stop it with: deploy/local/down.sh
 MSG

@@ -205,12 +205,10 @@ impl Env {
 
     /// Gives the member's container a `systemctl` that answers (exit 0).
     async fn give_systemd(&self, pod: &str) {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.member_fs(pod).await.join("usr/bin/systemctl");
-        std::fs::create_dir_all(path.parent().expect("usr/bin")).expect("usr/bin");
-        std::fs::write(&path, "#!/bin/sh\necho 'systemd-journald.service - Journal Service'\nexit 0\n")
+        let script = "#!/bin/sh\necho 'systemd-journald.service - Journal Service'\nexit 0\n";
+        kdfed_testbed::exec::write_pod_file(&self.client, "default", pod, "/usr/bin/systemctl", script, 0o755)
+            .await
             .expect("systemctl");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
     /// Messages of the Events recorded about the cluster `name`.
@@ -728,16 +726,15 @@ async fn members_get_configcli_once_and_setup_scripts_call_bdvcli() {
     let plain = members_of(&c, "plain")[0].pod.clone();
 
     // The second worker already has a configcli (as a member whose /usr is on a volume would).
-    let usr_bin = env.member_fs(&workers[1]).await.join("usr/bin");
-    std::fs::create_dir_all(&usr_bin).expect("usr/bin");
-    std::fs::write(usr_bin.join("configcli"), "#!/bin/sh\necho \"preinstalled configcli as $(basename \"$0\")\"\n")
+    let preinstalled = "#!/bin/sh\necho \"preinstalled configcli as $(basename \"$0\")\"\n";
+    kdfed_testbed::exec::write_pod_file(&env.client, "default", &workers[1], "/usr/bin/configcli", preinstalled, 0o755)
+        .await
         .expect("configcli");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(usr_bin.join("configcli"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
     for name in ["bdvcli", "bd_vcli"] {
-        std::os::unix::fs::symlink("/usr/bin/configcli", usr_bin.join(name)).expect("symlink");
+        let link = format!("/usr/bin/{name}");
+        kdfed_testbed::exec::write_pod_file(&env.client, "default", &workers[1], &link, preinstalled, 0o755)
+            .await
+            .expect("link");
     }
     for pod in [&controller, &workers[0], &workers[1]] {
         env.give_systemd(pod).await;

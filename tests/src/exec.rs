@@ -123,3 +123,34 @@ async fn point_exec_at_pod(client: &Client, cluster_dir: &Path, ns: &str, pod: &
     execs.patch(pod, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await?;
     Ok(())
 }
+
+/// Writes a file into a fake pod's `app` container through exec, as `kubectl exec` would
+/// (the pod's own mount namespace sees it at once; writing into the folder from the host
+/// while the pod's overlays are mounted is undefined behaviour for overlayfs).
+pub async fn write_pod_file(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    path: &str,
+    content: &str,
+    mode: u32,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let script = "mkdir -p \"$(dirname \"$1\")\" && printf %s \"$2\" > \"$1\" && chmod \"$3\" \"$1\" && echo written";
+    let command = ["sh", "-c", script, "sh", path, content, &format!("{mode:o}")];
+    let params = kube::api::AttachParams::default().container("app").stdin(false).stdout(true).stderr(true);
+    let mut process = pods.exec(pod, command, &params).await.with_context(|| format!("exec in {namespace}/{pod}"))?;
+    let mut out = String::new();
+    let mut err = String::new();
+    let mut stdout = process.stdout().context("no stdout")?;
+    let mut stderr = process.stderr().context("no stderr")?;
+    let (a, b) = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+    a?;
+    b?;
+    let _ = process.join().await;
+    if out.trim() != "written" {
+        bail!("writing {path} in {namespace}/{pod} failed: {}", err.trim());
+    }
+    Ok(())
+}

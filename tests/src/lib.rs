@@ -304,6 +304,30 @@ pub fn down(dir: &Path) -> Result<Vec<String>> {
     Ok(stopped)
 }
 
+/// Keeps exec working for the pods of every cluster `testbed up --dir DIR` started (the
+/// `Exec` object per pod that the starting process kept while it ran), until SIGINT or
+/// SIGTERM. `testbed up` detaches, so a fleet that runs setup packages starts this next to it.
+pub async fn keep_exec(dir: &Path) -> Result<()> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no test bed at {} (missing {STATE_FILE})", dir.display()))?;
+    let state: StateFile = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    let mut tasks = Vec::new();
+    for cluster in &state.clusters {
+        let client = client_for(&cluster.kubeconfig).await?;
+        tasks.push(exec::spawn_sync(client, dir.join(&cluster.name)));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
 /// An admin client from a kubeconfig file.
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig).with_context(|| format!("read {}", kubeconfig.display()))?;

@@ -43,6 +43,12 @@ enum Command {
         #[arg(long)]
         node_gpu: Option<String>,
     },
+    /// Keep exec working for the fake pods of a detached test bed (runs until stopped).
+    ExecSync {
+        /// The folder given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Issue a webhook serving certificate for 127.0.0.1 signed by a cluster's CA; prints
     /// the certificate, key and CA paths (run again to rotate).
     WebhookCert {
@@ -148,6 +154,7 @@ async fn main() -> Result<()> {
             let account = kdfed_testbed::rbac::deploy_identity(&admin, &base, token_seconds, &out).await?;
             println!("{account}\t{}", out.display());
         }
+        Command::ExecSync { dir } => kdfed_testbed::keep_exec(&dir).await?,
         Command::Down { dir } => {
             let stopped = kdfed_testbed::down(&dir)?;
             eprintln!("stopped {} process(es)", stopped.len());

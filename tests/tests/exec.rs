@@ -134,6 +134,34 @@ async fn exec_runs_commands_in_the_fake_pods_own_filesystem() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Every exec shares the pod's one mount namespace, as in a container: a background
+    // process sees a file a later exec writes (with the test bed's helper, as kubectl exec).
+    let (_, _, code) = exec(
+        &pods,
+        "exec-a",
+        "nohup sh -c 'for i in $(seq 50); do [ -f /usr/local/bin/tool ] && break; sleep 0.1; done; /usr/local/bin/tool > /opt/guestconfig/tool-out' >/dev/null 2>&1 </dev/null &",
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    kdfed_testbed::exec::write_pod_file(
+        &client,
+        "default",
+        "exec-a",
+        "/usr/local/bin/tool",
+        "#!/bin/sh\necho tool ran\n",
+        0o755,
+    )
+    .await
+    .expect("write a file through exec");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while std::fs::read_to_string(fs.join("opt/guestconfig/tool-out")).ok().as_deref() != Some("tool ran\n") {
+        assert!(tokio::time::Instant::now() < deadline, "the background process did not see the new file");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (out, _, _) = exec(&pods, "exec-a", "ls /usr/local/bin/tool", None).await;
+    assert_eq!(out, "/usr/local/bin/tool\n");
+
     // A recreated pod gets a new, empty filesystem.
     pods.delete("exec-a", &DeleteParams::default().grace_period(0)).await.expect("delete");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
