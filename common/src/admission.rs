@@ -510,12 +510,62 @@ pub fn configuration_name(component: &str) -> String {
     format!("{component}.kubedirector.hpe.com")
 }
 
+/// How the API server reaches a webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A URL (a webhook outside the cluster, or on loopback in the test bed).
+    Url(String),
+    /// A Service in the cluster (the shipped `deploy/hub` configurations use this).
+    Service {
+        /// Namespace of the Service.
+        namespace: String,
+        /// Name of the Service.
+        name: String,
+        /// Port of the Service.
+        port: u16,
+    },
+}
+
+impl Endpoint {
+    /// Parses `webhook.service`: `namespace/name` or `namespace/name:port` (port 443 by default).
+    pub fn service(text: &str) -> Result<Endpoint, String> {
+        let rule = "webhook.service: must be namespace/name or namespace/name:port";
+        let (namespace, rest) = text.split_once('/').ok_or_else(|| format!("{rule}, not {text:?}"))?;
+        let (name, port) = match rest.split_once(':') {
+            Some((name, port)) => (name, port.parse::<u16>().map_err(|_| format!("{rule}, not {text:?}"))?),
+            None => (rest, 443),
+        };
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !label(namespace) || !label(name) || port == 0 {
+            return Err(format!("{rule} (DNS labels, port 1-65535), not {text:?}"));
+        }
+        Ok(Endpoint::Service { namespace: namespace.into(), name: name.into(), port })
+    }
+
+    fn client_config(&self, path: &str, ca: &str) -> serde_json::Value {
+        match self {
+            Endpoint::Url(url) => json!({"url": format!("{}{path}", url.trim_end_matches('/')), "caBundle": ca}),
+            Endpoint::Service { namespace, name, port } => json!({
+                "service": {"namespace": namespace, "name": name, "port": port, "path": path},
+                "caBundle": ca,
+            }),
+        }
+    }
+}
+
 /// Registers (server-side apply) the webhook for kdfed's kinds with `failurePolicy: Fail`,
-/// reached at `url`, trusted through `ca_pem`.
+/// reached at `endpoint`, trusted through `ca_pem`. With a Service endpoint this fills in
+/// the `caBundle` of the configurations `deploy/hub` ships (same names and webhooks).
 pub async fn register(
     client: &Client,
     component: &str,
-    url: &str,
+    endpoint: &Endpoint,
     ca_pem: &str,
     field_manager: &str,
 ) -> Result<(), kube::Error> {
@@ -524,7 +574,7 @@ pub async fn register(
     let hook = |name: &str, group: &str, resources: &[&str], ops: &[&str]| {
         json!({
             "name": format!("{name}.{component}.kubedirector.hpe.com"),
-            "clientConfig": {"url": format!("{}{PATH}", url.trim_end_matches('/')), "caBundle": ca},
+            "clientConfig": endpoint.client_config(PATH, &ca),
             "rules": [{"apiGroups": [group], "apiVersions": ["*"], "operations": ops, "resources": resources, "scope": "*"}],
             "failurePolicy": "Fail",
             "sideEffects": "None",
@@ -549,7 +599,7 @@ pub async fn register(
     let mutating_hook = |name: &str, resources: &[&str]| {
         json!({
             "name": format!("{name}.mutate.{component}.kubedirector.hpe.com"),
-            "clientConfig": {"url": format!("{}{MUTATE_PATH}", url.trim_end_matches('/')), "caBundle": ca},
+            "clientConfig": endpoint.client_config(MUTATE_PATH, &ca),
             "rules": [{"apiGroups": ["kubedirector.hpe.com"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": resources, "scope": "*"}],
             "failurePolicy": "Fail",
             "sideEffects": "None",
@@ -582,6 +632,10 @@ pub struct WebhookSettings {
     pub ca_file: Option<PathBuf>,
     /// URL the API server calls; with `ca_file`, the component registers the webhook itself.
     pub url: Option<String>,
+    /// Service the API server calls (`namespace/name[:port]`, port 443 by default); with
+    /// `ca_file`, the component registers the webhook itself through that Service (and so
+    /// fills in the `caBundle` of the configurations `deploy/hub` ships).
+    pub service: Option<String>,
 }
 
 impl Default for WebhookSettings {
@@ -592,6 +646,7 @@ impl Default for WebhookSettings {
             key_file: None,
             ca_file: None,
             url: None,
+            service: None,
         }
     }
 }
@@ -602,8 +657,19 @@ impl WebhookSettings {
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err("webhook.cert_file and webhook.key_file: set both or neither".into());
         }
+        if self.url.is_some() && self.service.is_some() {
+            return Err("webhook.service and webhook.url: set one or the other".into());
+        }
         if self.url.is_some() && (self.ca_file.is_none() || self.cert_file.is_none()) {
             return Err("webhook.url: registering the webhook needs webhook.ca_file and a serving certificate".into());
+        }
+        if let Some(service) = &self.service {
+            if self.ca_file.is_none() || self.cert_file.is_none() {
+                return Err(
+                    "webhook.service: registering the webhook needs webhook.ca_file and a serving certificate".into()
+                );
+            }
+            Endpoint::service(service)?;
         }
         Ok(())
     }
@@ -620,12 +686,17 @@ impl WebhookSettings {
         let reviewer = Reviewer { client: client.clone(), system_namespace: system_namespace.to_string() };
         let bound =
             serve(self.address, cert.clone(), key.clone(), reviewer, metrics).await.map_err(|e| e.to_string())?;
-        if let (Some(url), Some(ca)) = (&self.url, &self.ca_file) {
+        let endpoint = match (&self.url, &self.service) {
+            (Some(url), _) => Some(Endpoint::Url(url.clone())),
+            (None, Some(service)) => Some(Endpoint::service(service)?),
+            (None, None) => None,
+        };
+        if let (Some(endpoint), Some(ca)) = (endpoint, &self.ca_file) {
             let ca_pem = std::fs::read_to_string(ca).map_err(|e| format!("webhook.ca_file {}: {e}", ca.display()))?;
-            register(client, component, url, &ca_pem, component)
+            register(client, component, &endpoint, &ca_pem, component)
                 .await
                 .map_err(|e| format!("register the webhook: {e}"))?;
-            info!(url, "admission webhook registered");
+            info!(?endpoint, "admission webhook registered");
         }
         Ok(Some(bound))
     }
@@ -649,17 +720,51 @@ pub struct WebhookArgs {
     /// URL the API server calls the webhook at; set to register it.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// Service the API server calls the webhook through (namespace/name[:port]); set to
+    /// register it (fills in the caBundle of the shipped configurations).
+    #[arg(long)]
+    pub webhook_service: Option<String>,
 }
 
 impl WebhookArgs {
     /// The flags as configuration overrides (`webhook.*` keys).
-    pub fn overrides(self) -> [(&'static str, Option<String>); 5] {
+    pub fn overrides(self) -> [(&'static str, Option<String>); 6] {
         [
             ("webhook.address", self.webhook_address),
             ("webhook.cert_file", self.webhook_cert_file),
             ("webhook.key_file", self.webhook_key_file),
             ("webhook.ca_file", self.webhook_ca_file),
             ("webhook.url", self.webhook_url),
+            ("webhook.service", self.webhook_service),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_services_are_namespace_name_and_port() {
+        assert_eq!(
+            Endpoint::service("kdfed-system/kdfed-hub"),
+            Ok(Endpoint::Service { namespace: "kdfed-system".into(), name: "kdfed-hub".into(), port: 443 })
+        );
+        assert_eq!(
+            Endpoint::service("ops/hub:8443"),
+            Ok(Endpoint::Service { namespace: "ops".into(), name: "hub".into(), port: 8443 })
+        );
+        for bad in ["kdfed-hub", "ns/", "/hub", "ns/hub:0", "ns/hub:http", "NS/hub", "ns/hub:70000"] {
+            let e = Endpoint::service(bad).expect_err(bad);
+            assert!(e.starts_with("webhook.service: must be namespace/name"), "{bad}: {e}");
+        }
+        let settings = WebhookSettings {
+            service: Some("kdfed-system/kdfed-hub".into()),
+            url: Some("https://127.0.0.1:9443".into()),
+            ..WebhookSettings::default()
+        };
+        assert_eq!(settings.validate(), Err("webhook.service and webhook.url: set one or the other".into()));
+        let settings = WebhookSettings { service: Some("kdfed-system/kdfed-hub".into()), ..WebhookSettings::default() };
+        assert!(settings.validate().unwrap_err().contains("needs webhook.ca_file"));
     }
 }

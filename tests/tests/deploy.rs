@@ -36,9 +36,8 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
     // what deploy/hub ships, apart from how the API server reaches it.
     let hub = bed.client("hub").await.expect("hub");
     let east = bed.client("east").await.expect("east");
-    kdfed_common::admission::register(&east, "kdfed-hub", "https://127.0.0.1:9443", "ca", "kdfed-hub")
-        .await
-        .expect("self-registration");
+    let url = kdfed_common::admission::Endpoint::Url("https://127.0.0.1:9443".into());
+    kdfed_common::admission::register(&east, "kdfed-hub", &url, "ca", "kdfed-hub").await.expect("self-registration");
     let name = kdfed_common::admission::configuration_name("kdfed-hub");
     let comparable = |webhooks: Value| -> Vec<Value> {
         let mut hooks: Vec<Value> = webhooks.as_array().expect("webhooks").clone();
@@ -72,7 +71,31 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
 
     // Self-registration next to the shipped configurations is refused rather than silently
     // mixed (docs/install.md: use one or the other), and leaves them as they were.
-    let mixed = kdfed_common::admission::register(&hub, "kdfed-hub", "https://127.0.0.1:9443", "ca", "kdfed-hub").await;
+    let mixed = kdfed_common::admission::register(&hub, "kdfed-hub", &url, "ca", "kdfed-hub").await;
     assert!(matches!(&mixed, Err(kube::Error::Api(e)) if e.code == 422), "{mixed:?}");
     assert_eq!(get_validating(&hub).await, shipped);
+
+    // Registration through the Service (`--webhook-service kdfed-system/kdfed-hub`) fills in
+    // the shipped configurations' caBundle and changes nothing else: the way to run the
+    // shipped manifests without cert-manager.
+    let service = kdfed_common::admission::Endpoint::service("kdfed-system/kdfed-hub").expect("service");
+    kdfed_common::admission::register(&hub, "kdfed-hub", &service, "a CA", "kdfed-hub")
+        .await
+        .expect("registration through the Service");
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode("a CA");
+    for webhooks in [get_validating(&hub).await, get_mutating(&hub).await] {
+        for h in webhooks.as_array().expect("webhooks") {
+            assert_eq!(h["clientConfig"]["caBundle"], ca.as_str(), "{h:#}");
+            assert_eq!(h["clientConfig"]["service"]["name"], "kdfed-hub", "{h:#}");
+            assert!(h["clientConfig"]["url"].is_null(), "{h:#}");
+        }
+    }
+    let without_ca = |mut hooks: Value| {
+        for h in hooks.as_array_mut().expect("webhooks") {
+            h["clientConfig"].as_object_mut().expect("clientConfig").remove("caBundle");
+        }
+        hooks
+    };
+    assert_eq!(without_ca(get_validating(&hub).await), without_ca(shipped));
 }
