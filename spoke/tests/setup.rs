@@ -726,16 +726,13 @@ async fn members_get_configcli_once_and_setup_scripts_call_bdvcli() {
     let plain = members_of(&c, "plain")[0].pod.clone();
 
     // The second worker already has a configcli (as a member whose /usr is on a volume would).
+    // It is where newer configcli packages put it, /usr/local/bin: the director adds
+    // upstream's legacy links in /usr/bin instead of installing.
     let preinstalled = "#!/bin/sh\necho \"preinstalled configcli as $(basename \"$0\")\"\n";
-    kdfed_testbed::exec::write_pod_file(&env.client, "default", &workers[1], "/usr/bin/configcli", preinstalled, 0o755)
+    let path = "/usr/local/bin/configcli";
+    kdfed_testbed::exec::write_pod_file(&env.client, "default", &workers[1], path, preinstalled, 0o755)
         .await
         .expect("configcli");
-    for name in ["bdvcli", "bd_vcli"] {
-        let link = format!("/usr/bin/{name}");
-        kdfed_testbed::exec::write_pod_file(&env.client, "default", &workers[1], &link, preinstalled, 0o755)
-            .await
-            .expect("link");
-    }
     for pod in [&controller, &workers[0], &workers[1]] {
         env.give_systemd(pod).await;
     }
@@ -761,6 +758,11 @@ async fn members_get_configcli_once_and_setup_scripts_call_bdvcli() {
     assert!(env.member_lines(preinstalled, "var/log/guestconfig/configcli-installs").await.is_empty());
     let out = env.member_file(preinstalled, "var/log/guestconfig/bdvcli.out").await;
     assert_eq!(out.as_deref(), Some("preinstalled configcli as bdvcli\n"));
+    for name in ["bdvcli", "bd_vcli", "configcli"] {
+        let link = env.member_fs(preinstalled).await.join("usr/bin").join(name);
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        assert_eq!(target, std::path::Path::new("/usr/local/bin/configcli"), "{name}");
+    }
     assert_eq!(configures(&env.invocations(preinstalled).await), 1);
     // A role without a setup package gets no configcli (as upstream).
     assert!(env.member_file(&plain, "usr/bin/configcli").await.is_none());

@@ -135,6 +135,27 @@ pub async fn write_pod_file(
     content: &str,
     mode: u32,
 ) -> Result<()> {
+    // The exec request itself can fail in passing (a websocket refused while KWOK is busy):
+    // try a few times, as `kubectl exec` users would, and report the last error.
+    let mut last = None;
+    for _ in 0..5 {
+        match write_pod_file_once(client, namespace, pod, path, content, mode).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+}
+
+async fn write_pod_file_once(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    path: &str,
+    content: &str,
+    mode: u32,
+) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let script = "mkdir -p \"$(dirname \"$1\")\" && printf %s \"$2\" > \"$1\" && chmod \"$3\" \"$1\" && echo written";

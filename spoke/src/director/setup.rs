@@ -50,6 +50,14 @@ const _: () = assert!(3 * CHUNK + 8 * 1024 < 65_534);
 
 /// Installed by the configcli package; node prep is skipped when it exists.
 pub const CONFIGCLI: &str = "/usr/bin/configcli";
+/// Where newer configcli packages install (upstream's later `ConfigCliLoc`); a member that
+/// has it gets upstream's legacy links in `/usr/bin` instead of an install.
+pub const CONFIGCLI_LOCAL: &str = "/usr/local/bin/configcli";
+
+/// Upstream's links for scripts that expect configcli in `/usr/bin` when it lives in
+/// `/usr/local/bin` (`ccli` and `configmacro` only when the package has them).
+const LEGACY_LINKS: &str = "for n in bdvcli bd_vcli configcli; do ln -sf /usr/local/bin/configcli /usr/bin/$n || exit 1; done; \
+for n in ccli configmacro; do [ ! -e /usr/local/bin/$n ] || ln -sf /usr/local/bin/$n /usr/bin/$n || exit 1; done";
 
 /// A configcli package (a tgz whose top folder is `configcli-<version>/` holding an
 /// executable `install`), kept base64-encoded: it reaches members as exec arguments.
@@ -366,7 +374,8 @@ fi
 rm -f "$d/configcli.tgz.base64"
 cd "$d" && tar xzf configcli.tgz && chmod +x "$d"/configcli-*/install && "$d"/configcli-*/install \
   && rm -rf "$d"/configcli-* && rm -f "$d/configcli.tgz" \
-  && ln -sf {CONFIGCLI} /usr/bin/bdvcli && ln -sf {CONFIGCLI} /usr/bin/bd_vcli
+  && if [ -f {CONFIGCLI} ]; then ln -sf {CONFIGCLI} /usr/bin/bdvcli && ln -sf {CONFIGCLI} /usr/bin/bd_vcli; \
+     elif [ -f {CONFIGCLI_LOCAL} ]; then ( {LEGACY_LINKS} ); fi
 status=$?
 cd /
 rm -rf "$d"
@@ -490,8 +499,12 @@ async fn install_configcli(
 ) -> Result<Option<SetupOutcome>, ExecError> {
     let pod = setup.pod.as_str();
     let failed = |what: String| Some(SetupOutcome::Failed(format!("failed to install configcli: {what}")));
-    let check = "if [ -f \"$1\" ]; then echo kdfed-present; else echo kdfed-absent; fi";
-    let present = run(pods, pod, check, &[CONFIGCLI], EXEC_TIMEOUT).await?;
+    let check = format!(
+        "if [ -f \"$1\" ]; then echo kdfed-present; \
+         elif [ -f \"$2\" ]; then ( {LEGACY_LINKS} ) && echo kdfed-present; \
+         else echo kdfed-absent; fi"
+    );
+    let present = run(pods, pod, &check, &[CONFIGCLI, CONFIGCLI_LOCAL], EXEC_TIMEOUT).await?;
     let lines = || present.stdout.lines();
     if !present.success || !lines().any(|l| l == "kdfed-present" || l == "kdfed-absent") {
         return Ok(failed(format!("cannot check for {CONFIGCLI}: {}", failure(&present))));
