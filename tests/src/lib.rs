@@ -508,6 +508,9 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
     create_nodes(&client, spec).await?;
     create_storage_class(&client).await?;
     wait_settled(&mut cluster, &client, spec.nodes.count).await?;
+    if spec.nodes.count > 0 {
+        warm_up_kwok(&mut cluster, &client).await?;
+    }
     Ok(cluster)
 }
 
@@ -657,6 +660,84 @@ fn revive_kwok(cluster: &mut Cluster) -> Result<()> {
     cluster.kwok_restarts += 1;
     eprintln!("{}: kwok exited; restarting it ({}/{KWOK_RESTARTS})", cluster.name, cluster.kwok_restarts);
     cluster.processes[index] = Process::spawn("kwok", &cmd.program, &cmd.args, &cmd.logs, cmd.lifetime, &cmd.env)?;
+    Ok(())
+}
+
+/// Takes one pod with a claim through kwok's pod and volume stages (provision, bind, ready,
+/// delete) while the cluster starts: kwok initialises each stage lazily on its first object,
+/// the step where its start-up race crashes it, and here a crash is restarted
+/// ([`revive_kwok`]) instead of breaking the first test that creates a pod.
+async fn warm_up_kwok(cluster: &mut Cluster, client: &Client) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+    const NS: &str = "kdfed-testbed-warmup";
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))?;
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("create the warm-up namespace"),
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "warmup"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}}
+    }))?;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "warmup"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "app", "image": "kdfed.invalid/warmup:1"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "warmup"}}]
+        }
+    }))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut step = "the namespace's ServiceAccount";
+    loop {
+        revive_kwok(cluster)?;
+        check_alive(cluster)?;
+        if tokio::time::Instant::now() > deadline {
+            bail!("{}: kwok warm-up stuck at {step} after 180s", cluster.name);
+        }
+        if accounts.get_opt("default").await?.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if claims.get_opt("warmup").await?.is_none() {
+            claims.create(&PostParams::default(), &claim).await.context("create the warm-up claim")?;
+            pods.create(&PostParams::default(), &pod).await.context("create the warm-up pod")?;
+        }
+        step = "the warm-up pod Ready with its claim Bound";
+        let bound =
+            claims.get_opt("warmup").await?.and_then(|c| c.status).and_then(|s| s.phase).is_some_and(|p| p == "Bound");
+        let ready = pods
+            .get_opt("warmup")
+            .await?
+            .and_then(|p| p.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if bound && ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = kube::api::DeleteParams::default().grace_period(0);
+    pods.delete("warmup", &gone).await.context("delete the warm-up pod")?;
+    claims.delete("warmup", &Default::default()).await.context("delete the warm-up claim")?;
+    loop {
+        revive_kwok(cluster)?;
+        check_alive(cluster)?;
+        if pods.get_opt("warmup").await?.is_none() && claims.get_opt("warmup").await?.is_none() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{}: kwok warm-up: pod or claim not deleted after 180s", cluster.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    namespaces.delete(NS, &Default::default()).await.context("delete the warm-up namespace")?;
     Ok(())
 }
 
