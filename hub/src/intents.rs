@@ -451,9 +451,11 @@ fn api_all(client: &Client) -> Api<KubeDirectorCluster> {
 /// on each member that it has not reported as fully running yet.
 pub fn member_views(members: &[KubeDirectorMember], intents: &[KubeDirectorCluster]) -> Vec<MemberView> {
     let mut in_flight: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
     for intent in intents {
         let Some(status) = &intent.status else { continue };
         let Some(p) = &status.placement else { continue };
+        *placed.entry(p.member.clone()).or_default() += 1;
         let running =
             status.members_ready.as_deref().is_some_and(|r| r.split_once('/').is_some_and(|(a, b)| a == b && a != "0"));
         if !running {
@@ -486,6 +488,7 @@ pub fn member_views(members: &[KubeDirectorMember], intents: &[KubeDirectorClust
                 allocatable,
                 requested,
                 storage_classes: status.storage_classes.clone(),
+                placed: placed.get(&m.name_any()).copied().unwrap_or(0),
             }
         })
         .collect()

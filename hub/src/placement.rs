@@ -1,6 +1,7 @@
 //! The scheduler: picks one member for a cluster intent. Pure: filters (explicit members,
 //! `memberSelector`, taints/tolerations, availability, capacity, storage class), then
-//! scores (preference weights, then free capacity after placement); ties break by name.
+//! scores (preference weights, then free capacity after placement, then spread: fewer
+//! clusters already placed); ties break by name.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +86,8 @@ pub struct MemberView {
     pub requested: Resources,
     /// Storage classes.
     pub storage_classes: Vec<String>,
+    /// Clusters placed on the member already (spread: fewer wins when all else is equal).
+    pub placed: usize,
 }
 
 /// What a cluster needs.
@@ -229,7 +232,7 @@ fn free_fraction_after(intent: &IntentView, m: &MemberView) -> f64 {
 /// Picks a member for `intent`, or says how many members each filter rejected.
 pub fn schedule<'a>(intent: &IntentView, members: &'a [MemberView]) -> Result<&'a MemberView, Unschedulable> {
     let mut why = Unschedulable { members: members.len(), ..Unschedulable::default() };
-    let mut best: Option<(i64, i64, &MemberView)> = None;
+    let mut best: Option<((i64, i64, i64), &MemberView)> = None;
     for m in members {
         if let Some(filter) = rejected_by(intent, m) {
             *why.rejected.entry(filter).or_default() += 1;
@@ -245,17 +248,19 @@ pub fn schedule<'a>(intent: &IntentView, members: &'a [MemberView]) -> Result<&'
         if m.taints.iter().any(|t| t.effect == "PreferNoSchedule" && !tolerates(&intent.placement.tolerations, t)) {
             preference -= 1;
         }
-        // Free capacity in parts per million, so ties compare exactly.
+        // Free capacity in parts per million, so ties compare exactly; then spread (clusters
+        // without requests leave capacity equal, and must not all land on one member).
         let free = (free_fraction_after(intent, m) * 1e6) as i64;
+        let score = (preference, free, -(m.placed as i64));
         let better = match best {
             None => true,
-            Some((bp, bf, bm)) => (preference, free) > (bp, bf) || ((preference, free) == (bp, bf) && m.name < bm.name),
+            Some((best_score, bm)) => score > best_score || (score == best_score && m.name < bm.name),
         };
         if better {
-            best = Some((preference, free, m));
+            best = Some((score, m));
         }
     }
-    best.map(|(_, _, m)| m).ok_or(why)
+    best.map(|(_, m)| m).ok_or(why)
 }
 
 #[cfg(test)]
@@ -280,6 +285,22 @@ mod tests {
 
     fn selector(k: &str, v: &str) -> LabelSelector {
         LabelSelector { match_labels: Some([(k.to_string(), v.to_string())].into()), ..LabelSelector::default() }
+    }
+
+    #[test]
+    fn clusters_without_requests_spread_over_equal_members() {
+        let mut members = vec![member("a", &[], 16.0, 0.0), member("b", &[], 16.0, 0.0), member("c", &[], 16.0, 0.0)];
+        let none = IntentView::default();
+        members[0].placed = 2;
+        members[1].placed = 1;
+        members[2].placed = 1;
+        // Equal capacity and preference: the member with the fewest clusters, then the name.
+        assert_eq!(schedule(&none, &members).map(|m| m.name.as_str()), Ok("b"));
+        members[1].placed = 3;
+        assert_eq!(schedule(&none, &members).map(|m| m.name.as_str()), Ok("c"));
+        // Spread never beats free capacity or preferences.
+        members[2].requested.cpu = 1.0;
+        assert_eq!(schedule(&intent(1.0), &members).map(|m| m.name.as_str()), Ok("a"));
     }
 
     #[test]
