@@ -43,17 +43,23 @@ pub async fn last_renewal(client: &Client, member: &str) -> Result<Option<jiff::
     Ok(leases.get_opt(MEMBER_LEASE).await?.and_then(|l| l.spec).and_then(|s| s.renew_time).map(|t| t.0))
 }
 
-/// Updates every member's `Available` condition and placed-cluster count, every `period`.
+/// Updates every member's `Available` condition and placed-cluster count, every `period`,
+/// with an Event on the member when its availability changes.
 pub async fn run(client: Client, grace: Duration, period: Duration) {
+    let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub");
     loop {
-        if let Err(e) = sync_once(&client, grace).await {
+        if let Err(e) = sync_once(&client, &recorder, grace).await {
             warn!("member availability: {e}");
         }
         tokio::time::sleep(period).await;
     }
 }
 
-async fn sync_once(client: &Client, grace: Duration) -> Result<(), kube::Error> {
+async fn sync_once(
+    client: &Client,
+    recorder: &kdfed_common::events::Recorder,
+    grace: Duration,
+) -> Result<(), kube::Error> {
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
     let intents: Api<KubeDirectorCluster> = Api::all(client.clone());
     let mut placed: BTreeMap<String, i64> = BTreeMap::new();
@@ -76,6 +82,16 @@ async fn sync_once(client: &Client, grace: Duration) -> Result<(), kube::Error> 
         if changed_status || old.clusters_placed != Some(count) {
             if changed_status {
                 info!(member = %name, status, reason, "member availability changed");
+                // Becoming unavailable after having been available is what operators must see.
+                let was_available = old.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True");
+                let (warning, event_reason) = match (status, was_available) {
+                    ("True", _) => (false, "MemberAvailable"),
+                    (_, true) => (true, "MemberUnavailable"),
+                    _ => (false, reason),
+                };
+                if let Err(e) = recorder.record(&member, warning, event_reason, &message).await {
+                    warn!(member = %name, "cannot record an Event: {e}");
+                }
             }
             let available: Vec<&Condition> = conditions.iter().filter(|c| c.type_ == "Available").collect();
             let patch = json!({
