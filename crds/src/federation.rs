@@ -129,6 +129,9 @@ pub struct KubeDirectorWorkSpec {
     /// The Secrets the cluster references (only those).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<WorkSecret>,
+    /// The ConfigMaps the cluster connects to (`spec.connections.configmaps`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_maps: Vec<WorkConfigMap>,
 }
 
 /// Identity of the user's intent on the hub.
@@ -185,6 +188,32 @@ pub struct WorkSecret {
     /// Base64 data, as in a Secret.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+    /// Labels to copy (connected Secrets carry `kubedirector.hpe.com/secretType`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to copy (configmeta shows them for connected Secrets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A ConfigMap a cluster connects to, copied to the member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkConfigMap {
+    /// ConfigMap name.
+    pub name: String,
+    /// Labels to copy (connected ConfigMaps carry `kubedirector.hpe.com/cmType`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations to copy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Text data.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    /// Binary data (base64).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub binary_data: BTreeMap<String, String>,
 }
 
 /// What the spoke reports back for a Work.

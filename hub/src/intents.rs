@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kdfed_common::Doing;
 use kdfed_common::conditions::{condition, set_condition};
@@ -58,11 +58,41 @@ pub async fn run(ctx: Arc<Context>) {
     let intents: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
     let works: Api<KubeDirectorWork> = Api::all(client.clone());
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
+    let configmaps: Api<ConfigMap> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::all(client.clone());
     let controller = Controller::new(intents, watcher::Config::default());
     let store = controller.store();
+    // A connected ConfigMap or Secret (typed with upstream's label) changed: the clusters in
+    // its namespace that connect to it get a fresh Work, so members hear --reconnect promptly.
+    let connecting = |store: kube::runtime::reflector::Store<DeserializeGuard<KubeDirectorCluster>>,
+                      configmap: bool| {
+        move |ns: Option<String>, name: String| {
+            store
+                .state()
+                .into_iter()
+                .filter(|i| {
+                    i.0.as_ref().is_ok_and(|c| {
+                        c.namespace() == ns
+                            && c.spec.connections.as_ref().is_some_and(|k| {
+                                if configmap { k.configmaps.contains(&name) } else { k.secrets.contains(&name) }
+                            })
+                    })
+                })
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_configmap = connecting(store.clone(), true);
+    let by_secret = connecting(store.clone(), false);
     controller
         .watches(works, watcher::Config::default().labels(LABEL_ORIGIN_NAME), |work: KubeDirectorWork| {
             Some(ObjectRef::new(&work.spec.origin.name).within(&work.spec.origin.namespace))
+        })
+        .watches(configmaps, watcher::Config::default().labels("kubedirector.hpe.com/cmType"), move |cm: ConfigMap| {
+            by_configmap(cm.namespace(), cm.name_any())
+        })
+        .watches(secrets, watcher::Config::default().labels("kubedirector.hpe.com/secretType"), move |s: Secret| {
+            by_secret(s.namespace(), s.name_any())
         })
         .watches(members, watcher::Config::default(), move |_member: KubeDirectorMember| {
             // Any member change (joined, capacity, availability) may make unplaced clusters fit.
@@ -210,7 +240,26 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
             let all_members = members.list(&Default::default()).await.doing("list members")?.items;
             let intents = api_all(&ctx.client).list(&Default::default()).await.doing("list clusters")?.items;
             let views = member_views(&all_members, &intents);
-            match placement::schedule(&IntentView::of(&spec), &views) {
+            let mut view = IntentView::of(&spec);
+            match connected_member(&intents, &ns, &name, &spec) {
+                Ok(member) => view.colocate = member,
+                Err(message) => {
+                    status.conditions = set_condition(
+                        &status.conditions,
+                        "Placed",
+                        "False",
+                        "WaitingForConnections",
+                        &message,
+                        generation,
+                    );
+                    if status != old {
+                        write_status(&api, &intent, &status).await?;
+                        event(&ctx, &intent, false, "WaitingForConnections", &message).await;
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+            }
+            match placement::schedule(&view, &views) {
                 Ok(m) => {
                     let p =
                         PlacementStatus { member: m.name.clone(), epoch: 1, time: Some(Time(jiff::Timestamp::now())) };
@@ -275,6 +324,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let existing = works.get_opt(&wname).await.doing("read work")?;
     if member.is_some() && existing.as_ref().is_none_or(|w| w.metadata.deletion_timestamp.is_none()) {
         let secrets = referenced_secrets(&ctx.client, &ns, &spec).await?;
+        let config_maps = connected_configmaps(&ctx.client, &ns, &spec).await?;
         // Secret keys are encrypted with the hub's master key; the member has its own. The
         // Work (readable only by that member) carries the values, and the member's own
         // admission encrypts them again with its key.
@@ -309,6 +359,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                 "app": {"name": intent.spec.app, "spec": app_spec},
                 "cluster": {"namespace": ns, "name": name, "labels": intent.labels(), "spec": spec},
                 "secrets": secrets,
+                "configMaps": config_maps,
             }
         });
         works
@@ -400,7 +451,10 @@ async fn fail_over(
     let intents = api_all(&ctx.client).list(&Default::default()).await.doing("list clusters")?.items;
     let mut views = member_views(&all_members, &intents);
     views.retain(|v| v.name != placement.member);
-    let target = match placement::schedule(&IntentView::of(spec), &views) {
+    let mut view = IntentView::of(spec);
+    view.colocate =
+        connected_member(&intents, &intent.namespace().unwrap_or_default(), &intent.name_any(), spec).ok().flatten();
+    let target = match placement::schedule(&view, &views) {
         Ok(m) => m.name.clone(),
         Err(why) => {
             let message =
@@ -494,6 +548,83 @@ pub fn member_views(members: &[KubeDirectorMember], intents: &[KubeDirectorClust
         .collect()
 }
 
+/// Where the clusters a cluster connects to run: connections are resolved on the member, so
+/// it must run there too. `Ok(None)` without (existing) connected clusters; missing ones
+/// are skipped, as configmeta skips them. `Err` says why placement must wait: a connected
+/// cluster not placed yet, or connected clusters on different members.
+pub fn connected_member(
+    intents: &[KubeDirectorCluster],
+    ns: &str,
+    name: &str,
+    spec: &KubeDirectorClusterSpec,
+) -> Result<Option<String>, String> {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for wanted in spec.connections.iter().flat_map(|c| &c.clusters) {
+        if wanted == name {
+            continue;
+        }
+        let Some(other) = intents.iter().find(|i| i.namespace().as_deref() == Some(ns) && &i.name_any() == wanted)
+        else {
+            continue;
+        };
+        match other.status.as_ref().and_then(|s| s.placement.as_ref()) {
+            Some(p) => found.entry(p.member.clone()).or_default().push(wanted.clone()),
+            None => return Err(format!("waiting for connected cluster {wanted} to be placed")),
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_keys().next()),
+        _ => {
+            let parts: Vec<String> = found.iter().map(|(m, cs)| format!("{} on {m}", cs.join(", "))).collect();
+            Err(format!(
+                "connected clusters run on different members ({}); a cluster can only run beside the clusters it connects to",
+                parts.join("; ")
+            ))
+        }
+    }
+}
+
+/// Labels and annotations worth copying with a connected object: not kubectl's bookkeeping.
+fn carried(map: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with("kubectl.kubernetes.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The ConfigMaps a cluster connects to, for the Work (missing ones are skipped).
+async fn connected_configmaps(
+    client: &Client,
+    ns: &str,
+    spec: &KubeDirectorClusterSpec,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = spec.connections.iter().flat_map(|c| c.configmaps.clone()).collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(cm) = api.get_opt(&name).await.doing("read configmap")? {
+            let binary: BTreeMap<String, String> = cm
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v.0)))
+                .collect();
+            out.push(json!({
+                "name": name,
+                "labels": carried(cm.metadata.labels.as_ref()),
+                "annotations": carried(cm.metadata.annotations.as_ref()),
+                "data": cm.data.unwrap_or_default(),
+                "binaryData": binary,
+            }));
+        }
+    }
+    Ok(out)
+}
+
 /// The Secrets a cluster references (default secret, role secrets, connected secrets), with
 /// their data, for the Work.
 async fn referenced_secrets(
@@ -516,7 +647,11 @@ async fn referenced_secrets(
                 .into_iter()
                 .map(|(k, v)| (k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v.0)))
                 .collect();
-            out.push(json!({"name": name, "type": secret.type_, "data": data}));
+            out.push(json!({
+                "name": name, "type": secret.type_, "data": data,
+                "labels": carried(secret.metadata.labels.as_ref()),
+                "annotations": carried(secret.metadata.annotations.as_ref()),
+            }));
         }
     }
     Ok(out)
@@ -589,4 +724,45 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
     }
     info!("intent released");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(name: &str, member: Option<&str>, connects_to: &[&str]) -> KubeDirectorCluster {
+        let mut c: KubeDirectorCluster = serde_json::from_value(json!({
+            "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"app": "a", "roles": [], "connections": {"clusters": connects_to}}
+        }))
+        .expect("cluster");
+        if let Some(m) = member {
+            c.status = Some(KubeDirectorClusterStatus {
+                placement: Some(PlacementStatus { member: m.into(), epoch: 1, time: None }),
+                ..KubeDirectorClusterStatus::default()
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn connected_clusters_decide_the_member() {
+        let all = vec![
+            intent("db", Some("west"), &[]),
+            intent("cache", Some("west"), &[]),
+            intent("queue", Some("east"), &[]),
+            intent("fresh", None, &[]),
+        ];
+        let me = |connects: &[&str]| connected_member(&all, "default", "me", &intent("me", None, connects).spec);
+        assert_eq!(me(&[]), Ok(None));
+        assert_eq!(me(&["db", "cache"]), Ok(Some("west".into())));
+        // Missing connected clusters are skipped (configmeta skips them too); itself as well.
+        assert_eq!(me(&["db", "gone", "me"]), Ok(Some("west".into())));
+        assert_eq!(me(&["db", "fresh"]), Err("waiting for connected cluster fresh to be placed".into()));
+        let split = me(&["db", "queue"]).expect_err("split");
+        assert!(split.starts_with("connected clusters run on different members (queue on east; db on west)"), "{split}");
+        // Other namespaces do not count.
+        assert_eq!(connected_member(&all, "other", "me", &intent("me", None, &["db"]).spec), Ok(None));
+    }
 }

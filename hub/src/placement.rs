@@ -99,6 +99,9 @@ pub struct IntentView {
     pub storage_classes: Vec<String>,
     /// The cluster's placement constraints.
     pub placement: Placement,
+    /// The member the clusters it connects to (`spec.connections.clusters`) run on: it
+    /// must run there too, since connections are resolved on the member.
+    pub colocate: Option<String>,
 }
 
 impl IntentView {
@@ -112,6 +115,7 @@ impl IntentView {
             requests: cluster_requests(spec),
             storage_classes: classes,
             placement: spec.placement.clone().unwrap_or_default(),
+            colocate: None,
         }
     }
 }
@@ -121,6 +125,8 @@ impl IntentView {
 pub enum Filter {
     /// Not in `placement.members`.
     Members,
+    /// Not the member the connected clusters run on.
+    Connections,
     /// Labels do not match `memberSelector`.
     Selector,
     /// A taint is not tolerated.
@@ -137,6 +143,7 @@ impl Filter {
     fn phrase(self) -> &'static str {
         match self {
             Filter::Members => "not listed in placement.members",
+            Filter::Connections => "did not run the clusters it connects to",
             Filter::Selector => "did not match placement.memberSelector",
             Filter::Taints => "had taints the cluster does not tolerate",
             Filter::Unavailable => "unavailable",
@@ -201,6 +208,9 @@ fn rejected_by(intent: &IntentView, m: &MemberView) -> Option<Filter> {
     let p = &intent.placement;
     if !p.members.is_empty() && !p.members.contains(&m.name) {
         return Some(Filter::Members);
+    }
+    if intent.colocate.as_ref().is_some_and(|c| c != &m.name) {
+        return Some(Filter::Connections);
     }
     if let Some(sel) = &p.member_selector
         && !selector_matches(sel, &m.labels)
@@ -301,6 +311,21 @@ mod tests {
         // Spread never beats free capacity or preferences.
         members[2].requested.cpu = 1.0;
         assert_eq!(schedule(&intent(1.0), &members).map(|m| m.name.as_str()), Ok("a"));
+    }
+
+    #[test]
+    fn a_cluster_runs_where_the_clusters_it_connects_to_run() {
+        let members = vec![member("east", &[], 32.0, 0.0), member("west", &[], 16.0, 8.0)];
+        let mut i = intent(1.0);
+        assert_eq!(schedule(&i, &members).map(|m| m.name.as_str()), Ok("east"));
+        i.colocate = Some("west".into());
+        assert_eq!(schedule(&i, &members).map(|m| m.name.as_str()), Ok("west"));
+        i.requests.cpu = 10.0;
+        let err = schedule(&i, &members).expect_err("west is too small");
+        assert_eq!(
+            err.to_string(),
+            "0/2 members fit: 1 did not run the clusters it connects to, 1 had insufficient free CPU, memory or GPU"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
@@ -388,6 +388,10 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         for s in secrets.list(&lp).await.doing("list secrets")?.items {
             let _ = secrets.delete(&s.name_any(), &DeleteParams::background()).await;
         }
+        let configmaps: Api<ConfigMap> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+        for c in configmaps.list(&lp).await.doing("list configmaps")?.items {
+            let _ = configmaps.delete(&c.name_any(), &DeleteParams::background()).await;
+        }
         let finalizers: Vec<String> = work.finalizers().iter().filter(|f| *f != FINALIZER_WORK).cloned().collect();
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": work.resource_version()}});
         works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("release work")?;
@@ -412,10 +416,34 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         .doing("apply app")?;
     let secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
     for s in &work.spec.secrets {
+        let mut labels = s.labels.clone();
+        labels.insert(LABEL_WORK.to_string(), wname.clone());
         let secret = json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": s.name, "namespace": cluster.namespace, "labels": {LABEL_WORK: wname}},
+            "metadata": {"name": s.name, "namespace": cluster.namespace, "labels": labels, "annotations": s.annotations},
             "type": s.type_, "data": s.data});
         secrets.patch(&s.name, &pp, &Patch::Apply(secret)).await.doing("apply secret")?;
+    }
+    // Connected ConfigMaps (with their type label, so the director sees them as connections).
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+    for c in &work.spec.config_maps {
+        let mut labels = c.labels.clone();
+        labels.insert(LABEL_WORK.to_string(), wname.clone());
+        let configmap = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": c.name, "namespace": cluster.namespace, "labels": labels, "annotations": c.annotations},
+            "data": c.data, "binaryData": c.binary_data});
+        configmaps.patch(&c.name, &pp, &Patch::Apply(configmap)).await.doing("apply configmap")?;
+    }
+    // What the Work no longer carries goes (only copies this Work made).
+    let ours = ListParams::default().labels(&format!("{LABEL_WORK}={wname}"));
+    for s in secrets.list(&ours).await.doing("list secrets")?.items {
+        if !work.spec.secrets.iter().any(|w| w.name == s.name_any()) {
+            secrets.delete(&s.name_any(), &DeleteParams::background()).await.doing("delete secret")?;
+        }
+    }
+    for c in configmaps.list(&ours).await.doing("list configmaps")?.items {
+        if !work.spec.config_maps.iter().any(|w| w.name == c.name_any()) {
+            configmaps.delete(&c.name_any(), &DeleteParams::background()).await.doing("delete configmap")?;
+        }
     }
     let mut labels = cluster.labels.clone();
     labels.insert(LABEL_WORK.to_string(), wname.clone());

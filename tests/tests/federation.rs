@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
 use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
 use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, workspace_binary};
@@ -446,6 +446,50 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
     let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=analytics");
     assert_eq!(pods.list(&lp).await.expect("pods").items.len(), 4);
+
+    // A cluster that connects to analytics runs beside it on west (connections are resolved
+    // on the member; east has more room), and the ConfigMap it connects to travels with its
+    // Work, follows changes on the hub (the member's connections hash moves) and goes with it.
+    let configmaps: Api<ConfigMap> = Api::namespaced(hub.clone(), "default");
+    let tuning: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "tuning", "labels": {"kubedirector.hpe.com/cmType": "tuning"}},
+        "data": {"mode": "fast"}
+    }))
+    .expect("configmap");
+    configmaps.create(&PostParams::default(), &tuning).await.expect("create configmap");
+    let mut dashboard = cluster("dashboard", 1, "1", None);
+    dashboard["spec"]["connections"] = json!({"clusters": ["analytics"], "configmaps": ["tuning"]});
+    clusters.create(&PostParams::default(), &serde_json::from_value(dashboard).expect("c")).await.expect("create");
+    let c = wait_cluster(&clusters, "dashboard", "ready beside analytics", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"));
+    let first_hash = c.status.as_ref().and_then(|s| s.last_connection_hash.clone()).expect("connections hash");
+    let west_configmaps: Api<ConfigMap> = Api::namespaced(west.clone(), "default");
+    let copy = west_configmaps.get("tuning").await.expect("the connected ConfigMap is on west");
+    assert_eq!(copy.labels().get("kubedirector.hpe.com/cmType").map(String::as_str), Some("tuning"));
+    assert_eq!(copy.data.as_ref().and_then(|d| d.get("mode")).map(String::as_str), Some("fast"));
+    configmaps
+        .patch("tuning", &PatchParams::default(), &Patch::Merge(json!({"data": {"mode": "safe"}})))
+        .await
+        .expect("change the configmap");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let copy = west_configmaps.get("tuning").await.expect("copy");
+        let mode = copy.data.as_ref().and_then(|d| d.get("mode")).cloned();
+        let hash = clusters.get("dashboard").await.expect("dashboard").status.and_then(|s| s.last_connection_hash);
+        if mode.as_deref() == Some("safe") && hash.as_ref().is_some_and(|h| h != &first_hash) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "change not propagated: mode {mode:?}, hash {hash:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    clusters.delete("dashboard", &DeleteParams::default()).await.expect("delete dashboard");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("dashboard").await.expect("get").is_some()
+        || west_configmaps.get_opt("tuning").await.expect("get").is_some()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "dashboard or its ConfigMap copy not cleaned up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Too large for any member: not placed, with the reason; placed once capacity is added.
     let big: KubeDirectorCluster = serde_json::from_value(cluster("big", 1, "20", None)).expect("c");
