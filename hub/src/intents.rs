@@ -761,7 +761,10 @@ mod tests {
         assert_eq!(me(&["db", "gone", "me"]), Ok(Some("west".into())));
         assert_eq!(me(&["db", "fresh"]), Err("waiting for connected cluster fresh to be placed".into()));
         let split = me(&["db", "queue"]).expect_err("split");
-        assert!(split.starts_with("connected clusters run on different members (queue on east; db on west)"), "{split}");
+        assert!(
+            split.starts_with("connected clusters run on different members (queue on east; db on west)"),
+            "{split}"
+        );
         // Other namespaces do not count.
         assert_eq!(connected_member(&all, "other", "me", &intent("me", None, &["db"]).spec), Ok(None));
     }
