@@ -207,6 +207,23 @@ async fn events_of(client: &Client, cluster: &str) -> Vec<(String, String, Strin
         .collect()
 }
 
+/// Waits until an Event about `cluster` matches (the director records Events right after
+/// the status a test waits for, so the Event may come a moment later).
+async fn wait_event<F>(client: &Client, cluster: &str, what: &str, matches: F)
+where
+    F: Fn(&(String, String, String)) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = events_of(client, cluster).await;
+        if events.iter().any(&matches) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Event {what}: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn set_members(clusters: &Api<KubeDirectorCluster>, name: &str, role_index: usize, members: i32) {
     let mut c = clusters.get(name).await.expect("get");
     c.spec.roles[role_index].members = Some(members);
@@ -329,12 +346,8 @@ async fn a_spark_like_cluster_is_built_expanded_shrunk_repaired_and_deleted() {
     })
     .await;
     assert_eq!(members_of(&c, "controller")[0].node_id, controller.node_id, "same member, same node id");
-    let events = events_of(&client, "spark").await;
-    assert!(
-        events.iter().any(|(_, r, m)| r == "Member"
-            && m.starts_with(&format!("container ID has changed for member{{{}}}", controller.pod))),
-        "{events:#?}"
-    );
+    let changed = format!("container ID has changed for member{{{}}}", controller.pod);
+    wait_event(&client, "spark", &changed, |(_, r, m)| r == "Member" && m.starts_with(&changed)).await;
 
     // A cardinality violation is refused with upstream's message; nothing running is touched.
     set_members(&clusters, "spark", 0, 2).await;
@@ -347,11 +360,10 @@ async fn a_spark_like_cluster_is_built_expanded_shrunk_repaired_and_deleted() {
     .await;
     assert_eq!(state(&c), "configured");
     assert_eq!(live_pods(&client, "spark").await.len(), 3);
-    let events = events_of(&client, "spark").await;
-    assert!(
-        events.iter().any(|(t, _, m)| t == "Warning" && m.contains(expected) && m.contains("spec.roles[0].members")),
-        "{events:#?}"
-    );
+    wait_event(&client, "spark", expected, |(t, _, m)| {
+        t == "Warning" && m.contains(expected) && m.contains("spec.roles[0].members")
+    })
+    .await;
     set_members(&clusters, "spark", 0, 1).await;
     wait_for(&clusters, "spark", "valid again", |c| {
         c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|k| k.type_ == "Valid" && k.status == "True"))

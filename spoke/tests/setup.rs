@@ -218,6 +218,21 @@ impl Env {
         events.list(&lp).await.expect("events").items.into_iter().filter_map(|e| e.message).collect()
     }
 
+    /// The Events about `name` once every message in `expected` is among them (the director
+    /// records an Event right after the status it reports, so a test that saw the status
+    /// may be a moment early).
+    async fn events_with(&self, name: &str, expected: &[String]) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let events = self.events(name).await;
+            if expected.iter().all(|e| events.contains(e)) {
+                return events;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "missing Events {expected:?} among {events:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stops the director and starts a new one (its memory is the clusters' status only).
     fn restart_director(&mut self) {
         let _ = self.director.0.kill();
@@ -432,8 +447,8 @@ async fn connected_objects_reach_members_through_reconnect_and_tokens_stay() {
             configured_with(c, &shape) && annotation(c, "kubedirector.hpe.com/connUpdateCounter").is_some()
         })
         .await;
-    assert!(env.events("dep").await.iter().any(|m| m == "connected to cluster {main}; updating it"));
-    assert!(env.events("main").await.iter().any(|m| m == "connected cluster {dep} has changed"));
+    env.events_with("dep", &["connected to cluster {main}; updating it".to_string()]).await;
+    env.events_with("main", &["connected cluster {dep} has changed".to_string()]).await;
     let members: Vec<MemberStatus> = ["controller", "worker"].iter().flat_map(|r| members_of(&c, r)).collect();
     for m in &members {
         let meta: Value = serde_json::from_str(
@@ -537,7 +552,8 @@ async fn setup_waits_for_systemd_per_member_and_a_missing_package_is_a_config_er
         assert!(env.member_file(&pod(role), "etc/guestconfig/configmeta.json").await.is_none(), "{role}");
     }
     let message = format!("systemd not yet responsive in member{{{}}}", pod("controller"));
-    assert_eq!(env.events("sd").await.iter().filter(|m| **m == message).count(), 1, "one Event, not one per pass");
+    let events = env.events_with("sd", std::slice::from_ref(&message)).await;
+    assert_eq!(events.iter().filter(|m| **m == message).count(), 1, "one Event, not one per pass");
 
     // systemd answers in the controller only: it goes on, the others keep waiting.
     env.give_systemd(&pod("controller")).await;
@@ -572,7 +588,7 @@ async fn setup_waits_for_systemd_per_member_and_a_missing_package_is_a_config_er
     assert!(broken.state_detail.setup_detail.is_none());
     assert!(env.invocations(&broken.pod).await.is_empty());
     let expected = format!("failed to run initial config for member{{{}}} in role{{broken}}", broken.pod);
-    assert!(env.events("sd").await.contains(&expected), "{:?}", env.events("sd").await);
+    env.events_with("sd", std::slice::from_ref(&expected)).await;
 }
 
 /// Packs `files` (path in the archive, content, mode) into the tgz `dir/name`.
@@ -799,7 +815,11 @@ async fn a_broken_configcli_package_leaves_members_in_config_error() {
             members.len() == 2 && members.iter().all(|m| m.state == "config error")
         })
         .await;
-    let events = env.events("nocli").await;
+    let expected: Vec<String> = ["controller", "worker"]
+        .iter()
+        .map(|r| format!("failed to run initial config for member{{{}}} in role{{{r}}}", members_of(&c, r)[0].pod))
+        .collect();
+    let events = env.events_with("nocli", &expected).await;
     for (role, m) in ["controller", "worker"].iter().map(|r| (r, members_of(&c, r)[0].clone())) {
         let detail = m.state_detail.config_error_detail.clone().expect("detail");
         assert!(detail.starts_with("failed to install configcli: "), "{detail}");

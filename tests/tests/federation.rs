@@ -1073,14 +1073,22 @@ async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
     // Warning when its heartbeat stopped.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(hub.clone(), "default");
     let lp = ListParams::default().fields("involvedObject.name=east,involvedObject.kind=KubeDirectorMember");
-    let seen: Vec<(String, String)> = events
-        .list(&lp)
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
-        .collect();
-    assert!(seen.contains(&("Normal".into(), "MemberAvailable".into())), "{seen:?}");
-    assert!(seen.contains(&("Warning".into(), "MemberUnavailable".into())), "{seen:?}");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let seen: Vec<(String, String)> = events
+            .list(&lp)
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect();
+        if seen.contains(&("Normal".into(), "MemberAvailable".into()))
+            && seen.contains(&("Warning".into(), "MemberUnavailable".into()))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "member Events missing: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
