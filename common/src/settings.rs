@@ -54,6 +54,26 @@ where
     built.try_deserialize().map_err(|e| SettingsError::Invalid(e.to_string()))
 }
 
+/// Every key of a settings value, nested keys joined with `.` (`webhook.cert_file`): what
+/// the configuration reference must document.
+pub fn keys<T: Serialize>(settings: &T) -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &serde_json::to_value(settings).unwrap_or_default(), &mut out);
+    out.sort();
+    out
+}
+
 /// Settings of one of kdfed's long-running binaries.
 pub trait Component: DeserializeOwned + Serialize + Default {
     /// Checks values that the types alone cannot; the message names the key.
