@@ -144,7 +144,6 @@ mod tests {
             .expect("docs/configuration.md");
         let start = doc.find("## kdfed-spoke").expect("section");
         let section = &doc[start..];
-        let section = section;
         for key in kdfed_common::settings::keys(&Settings::default()) {
             let wildcard = key.split_once('.').map(|(head, _)| format!("`{head}.*`"));
             assert!(
