@@ -630,9 +630,21 @@ async fn a_second_hub_replica_takes_over_when_the_leader_dies() {
         fleet.hubs.iter().position(|h| holder.ends_with(&format!("-{}", h.pid()))).expect("leader is one of ours");
     fleet.hubs[leader].kill();
 
-    // The other replica takes over and the work goes on, without duplicates.
+    // The other replica takes over and the work goes on, without duplicates. (An admission
+    // call the API server had in flight to the dead replica, or on a connection to it, fails
+    // once, with failurePolicy Fail: a user retries, and so does the test.)
     let second: KubeDirectorCluster = serde_json::from_value(cluster("second", 1, "1", None)).expect("c");
-    clusters.create(&PostParams::default(), &second).await.expect("create");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match clusters.create(&PostParams::default(), &second).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 500 && e.message.contains("failed calling webhook") => {
+                assert!(tokio::time::Instant::now() < deadline, "admission never recovered: {}", e.message);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("create: {e}"),
+        }
+    }
     wait_cluster(&clusters, "second", "ready under the new leader", |c| ready_with(c, "2/2")).await;
     let new_holder =
         leases.get("kdfed-hub").await.expect("lease").spec.and_then(|s| s.holder_identity).expect("holder");
