@@ -1,5 +1,6 @@
-//! Metrics both binaries share: requests to each Kubernetes API server they talk to (a
-//! tower layer in the client stack) and admission webhook requests and rejections.
+//! Metrics both binaries share: reconciles per controller, requests to each Kubernetes API
+//! server they talk to (a tower layer in the client stack) and admission webhook requests
+//! and rejections.
 //!
 //! Label values are bounded: the API server is a name the binary chooses (`hub`, `local`),
 //! the verb is the HTTP method (or `WATCH`), the code a status class; webhook kinds are the
@@ -16,6 +17,65 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+/// A controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// Controller name.
+    pub controller: String,
+}
+
+/// Reconcile runs, errors and durations per controller.
+#[derive(Debug)]
+pub struct ReconcileMetrics {
+    runs: Family<ControllerLabel, Counter>,
+    errors: Family<ControllerLabel, Counter>,
+    duration: Family<ControllerLabel, Histogram>,
+}
+
+impl ReconcileMetrics {
+    /// The metrics, with the series of `controllers` created at 0 (so their rates are 0
+    /// rather than absent before the first run).
+    pub fn new(controllers: &[&str]) -> ReconcileMetrics {
+        let m = ReconcileMetrics {
+            runs: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+        };
+        for controller in controllers {
+            let label = ControllerLabel { controller: controller.to_string() };
+            let _ = m.runs.get_or_create(&label);
+            let _ = m.errors.get_or_create(&label);
+            let _ = m.duration.get_or_create(&label);
+        }
+        m
+    }
+
+    /// Registers `reconcile_total`, `reconcile_errors_total` and
+    /// `reconcile_duration_seconds` in `registry` (already prefixed with the component).
+    pub fn register_in(&self, registry: &mut Registry) {
+        registry.register("reconcile", "Reconcile runs per controller", self.runs.clone());
+        registry.register("reconcile_errors", "Reconcile errors per controller", self.errors.clone());
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Reconcile duration per controller",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+    }
+
+    /// Times one reconcile of `controller`.
+    pub fn observe(&self, controller: &str, started: Instant, failed: bool) {
+        let label = ControllerLabel { controller: controller.to_string() };
+        self.runs.get_or_create(&label).inc();
+        // The error series exists from the first run, so rates of it are 0, not absent.
+        let errors = self.errors.get_or_create(&label);
+        if failed {
+            errors.inc();
+        }
+        self.duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    }
+}
 
 /// Labels of one API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

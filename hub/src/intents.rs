@@ -146,7 +146,7 @@ async fn timed_reconcile(
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile(guard, ctx.clone()).await;
-    ctx.metrics.observe_reconcile("placement", started, result.is_err());
+    ctx.metrics.reconciles.observe("placement", started, result.is_err());
     result
 }
 

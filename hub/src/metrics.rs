@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kdfed_common::conditions::condition;
+use kdfed_common::observe::ReconcileMetrics;
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
 use kube::{Client, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -60,13 +60,6 @@ pub struct StateLabel {
     pub state: String,
 }
 
-/// A controller.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabel {
-    /// Controller name.
-    pub controller: String,
-}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every hub metric.
@@ -88,12 +81,8 @@ pub struct HubMetrics {
     pub placement_latency: Histogram,
     /// Seconds from a cluster's creation to `Ready=True`.
     pub configured_latency: Histogram,
-    /// Reconcile runs per controller.
-    pub reconciles: Family<ControllerLabel, Counter>,
-    /// Reconcile errors per controller.
-    pub reconcile_errors: Family<ControllerLabel, Counter>,
-    /// Reconcile duration per controller.
-    pub reconcile_duration: Family<ControllerLabel, Histogram>,
+    /// Reconcile runs, errors and durations per controller.
+    pub reconciles: ReconcileMetrics,
     /// 1 while this replica leads.
     pub leader: Gauge,
 }
@@ -121,9 +110,7 @@ impl HubMetrics {
             works: Family::default(),
             placement_latency: latency_buckets(),
             configured_latency: latency_buckets(),
-            reconciles: Family::default(),
-            reconcile_errors: Family::default(),
-            reconcile_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            reconciles: ReconcileMetrics::new(&[]),
             leader: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("hub");
@@ -171,28 +158,9 @@ impl HubMetrics {
             Unit::Seconds,
             m.configured_latency.clone(),
         );
-        r.register("reconcile", "Reconcile runs per controller", m.reconciles.clone());
-        r.register("reconcile_errors", "Reconcile errors per controller", m.reconcile_errors.clone());
-        r.register_with_unit(
-            "reconcile_duration",
-            "Reconcile duration per controller",
-            Unit::Seconds,
-            m.reconcile_duration.clone(),
-        );
+        m.reconciles.register_in(r);
         r.register("leader", "1 while this replica is the leader", m.leader.clone());
         Arc::new(m)
-    }
-
-    /// Times one reconcile of `controller`.
-    pub fn observe_reconcile(&self, controller: &str, started: std::time::Instant, failed: bool) {
-        let label = ControllerLabel { controller: controller.to_string() };
-        self.reconciles.get_or_create(&label).inc();
-        // The error series exists from the first run, so rates of it are 0, not absent.
-        let errors = self.reconcile_errors.get_or_create(&label);
-        if failed {
-            errors.inc();
-        }
-        self.reconcile_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -356,7 +356,7 @@ async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) ->
     let started = std::time::Instant::now();
     let result = sync_work(cached, &ctx).await;
     if let Some(m) = &ctx.opts.metrics {
-        m.observe_reconcile("works", started, result.is_err());
+        m.reconciles.observe("works", started, result.is_err());
     }
     result
 }

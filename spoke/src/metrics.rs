@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use kdfed_common::observe::ReconcileMetrics;
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kube::Client;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,13 +30,6 @@ pub struct StepLabel {
     pub step: String,
 }
 
-/// A controller.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabel {
-    /// Controller name.
-    pub controller: String,
-}
-
 /// The setup-script steps the director runs (the only values of the `step` label).
 pub const SETUP_STEPS: &[&str] = &["configure", "addnodes", "delnodes", "reconnect"];
 
@@ -55,9 +49,8 @@ pub struct SpokeMetrics {
     setup_runs: Family<StepLabel, Counter>,
     setup_failures: Family<StepLabel, Counter>,
     setup_duration: Family<StepLabel, Histogram>,
-    reconciles: Family<ControllerLabel, Counter>,
-    reconcile_errors: Family<ControllerLabel, Counter>,
-    reconcile_duration: Family<ControllerLabel, Histogram>,
+    /// Reconcile runs, errors and durations of [`CONTROLLERS`].
+    pub reconciles: ReconcileMetrics,
 }
 
 impl SpokeMetrics {
@@ -73,9 +66,7 @@ impl SpokeMetrics {
             setup_failures: Family::default(),
             // Setup scripts take from a fraction of a second to many minutes.
             setup_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.1, 2.0, 14))),
-            reconciles: Family::default(),
-            reconcile_errors: Family::default(),
-            reconcile_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
+            reconciles: ReconcileMetrics::new(CONTROLLERS),
         };
         // Every series exists from the start, so rates are 0 rather than absent.
         for step in SETUP_STEPS {
@@ -83,12 +74,6 @@ impl SpokeMetrics {
             let _ = m.setup_runs.get_or_create(&label);
             let _ = m.setup_failures.get_or_create(&label);
             let _ = m.setup_duration.get_or_create(&label);
-        }
-        for controller in CONTROLLERS {
-            let label = ControllerLabel { controller: controller.to_string() };
-            let _ = m.reconciles.get_or_create(&label);
-            let _ = m.reconcile_errors.get_or_create(&label);
-            let _ = m.reconcile_duration.get_or_create(&label);
         }
         let r = registry.sub_registry_with_prefix("spoke");
         r.register("clusters", "Local clusters by state", m.clusters.clone());
@@ -113,14 +98,7 @@ impl SpokeMetrics {
             Unit::Seconds,
             m.setup_duration.clone(),
         );
-        r.register("reconcile", "Reconcile runs per controller", m.reconciles.clone());
-        r.register("reconcile_errors", "Reconcile errors per controller", m.reconcile_errors.clone());
-        r.register_with_unit(
-            "reconcile_duration",
-            "Reconcile duration per controller",
-            Unit::Seconds,
-            m.reconcile_duration.clone(),
-        );
+        m.reconciles.register_in(r);
         Arc::new(m)
     }
 
@@ -135,16 +113,6 @@ impl SpokeMetrics {
         if let Some(s) = seconds {
             self.setup_duration.get_or_create(&label).observe(s);
         }
-    }
-
-    /// Times one reconcile of `controller`.
-    pub fn observe_reconcile(&self, controller: &str, started: std::time::Instant, failed: bool) {
-        let label = ControllerLabel { controller: controller.to_string() };
-        self.reconciles.get_or_create(&label).inc();
-        if failed {
-            self.reconcile_errors.get_or_create(&label).inc();
-        }
-        self.reconcile_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
     }
 
     /// Records a heartbeat attempt.
@@ -204,7 +172,7 @@ mod tests {
         assert!(text.contains("kdfed_spoke_reconcile_total{controller=\"director\"} 0"), "{text}");
         assert!(text.contains("kdfed_spoke_reconcile_errors_total{controller=\"director\"} 0"), "{text}");
         m.observe_setup("reconnect", true, Some(0.5));
-        m.observe_reconcile("director", std::time::Instant::now(), true);
+        m.reconciles.observe("director", std::time::Instant::now(), true);
         let text = scrape(&registry);
         assert!(text.contains("kdfed_spoke_setup_failures_total{step=\"reconnect\"} 1"), "{text}");
         assert!(text.contains("kdfed_spoke_setup_duration_seconds_count{step=\"reconnect\"} 1"), "{text}");

@@ -151,7 +151,7 @@ async fn publish(ctx: &Context, cluster: &KubeDirectorCluster, warning: bool, re
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_cluster(guard, ctx.clone()).await;
-    ctx.metrics.observe_reconcile("director", started, result.is_err());
+    ctx.metrics.reconciles.observe("director", started, result.is_err());
     result
 }
 
