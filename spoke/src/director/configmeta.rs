@@ -199,12 +199,11 @@ fn flavor(role: &Role) -> Value {
 
 /// Adds the connected objects to a cluster document.
 pub fn with_connections(mut document: Value, connections: &Connections) -> Value {
-    use base64_like::encode;
     let objects = |list: &[ConnectedObject], bytes: bool| -> Value {
         let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for o in list {
             let text = |v: &[u8]| {
-                if bytes { Value::String(encode(v)) } else { Value::String(String::from_utf8_lossy(v).into()) }
+                if bytes { Value::String(encode_bytes(v)) } else { Value::String(String::from_utf8_lossy(v).into()) }
             };
             let strings = |m: &BTreeMap<String, String>| -> Map<String, Value> {
                 m.iter().map(|(k, v)| (k.clone(), text(v.as_bytes()))).collect()
@@ -247,40 +246,24 @@ pub fn for_member(view: &ClusterView<'_>, cluster_document: &Value, pod: &str) -
     Some(document)
 }
 
-/// Standard base64 (Go's encoding of `[]byte` in JSON), without a dependency for one use.
-mod base64_like {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn encodes_like_go() {
-        assert_eq!(encode(b""), "");
-        assert_eq!(encode(b"f"), "Zg==");
-        assert_eq!(encode(b"fo"), "Zm8=");
-        assert_eq!(encode(b"foo"), "Zm9v");
-        assert_eq!(encode(b"hunter2"), "aHVudGVyMg==");
-    }
+/// Bytes as JSON shows them in upstream's (Go's) documents: standard base64 with padding.
+fn encode_bytes(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_encoded_like_go() {
+        assert_eq!(encode_bytes(b""), "");
+        assert_eq!(encode_bytes(b"f"), "Zg==");
+        assert_eq!(encode_bytes(b"fo"), "Zm8=");
+        assert_eq!(encode_bytes(b"foo"), "Zm9v");
+        assert_eq!(encode_bytes(b"hunter2"), "aHVudGVyMg==");
+    }
     use kdfed_crds::app::KubeDirectorApp;
     use kdfed_crds::cluster::KubeDirectorCluster;
 
