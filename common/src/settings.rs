@@ -54,9 +54,10 @@ where
     built.try_deserialize().map_err(|e| SettingsError::Invalid(e.to_string()))
 }
 
-/// Every key of a settings value, nested keys joined with `.` (`webhook.cert_file`): what
-/// the configuration reference must document.
-pub fn keys<T: Serialize>(settings: &T) -> Vec<String> {
+/// The keys of `settings` (nested ones joined with `.`, e.g. `webhook.cert_file`) that the
+/// section of the configuration reference `reference` under `heading` does not name as
+/// `` `key` `` (or as `` `webhook.*` `` for the nested ones): what is left to document.
+pub fn undocumented_keys<T: Serialize>(settings: &T, reference: &str, heading: &str) -> Vec<String> {
     fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
         match value {
             serde_json::Value::Object(map) => {
@@ -68,10 +69,18 @@ pub fn keys<T: Serialize>(settings: &T) -> Vec<String> {
             _ => out.push(prefix.to_string()),
         }
     }
-    let mut out = Vec::new();
-    walk("", &serde_json::to_value(settings).unwrap_or_default(), &mut out);
-    out.sort();
-    out
+    let section = reference.find(heading).map_or("", |start| {
+        let rest = &reference[start + heading.len()..];
+        rest.find("\n## ").map_or(rest, |end| &rest[..end])
+    });
+    let mut keys = Vec::new();
+    walk("", &serde_json::to_value(settings).unwrap_or_default(), &mut keys);
+    keys.sort();
+    keys.retain(|key| {
+        let wildcard = key.split_once('.').map(|(head, _)| format!("`{head}.*`"));
+        !section.contains(&format!("`{key}`")) && !wildcard.is_some_and(|w| section.contains(&w))
+    });
+    keys
 }
 
 /// Settings of one of kdfed's long-running binaries.
