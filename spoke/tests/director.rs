@@ -2,8 +2,6 @@
 //! shrunk, repaired and deleted as upstream KubeDirector does it.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,36 +14,8 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A `kdfed-spoke --standalone` process, killed on drop.
-struct Director(Child);
-
-impl Director {
-    fn start(kubeconfig: &Path, log: &Path) -> Director {
-        let log = std::fs::File::create(log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
-            .args(["--standalone", "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(["--admin-address", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start kdfed-spoke");
-        Director(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+mod support;
+use support::Director;
 
 struct Env {
     bed: Testbed,
@@ -63,7 +33,7 @@ impl Env {
     fn director(&self) -> Director {
         let c = self.bed.cluster("east");
         let n = std::fs::read_dir(&c.dir).map(|d| d.count()).unwrap_or(0);
-        Director::start(&c.kubeconfig, &c.dir.join(format!("director-{n}.log")))
+        Director::start(&c.kubeconfig, &c.dir.join(format!("director-{n}.log")), &[])
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
@@ -25,15 +25,8 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A `kdfed-spoke --standalone` process, killed on drop.
-struct Director(Child);
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::Director;
 
 struct Env {
     bed: Testbed,
@@ -75,19 +68,7 @@ fn build_package(dir: &Path) -> PathBuf {
 
 fn start_director(bed: &Testbed, extra: &[String]) -> Director {
     let c = bed.cluster("east");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(c.dir.join("director.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
-        .args(["--standalone", "--kubeconfig"])
-        .arg(&c.kubeconfig)
-        .args(["--admin-address", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start kdfed-spoke");
-    Director(child)
+    Director::start(&c.kubeconfig, &c.dir.join("director.log"), extra)
 }
 
 async fn env() -> Env {
@@ -235,8 +216,7 @@ impl Env {
 
     /// Stops the director and starts a new one (its memory is the clusters' status only).
     fn restart_director(&mut self) {
-        let _ = self.director.0.kill();
-        let _ = self.director.0.wait();
+        self.director.kill();
         self.director = start_director(&self.bed, &self.spoke_args);
     }
 
