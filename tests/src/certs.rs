@@ -164,3 +164,20 @@ pub fn webhook_cert(pki_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf, Pat
     )?;
     Ok((pki_dir.join(format!("{name}.crt")), pki_dir.join(format!("{name}.key")), pki_dir.join("ca.crt")))
 }
+
+/// The flags that serve kdfed's admission webhook on `127.0.0.1:port` with the certificate
+/// files of [`webhook_cert`] and register it at `url` (where the API server calls it).
+pub fn webhook_flags(port: u16, (crt, key, ca): &(PathBuf, PathBuf, PathBuf), url: &str) -> Vec<String> {
+    vec![
+        "--webhook-address".into(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-cert-file".into(),
+        crt.display().to_string(),
+        "--webhook-key-file".into(),
+        key.display().to_string(),
+        "--webhook-ca-file".into(),
+        ca.display().to_string(),
+        "--webhook-url".into(),
+        url.to_string(),
+    ]
+}

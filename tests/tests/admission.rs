@@ -32,7 +32,7 @@ struct Webhook {
 /// Starts `binary` with a webhook on a free port and waits until the API server uses it.
 async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]) -> Webhook {
     let c = bed.cluster(cluster);
-    let (crt, key, ca) = certs::webhook_cert(&c.dir.join("pki"), "webhook").expect("webhook cert");
+    let files = certs::webhook_cert(&c.dir.join("pki"), "webhook").expect("webhook cert");
     let port = free_port();
     let admin = free_port();
     let mut args: Vec<String> = vec![
@@ -40,17 +40,8 @@ async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]
         c.kubeconfig.display().to_string(),
         "--admin-address".into(),
         format!("127.0.0.1:{admin}"),
-        "--webhook-address".into(),
-        format!("127.0.0.1:{port}"),
-        "--webhook-cert-file".into(),
-        crt.display().to_string(),
-        "--webhook-key-file".into(),
-        key.display().to_string(),
-        "--webhook-ca-file".into(),
-        ca.display().to_string(),
-        "--webhook-url".into(),
-        format!("https://127.0.0.1:{port}"),
     ];
+    args.extend(certs::webhook_flags(port, &files, &format!("https://127.0.0.1:{port}")));
     args.extend(extra.iter().map(|s| s.to_string()));
     let daemon = Daemon::start(binary, &workspace_binary(binary).expect("binary"), &args, &c.dir).expect("start");
     // Registered once the configuration exists and a bad object is refused.

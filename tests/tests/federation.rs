@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
 use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
-use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, workspace_binary};
+use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, certs, workspace_binary};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
@@ -184,8 +184,7 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
 
     // The hub serves its admission webhook and registers it. Replicas sit behind one
     // address, as behind the kdfed-hub Service, so that admission survives a dead replica.
-    let (crt, key, ca) =
-        kdfed_testbed::certs::webhook_cert(&bed.cluster("hub").dir.join("pki"), "hub-webhook").expect("webhook cert");
+    let webhook_files = certs::webhook_cert(&bed.cluster("hub").dir.join("pki"), "hub-webhook").expect("webhook cert");
     let hook_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
     let front =
         (replicas > 1).then(|| Forwarder::to_first_of(hook_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()));
@@ -197,7 +196,7 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
     let admin_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
     let hubs: Vec<Daemon> = (0..replicas)
         .map(|i| {
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "--kubeconfig".into(),
                 hub_identity.display().to_string(),
                 "--heartbeat-grace-seconds".into(),
@@ -206,17 +205,8 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 format!("127.0.0.1:{}", admin_ports[i]),
                 "--lease-duration-seconds".into(),
                 "6".into(),
-                "--webhook-address".into(),
-                format!("127.0.0.1:{}", hook_ports[i]),
-                "--webhook-cert-file".into(),
-                crt.display().to_string(),
-                "--webhook-key-file".into(),
-                key.display().to_string(),
-                "--webhook-ca-file".into(),
-                ca.display().to_string(),
-                "--webhook-url".into(),
-                hook_url.clone(),
             ];
+            args.extend(certs::webhook_flags(hook_ports[i], &webhook_files, &hook_url));
             Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &args, &dir)
                 .expect("start hub")
         })
