@@ -34,7 +34,7 @@ start_bg() {
   setsid "$@" >"$FLEET_DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$FLEET_DIR/pids/$name.pid"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$BIN/testbed" free-port; }
 
 step "Starting control planes: hub, east, west"
 rm -rf "$FLEET_DIR"

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use binaries::Binaries;
 pub use process::Lifetime;
-use process::{Process, free_port};
+use process::Process;
+pub use process::free_port;
 
 /// Simulated nodes of one cluster.
 #[derive(Clone, Debug, PartialEq)]

@@ -82,6 +82,9 @@ enum Command {
         #[arg(long, default_value_t = 7 * 24 * 3600)]
         token_seconds: i64,
     },
+    /// Print a loopback TCP port for a server about to start, reserved against the test
+    /// bed's other users and outside the range outgoing connections take ports from.
+    FreePort,
     /// Stop everything `up` started in this folder.
     Down {
         /// The folder given to `up`.
@@ -155,6 +158,7 @@ async fn main() -> Result<()> {
             println!("{account}\t{}", out.display());
         }
         Command::ExecSync { dir } => kdfed_testbed::keep_exec(&dir).await?,
+        Command::FreePort => println!("{}", kdfed_testbed::free_port()?),
         Command::Down { dir } => {
             let stopped = kdfed_testbed::down(&dir)?;
             eprintln!("stopped {} process(es)", stopped.len());

@@ -19,7 +19,7 @@ fn example(rel: &str) -> Value {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    kdfed_testbed::free_port().expect("free port")
 }
 
 /// A running webhook: the process, its webhook port and its admin (metrics) port.

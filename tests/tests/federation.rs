@@ -28,7 +28,7 @@ static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_n
 const GRACE_SECONDS: u64 = 5;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    kdfed_testbed::free_port().expect("free port")
 }
 
 /// GET `path` from a loopback HTTP server; returns the body, or "" when it does not answer
