@@ -21,6 +21,17 @@ impl Recorder {
         Recorder { client, component: component.to_string(), instance }
     }
 
+    /// Records an Event about `object`; a failure is logged and otherwise ignored, since
+    /// Events never stop reconciliation.
+    pub async fn publish<K>(&self, object: &K, warning: bool, reason: &str, message: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        if let Err(e) = self.record(object, warning, reason, message).await {
+            tracing::warn!("cannot record event {reason}: {e}");
+        }
+    }
+
     /// Records an Event about `object`. Failures are returned for logging; they never stop
     /// reconciliation.
     pub async fn record<K>(&self, object: &K, warning: bool, reason: &str, message: &str) -> Result<(), kube::Error>

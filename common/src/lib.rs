@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod crds;
 pub mod events;
 pub mod observe;
+pub mod reconcile;
 pub mod secretkeys;
 pub mod settings;
 pub mod telemetry;

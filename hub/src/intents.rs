@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kdfed_common::Doing;
 use kdfed_common::conditions::{condition, set_condition};
+use kdfed_common::reconcile;
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus, PlacementStatus};
 use kdfed_crds::federation::{
     ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, member_namespace,
@@ -104,7 +105,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(timed_reconcile, error_policy, ctx)
+        .run(timed_reconcile, reconcile::retry, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!("intents: {e}");
@@ -113,31 +114,13 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(_: Arc<DeserializeGuard<KubeDirectorCluster>>, error: &Error, _: Arc<Context>) -> Action {
-    warn!("reconcile failed: {error}");
-    Action::requeue(Duration::from_secs(5))
-}
-
-async fn event(ctx: &Context, intent: &KubeDirectorCluster, warning: bool, reason: &str, message: &str) {
-    if let Err(e) = ctx.recorder.record(intent, warning, reason, message).await {
-        warn!("cannot record event: {e}");
-    }
-}
-
+/// Writes the intent's whole status (see [`reconcile::apply_status`]).
 async fn write_status(
     api: &Api<KubeDirectorCluster>,
     intent: &KubeDirectorCluster,
     status: &KubeDirectorClusterStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION, "kind": "KubeDirectorCluster",
-        "metadata": {"resourceVersion": intent.resource_version()},
-        "status": status,
-    });
-    api.patch_status(&intent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .doing("write status")?;
-    Ok(())
+    reconcile::apply_status(api, intent, status, FIELD_MANAGER).await
 }
 
 async fn timed_reconcile(
@@ -156,34 +139,18 @@ fn seconds_since_creation(intent: &KubeDirectorCluster) -> Option<f64> {
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let cached = match &guard.0 {
-        Ok(c) => c,
-        Err(invalid) => {
-            warn!(error = %invalid.error, "ignoring malformed KubeDirectorCluster");
-            let message = format!("malformed KubeDirectorCluster: {}", invalid.error);
-            if let Err(e) = ctx.recorder.record(guard.as_ref(), true, "Invalid", &message).await {
-                warn!("cannot record event: {e}");
-            }
-            return Ok(Action::await_change());
-        }
-    };
-    let ns = cached.namespace().unwrap_or_else(|| "default".into());
-    let name = cached.name_any();
-    let api: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(intent) = api.get_opt(&name).await.doing("read cluster")? else {
+    let Some((api, intent)) = reconcile::latest(&guard, &ctx.client, &ctx.recorder, "Invalid").await? else {
         return Ok(Action::await_change());
     };
+    let ns = intent.namespace().unwrap_or_else(|| "default".into());
+    let name = intent.name_any();
     // kube-runtime already wraps each reconcile in a span naming the object; a span
     // entered here would be held across awaits and leak into other tasks.
 
     if intent.metadata.deletion_timestamp.is_some() {
         return delete(&ctx, &api, &intent).await;
     }
-    if !intent.finalizers().iter().any(|f| f == FINALIZER_INTENT) {
-        let mut finalizers = intent.finalizers().to_vec();
-        finalizers.push(FINALIZER_INTENT.to_string());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": intent.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.doing("add finalizer")?;
+    if reconcile::add_finalizer(&api, &intent, FINALIZER_INTENT).await? {
         return Ok(Action::requeue(Duration::from_millis(50)));
     }
     let old = intent.status.clone().unwrap_or_default();
@@ -205,7 +172,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         status.conditions = set_condition(&status.conditions, "Valid", "False", "AppNotFound", &message, generation);
         if status != old {
             write_status(&api, &intent, &status).await?;
-            event(&ctx, &intent, true, "Invalid", &format!("spec.app: {message}")).await;
+            ctx.recorder.publish(&intent, true, "Invalid", &format!("spec.app: {message}")).await;
         }
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
@@ -219,7 +186,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
             set_condition(&status.conditions, "Valid", "False", "InvalidSpec", &errors.to_string(), generation);
         if status != old {
             write_status(&api, &intent, &status).await?;
-            event(&ctx, &intent, true, "Invalid", &errors.to_string()).await;
+            ctx.recorder.publish(&intent, true, "Invalid", &errors.to_string()).await;
         }
         return Ok(Action::await_change());
     }
@@ -254,7 +221,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                     );
                     if status != old {
                         write_status(&api, &intent, &status).await?;
-                        event(&ctx, &intent, false, "WaitingForConnections", &message).await;
+                        ctx.recorder.publish(&intent, false, "WaitingForConnections", &message).await;
                     }
                     return Ok(Action::requeue(Duration::from_secs(5)));
                 }
@@ -273,7 +240,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                         ctx.metrics.placement_latency.observe(s);
                     }
                     info!(member = %m.name, "placed");
-                    event(&ctx, &intent, false, "Placed", &message).await;
+                    ctx.recorder.publish(&intent, false, "Placed", &message).await;
                     return Ok(Action::requeue(Duration::from_millis(50)));
                 }
                 Err(why) => {
@@ -287,7 +254,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                     );
                     if status != old {
                         write_status(&api, &intent, &status).await?;
-                        event(&ctx, &intent, true, "Unschedulable", &why.to_string()).await;
+                        ctx.recorder.publish(&intent, true, "Unschedulable", &why.to_string()).await;
                     }
                     return Ok(Action::requeue(Duration::from_secs(10)));
                 }
@@ -338,7 +305,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
             for role in &mut spec.roles {
                 let (values, unreadable) = kdfed_common::secretkeys::plain_values(&role.secret_keys, master.as_deref());
                 for e in unreadable {
-                    event(&ctx, &intent, true, "SecretKeys", &format!("role {}: {e}", role.id)).await;
+                    ctx.recorder.publish(&intent, true, "SecretKeys", &format!("role {}: {e}", role.id)).await;
                 }
                 for key in &mut role.secret_keys {
                     key.value = values.get(&key.name).cloned();
@@ -422,7 +389,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         write_status(&api, &intent, &status).await?;
         let was_ready = condition(&old.conditions, "Ready").map(|c| c.status.clone());
         if was_ready.as_deref() != Some(r_status) {
-            event(&ctx, &intent, r_status == "Unknown", r_reason, &r_message).await;
+            ctx.recorder.publish(&intent, r_status == "Unknown", r_reason, &r_message).await;
             if r_status == "True"
                 && was_ready.is_none_or(|s| s == "False")
                 && let Some(s) = seconds_since_creation(&intent)
@@ -460,7 +427,7 @@ async fn fail_over(
             let message =
                 format!("member {} unavailable for over {after}s but no other member fits: {why}", placement.member);
             warn!("{message}");
-            event(ctx, intent, true, "FailoverBlocked", &message).await;
+            ctx.recorder.publish(intent, true, "FailoverBlocked", &message).await;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
@@ -493,7 +460,7 @@ async fn fail_over(
         set_condition(&status.conditions, "Placed", "True", "FailedOver", &message, intent.metadata.generation);
     write_status(api, intent, &status).await?;
     warn!("{message}");
-    event(ctx, intent, true, "FailedOver", &message).await;
+    ctx.recorder.publish(intent, true, "FailedOver", &message).await;
     Ok(Action::requeue(Duration::from_millis(50)))
 }
 
@@ -681,14 +648,14 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
             if orphan {
                 let patch = json!({"metadata": {"finalizers": null}});
                 works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("orphan work")?;
-                event(
-                    ctx,
-                    intent,
-                    true,
-                    "Orphaned",
-                    &format!("released without cleanup on member {} (annotation {ANNOTATION_ORPHAN})", p.member),
-                )
-                .await;
+                ctx.recorder
+                    .publish(
+                        intent,
+                        true,
+                        "Orphaned",
+                        &format!("released without cleanup on member {} (annotation {ANNOTATION_ORPHAN})", p.member),
+                    )
+                    .await;
             } else {
                 let message = if member_exists {
                     format!("waiting for member {} to clean up", p.member)
@@ -709,19 +676,13 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
                 );
                 if status != old {
                     write_status(api, intent, &status).await?;
-                    event(ctx, intent, !member_exists, "Deleting", &message).await;
+                    ctx.recorder.publish(intent, !member_exists, "Deleting", &message).await;
                 }
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
         }
     }
-    let finalizers: Vec<String> = intent.finalizers().iter().filter(|f| *f != FINALIZER_INTENT).cloned().collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": intent.resource_version()}});
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(source) => return Err(Error { action: "remove finalizer".into(), source }),
-    }
+    reconcile::remove_finalizer(api, intent, FINALIZER_INTENT).await?;
     info!("intent released");
     Ok(Action::await_change())
 }

@@ -89,9 +89,7 @@ async fn sync_once(
                     (_, true) => (true, "MemberUnavailable"),
                     _ => (false, reason),
                 };
-                if let Err(e) = recorder.record(&member, warning, event_reason, &message).await {
-                    warn!(member = %name, "cannot record an Event: {e}");
-                }
+                recorder.publish(&member, warning, event_reason, &message).await;
             }
             let available: Vec<&Condition> = conditions.iter().filter(|c| c.type_ == "Available").collect();
             let patch = json!({

@@ -336,14 +336,7 @@ async fn works(ctx: Arc<SyncContext>) {
             Some(ObjectRef::new(&work).within(&ns))
         })
         .shutdown_on_signal()
-        .run(
-            reconcile_work,
-            |_, e: &Error, _| {
-                warn!("work sync failed: {e}");
-                Action::requeue(Duration::from_secs(5))
-            },
-            ctx,
-        )
+        .run(reconcile_work, kdfed_common::reconcile::retry, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!("work sync: {e}");
@@ -392,9 +385,7 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         for c in configmaps.list(&lp).await.doing("list configmaps")?.items {
             let _ = configmaps.delete(&c.name_any(), &DeleteParams::background()).await;
         }
-        let finalizers: Vec<String> = work.finalizers().iter().filter(|f| *f != FINALIZER_WORK).cloned().collect();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": work.resource_version()}});
-        works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("release work")?;
+        kdfed_common::reconcile::remove_finalizer(&works, &work, FINALIZER_WORK).await?;
         info!(work = %wname, "local cleanup done; work released");
         return Ok(Action::await_change());
     }

@@ -27,6 +27,7 @@ use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
 use super::{configmeta, names, setup};
 use crate::metrics::SpokeMetrics;
 use kdfed_common::Doing;
+use kdfed_common::reconcile;
 
 /// Field manager of everything the director writes.
 pub const FIELD_MANAGER: &str = "kdfed-director";
@@ -128,24 +129,13 @@ pub async fn run(
             connecting(&by_cluster, other.namespace(), &other.name_any(), |k| &k.clusters)
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, reconcile::retry, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!("director: {e}");
             }
         })
         .await;
-}
-
-fn error_policy(_: Arc<DeserializeGuard<KubeDirectorCluster>>, error: &Error, _: Arc<Context>) -> Action {
-    warn!("reconcile failed: {error}");
-    Action::requeue(Duration::from_secs(5))
-}
-
-async fn publish(ctx: &Context, cluster: &KubeDirectorCluster, warning: bool, reason: &str, note: String) {
-    if let Err(e) = ctx.recorder.record(cluster, warning, reason, &note).await {
-        warn!("cannot record event: {e}");
-    }
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -159,26 +149,12 @@ async fn reconcile_cluster(
     guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let cached = match &guard.0 {
-        Ok(c) => c,
-        Err(invalid) => {
-            // A malformed object must not stall the others: report it and wait for a change.
-            warn!(error = %invalid.error, "ignoring malformed KubeDirectorCluster");
-            let message = format!("malformed KubeDirectorCluster: {}", invalid.error);
-            if let Err(e) = ctx.recorder.record(guard.as_ref(), true, "Cluster", &message).await {
-                warn!("cannot record event: {e}");
-            }
-            return Ok(Action::await_change());
-        }
-    };
-    let ns = cached.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let name = cached.name_any();
-    // The status is the director's memory (members, node ids); plan from the latest one,
-    // not from a watch cache that may lag behind our own last write.
-    let Some(mut fresh) = api.get_opt(&name).await.doing("read cluster")? else {
+    // The status is the director's memory (members, node ids): plan from the latest one.
+    let Some((api, mut fresh)) = reconcile::latest(&guard, &ctx.client, &ctx.recorder, "Cluster").await? else {
         return Ok(Action::await_change());
     };
+    let ns = fresh.namespace().unwrap_or_else(|| "default".into());
+    let name = fresh.name_any();
     let cluster = &fresh;
     // kube-runtime already wraps each reconcile in a span naming the object; a span
     // entered here would be held across awaits and leak into other tasks.
@@ -186,12 +162,7 @@ async fn reconcile_cluster(
     if cluster.metadata.deletion_timestamp.is_some() {
         return cleanup(cluster, &api, &ctx).await;
     }
-    if !cluster.finalizers().iter().any(|f| f == names::FINALIZER) {
-        let mut finalizers = cluster.finalizers().to_vec();
-        finalizers.push(names::FINALIZER.to_string());
-        // resourceVersion makes this a compare-and-swap: a concurrent change retries.
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.doing("add finalizer")?;
+    if reconcile::add_finalizer(&api, cluster, names::FINALIZER).await? {
         // The patch changed the resourceVersion; plan from the new object next time.
         return Ok(Action::requeue(Duration::from_millis(50)));
     }
@@ -420,7 +391,7 @@ async fn reconcile_cluster(
     }
     for e in &plan.events {
         info!(reason = e.reason, "{}", e.message);
-        publish(&ctx, cluster, e.warning, e.reason, e.message.clone()).await;
+        ctx.recorder.publish(cluster, e.warning, e.reason, &e.message).await;
     }
     let configured = Some(members::CLUSTER_CONFIGURED);
     if status.state.as_deref() == configured && old_status.state.as_deref() != configured {
@@ -491,8 +462,10 @@ async fn announce_configured(ctx: &Context, cluster: &KubeDirectorCluster) {
             continue;
         }
         let other_name = other.name_any();
-        publish(ctx, cluster, false, "Cluster", format!("connected to cluster {{{other_name}}}; updating it")).await;
-        publish(ctx, &other, false, "Cluster", format!("connected cluster {{{name}}} has changed")).await;
+        ctx.recorder
+            .publish(cluster, false, "Cluster", &format!("connected to cluster {{{other_name}}}; updating it"))
+            .await;
+        ctx.recorder.publish(&other, false, "Cluster", &format!("connected cluster {{{name}}} has changed")).await;
         let typed: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
         let mut current = other;
         for _ in 0..5 {
@@ -861,7 +834,7 @@ async fn deliver_notifications(
         members::notifications_delivered(status, &t.pod, result.delivered);
         for message in result.problems {
             warn!("{message}");
-            publish(ctx, view.cluster, true, "Member", message).await;
+            ctx.recorder.publish(view.cluster, true, "Member", &message).await;
         }
     }
     true
@@ -925,23 +898,13 @@ fn pod_view(pod: &Pod) -> PodView {
     }
 }
 
-/// Writes the whole status with server-side apply, conditional on the resourceVersion the
-/// plan was made from: a concurrent change makes this fail and the reconcile retry.
+/// Writes the cluster's whole status (see [`reconcile::apply_status`]).
 async fn write_status(
     api: &Api<KubeDirectorCluster>,
     cluster: &KubeDirectorCluster,
     status: &KubeDirectorClusterStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION,
-        "kind": "KubeDirectorCluster",
-        "metadata": {"resourceVersion": cluster.resource_version()},
-        "status": status,
-    });
-    let name = cluster.name_any();
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .doing("write status")?;
+    reconcile::apply_status(api, cluster, status, FIELD_MANAGER).await?;
     Ok(())
 }
 
@@ -966,7 +929,7 @@ async fn invalid(
     );
     if status != old {
         write_status(api, cluster, &status).await?;
-        publish(ctx, cluster, true, "Cluster", format!("{field}: {message}")).await;
+        ctx.recorder.publish(cluster, true, "Cluster", &format!("{field}: {message}")).await;
     }
     warn!(field, "{message}");
     Ok(())
@@ -1008,14 +971,9 @@ async fn fence(cluster: &KubeDirectorCluster, api: &Api<KubeDirectorCluster>, ct
     );
     if status != old {
         write_status(api, cluster, &status).await?;
-        publish(
-            ctx,
-            cluster,
-            true,
-            "Cluster",
-            "fenced: placement moved to another member; scaled to zero, PVCs kept".into(),
-        )
-        .await;
+        ctx.recorder
+            .publish(cluster, true, "Cluster", "fenced: placement moved to another member; scaled to zero, PVCs kept")
+            .await;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -1057,10 +1015,8 @@ async fn cleanup(
     if remaining > 0 {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    publish(ctx, cluster, false, "Cluster", "greenlighting for deletion".into()).await;
-    let finalizers: Vec<String> = cluster.finalizers().iter().filter(|f| *f != names::FINALIZER).cloned().collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-    ignore_missing(api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await).doing("remove finalizer")?;
+    ctx.recorder.publish(cluster, false, "Cluster", "greenlighting for deletion").await;
+    reconcile::remove_finalizer(api, cluster, names::FINALIZER).await?;
     info!("cleanup done");
     Ok(Action::await_change())
 }
