@@ -120,6 +120,27 @@ pub struct Reviewer {
     pub client: Client,
     /// Namespace of the system catalog and `KubeDirectorConfig`.
     pub system_namespace: String,
+    /// The user name of the one writer trusted to store secret-key ciphertexts it made:
+    /// a federated spoke's own identity (from a `SelfSubjectReview`), since hub sync stores
+    /// the member's copies already encrypted with the member's key. None for everyone else,
+    /// whose hand-made ciphertexts are refused as upstream refuses them.
+    pub own_user: Option<String>,
+}
+
+/// The user name `client` acts as, from a `SelfSubjectReview` (None when the API server
+/// does not say).
+pub async fn own_user(client: &Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &SelfSubjectReview::default())
+        .await;
+    match review {
+        Ok(r) => r.status.and_then(|s| s.user_info).and_then(|u| u.username),
+        Err(e) => {
+            warn!("cannot learn this component's own user name (SelfSubjectReview): {e}");
+            None
+        }
+    }
 }
 
 /// Starts the webhook on `addr` with the certificate files; returns the bound address.
@@ -396,20 +417,16 @@ async fn secret_key_patch(
                             kdfed_crds::config::CONFIG_NAME
                         ));
                     };
-                    // Re-applying the same value keeps the stored ciphertext, so an unchanged
-                    // spec stays unchanged (no new nonce, no new generation).
-                    let previous = old.as_ref().and_then(|o| {
-                        o.spec.roles.iter().filter(|r| r.id == role.id).flat_map(|r| &r.secret_keys).find_map(|k| {
-                            let sealed = k.encrypted_value.as_deref().filter(|_| k.name == key.name)?;
-                            (crate::secretkeys::decrypt(master_hex, sealed).ok()? == plain).then(|| sealed.to_string())
+                    let previous: Vec<_> = old
+                        .iter()
+                        .flat_map(|o| {
+                            o.spec.roles.iter().filter(|r| r.id == role.id).flat_map(|r| r.secret_keys.clone())
                         })
-                    });
-                    let sealed = match previous {
-                        Some(sealed) => sealed,
-                        None => crate::secretkeys::encrypt(master_hex, plain).map_err(|e| {
+                        .collect();
+                    let sealed =
+                        crate::secretkeys::seal_value(master_hex, &key.name, plain, &previous).map_err(|e| {
                             format!("{path}: cannot encrypt secret key {}: {e} (rule: secret-key-encryption)", key.name)
-                        })?,
-                    };
+                        })?;
                     ops.push(json!({"op": "replace", "path": format!("/spec/roles/{i}/secretKeys/{j}"),
                         "value": {"name": key.name, "encryptedValue": sealed}}));
                 }
@@ -422,7 +439,26 @@ async fn secret_key_patch(
                             .flat_map(|r| &r.secret_keys)
                             .any(|k| k.name == key.name && k.encrypted_value.as_deref() == Some(sealed))
                     });
-                    if !kept {
+                    // Hub sync (this component) stores copies with ciphertexts it made with
+                    // this member's key; nobody else may set one.
+                    let own = reviewer.own_user.is_some() && req.user_info.username == reviewer.own_user;
+                    if !kept && own {
+                        if master.is_none() {
+                            master = Some(master_key(reviewer).await);
+                        }
+                        let readable = master
+                            .as_ref()
+                            .and_then(|m| m.as_deref())
+                            .is_some_and(|m| crate::secretkeys::decrypt(m, sealed).is_ok());
+                        if !readable {
+                            return Err(format!(
+                                "{path}.encryptedValue: secret key ({}) does not decrypt with the master key of KubeDirectorConfig {}/{} (rule: secret-key-encryption)",
+                                key.name,
+                                reviewer.system_namespace,
+                                kdfed_crds::config::CONFIG_NAME
+                            ));
+                        }
+                    } else if !kept {
                         return Err(format!(
                             "{path}.encryptedValue: manually setting secret key ({}) encrypted value is forbidden (rule: secret-key-encryption)",
                             key.name
@@ -675,15 +711,22 @@ impl WebhookSettings {
     }
 
     /// Starts the webhook (if configured) and registers it (if a URL is given).
+    /// `trust_own_ciphertexts`: the component's own writes may carry secret-key ciphertexts
+    /// (see [`Reviewer::own_user`]).
     pub async fn start(
         &self,
         client: &Client,
         system_namespace: &str,
         component: &str,
         metrics: Arc<crate::observe::WebhookMetrics>,
+        trust_own_ciphertexts: bool,
     ) -> Result<Option<SocketAddr>, String> {
         let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else { return Ok(None) };
-        let reviewer = Reviewer { client: client.clone(), system_namespace: system_namespace.to_string() };
+        let reviewer = Reviewer {
+            client: client.clone(),
+            system_namespace: system_namespace.to_string(),
+            own_user: if trust_own_ciphertexts { own_user(client).await } else { None },
+        };
         let bound =
             serve(self.address, cert.clone(), key.clone(), reviewer, metrics).await.map_err(|e| e.to_string())?;
         let endpoint = match (&self.url, &self.service) {

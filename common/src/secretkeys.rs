@@ -75,6 +75,54 @@ pub fn decrypt(master_hex: &str, encrypted_hex: &str) -> Result<String, SecretKe
     String::from_utf8(plain.to_vec()).map_err(|_| SecretKeyError::Malformed)
 }
 
+/// The ciphertext to store for the secret key `name` with the plain value `plain`: the one
+/// `previous` (the keys stored before, same role) holds for that name when it decrypts to
+/// the same value, so re-applying an unchanged spec changes nothing (no new nonce, no new
+/// generation); otherwise a new encryption.
+pub fn seal_value(
+    master_hex: &str,
+    name: &str,
+    plain: &str,
+    previous: &[kdfed_crds::cluster::SecretKey],
+) -> Result<String, SecretKeyError> {
+    let kept = previous.iter().find_map(|k| {
+        let sealed = k.encrypted_value.as_deref().filter(|_| k.name == name)?;
+        (decrypt(master_hex, sealed).ok()? == plain).then(|| sealed.to_string())
+    });
+    match kept {
+        Some(sealed) => Ok(sealed),
+        None => encrypt(master_hex, plain),
+    }
+}
+
+/// Whether any of `keys` holds a plain value that must be encrypted before it is stored.
+pub fn has_plain_values(keys: &[kdfed_crds::cluster::SecretKey]) -> bool {
+    keys.iter().any(|k| k.value.as_deref().is_some_and(|v| !v.is_empty()))
+}
+
+/// The stored form of a role's secret keys: every plain `value` replaced by its
+/// `encryptedValue` ([`seal_value`] against `previous`); keys without a plain value are kept.
+/// An error names the key.
+pub fn seal(
+    keys: &[kdfed_crds::cluster::SecretKey],
+    previous: &[kdfed_crds::cluster::SecretKey],
+    master_hex: &str,
+) -> Result<Vec<kdfed_crds::cluster::SecretKey>, String> {
+    keys.iter()
+        .map(|k| match k.value.as_deref().filter(|v| !v.is_empty()) {
+            Some(plain) => Ok(kdfed_crds::cluster::SecretKey {
+                name: k.name.clone(),
+                value: None,
+                encrypted_value: Some(
+                    seal_value(master_hex, &k.name, plain, previous)
+                        .map_err(|e| format!("cannot encrypt secret key {}: {e}", k.name))?,
+                ),
+            }),
+            None => Ok(k.clone()),
+        })
+        .collect()
+}
+
 /// The plain values of a role's secret keys: `value` where given, otherwise `encryptedValue`
 /// decrypted with the master key. Keys that cannot be read are left out and returned as errors.
 pub fn plain_values(
@@ -130,6 +178,26 @@ mod tests {
         assert_eq!(decrypt(&key, "zz"), Err(SecretKeyError::Malformed));
         assert!(matches!(validate_key(&"00".repeat(24)), Err(SecretKeyError::BadKey(m)) if m.contains("AES-192")));
         assert!(matches!(validate_key("abc"), Err(SecretKeyError::BadKey(_))));
+    }
+
+    #[test]
+    fn sealing_keeps_ciphertexts_of_unchanged_values_and_encrypts_changed_ones() {
+        use kdfed_crds::cluster::SecretKey;
+        let key = generate_key().expect("key");
+        let plain = |name: &str, v: &str| SecretKey { name: name.into(), value: Some(v.into()), encrypted_value: None };
+        let first = seal(&[plain("a", "one"), plain("b", "two")], &[], &key).expect("seal");
+        assert!(first.iter().all(|k| k.value.is_none() && k.encrypted_value.is_some()), "{first:?}");
+        assert!(!has_plain_values(&first));
+        let again = seal(&[plain("a", "one"), plain("b", "changed")], &first, &key).expect("reseal");
+        assert_eq!(again[0], first[0], "an unchanged value keeps its ciphertext");
+        assert_ne!(again[1], first[1], "a changed value is encrypted anew");
+        assert_eq!(decrypt(&key, again[1].encrypted_value.as_deref().expect("sealed")).expect("d"), "changed");
+        // A ciphertext stored under another name is never reused.
+        let renamed = seal(&[plain("c", "one")], &first, &key).expect("seal");
+        assert_ne!(renamed[0].encrypted_value, first[0].encrypted_value);
+        // Keys that are already sealed pass through.
+        assert_eq!(seal(&first, &[], &key).expect("pass"), first);
+        assert!(seal(&[plain("a", "x")], &[], "abc").expect_err("bad key").contains("secret key a"));
     }
 
     #[test]

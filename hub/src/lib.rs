@@ -34,7 +34,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5)));
     if let Some(addr) = settings
         .webhook
-        .start(&client, &settings.system_namespace, "kdfed-hub", webhook_metrics)
+        .start(&client, &settings.system_namespace, "kdfed-hub", webhook_metrics, false)
         .await
         .map_err(anyhow::Error::msg)?
     {

@@ -37,6 +37,8 @@ pub const FIELD_MANAGER: &str = "kdfed-hub-sync";
 pub struct Options {
     /// This member's name.
     pub member: String,
+    /// Namespace of this member's `KubeDirectorConfig` (its secret-key master key).
+    pub system_namespace: String,
     /// The kubeconfig `kdfed member add` printed.
     pub hub_kubeconfig: PathBuf,
     /// Where the current hub token is kept (renewed in place).
@@ -64,6 +66,14 @@ pub enum Error {
     /// The hub kubeconfig or token file could not be used.
     #[error("hub credentials: {0}")]
     Credentials(String),
+    /// A cluster's secret keys could not be encrypted for this member.
+    #[error("secret keys of {cluster}: {message}")]
+    SecretKeys {
+        /// The cluster (`namespace/name`).
+        cluster: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// A hub client that reads its token from `token_file` (re-read by the client as it
@@ -436,6 +446,7 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
             configmaps.delete(&c.name_any(), &DeleteParams::background()).await.doing("delete configmap")?;
         }
     }
+    let spec = sealed_spec(ctx, &local_clusters, cluster).await?;
     let mut labels = cluster.labels.clone();
     labels.insert(LABEL_WORK.to_string(), wname.clone());
     let origin = format!("{}/{}", work.spec.origin.namespace, work.spec.origin.name);
@@ -445,7 +456,7 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
             "name": cluster.name, "namespace": cluster.namespace, "labels": labels,
             "annotations": {ANNOTATION_EPOCH: work.spec.placement_epoch.to_string(), ANNOTATION_ORIGIN: origin},
         },
-        "spec": cluster.spec,
+        "spec": spec,
     });
     let mut local = local_clusters.patch(&cluster.name, &pp, &Patch::Apply(copy)).await.doing("apply local cluster")?;
     if local.annotations().contains_key(ANNOTATION_FENCED) {
@@ -486,4 +497,60 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         works.patch_status(&wname, &pp, &Patch::Apply(report)).await.doing("report work status")?;
     }
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// The cluster spec to store on this member: secret keys arrive from the hub in the clear
+/// (the hub decrypts them with its own key into the Work, which only this member can read)
+/// and are stored encrypted with this member's master key, whether or not the member runs
+/// the admission webhook. An unchanged value keeps the ciphertext the local copy has, so
+/// re-syncing changes nothing.
+async fn sealed_spec(
+    ctx: &SyncContext,
+    local_clusters: &Api<KubeDirectorCluster>,
+    cluster: &kdfed_crds::federation::WorkCluster,
+) -> Result<kdfed_crds::KubeDirectorClusterSpec, Error> {
+    let mut spec = cluster.spec.clone();
+    if !spec.roles.iter().any(|r| kdfed_common::secretkeys::has_plain_values(&r.secret_keys)) {
+        return Ok(spec);
+    }
+    let key_error =
+        |message: String| Error::SecretKeys { cluster: format!("{}/{}", cluster.namespace, cluster.name), message };
+    let master = member_master_key(ctx).await?;
+    let existing = local_clusters.get_opt(&cluster.name).await.doing("read local cluster")?;
+    for role in &mut spec.roles {
+        let previous: Vec<_> = existing
+            .iter()
+            .flat_map(|c| c.spec.roles.iter().filter(|r| r.id == role.id).flat_map(|r| r.secret_keys.clone()))
+            .collect();
+        role.secret_keys = kdfed_common::secretkeys::seal(&role.secret_keys, &previous, &master)
+            .map_err(|e| key_error(format!("role {}: {e}", role.id)))?;
+    }
+    Ok(spec)
+}
+
+/// This member's secret-key master key: the one in its `KubeDirectorConfig`, or a new one
+/// written there (applied as hub sync, without force, so a key someone else set at the same
+/// moment wins and is used on the next pass) when the config has none or does not exist,
+/// as upstream's admission generates one for a config without a key.
+async fn member_master_key(ctx: &SyncContext) -> Result<String, Error> {
+    use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
+    let ns = &ctx.opts.system_namespace;
+    let configs: Api<KubeDirectorConfig> = Api::namespaced(ctx.local.clone(), ns);
+    let config = configs.get_opt(CONFIG_NAME).await.doing("read KubeDirectorConfig")?;
+    if let Some(key) = config.and_then(|c| c.spec.master_encryption_key) {
+        return Ok(key);
+    }
+    let key = kdfed_common::secretkeys::generate_key()
+        .map_err(|e| Error::SecretKeys { cluster: format!("{ns}/{CONFIG_NAME}"), message: e.to_string() })?;
+    let apply = json!({
+        "apiVersion": kdfed_crds::KUBEDIRECTOR_API_VERSION, "kind": "KubeDirectorConfig",
+        "metadata": {"name": CONFIG_NAME, "namespace": ns},
+        "spec": {"masterEncryptionKey": key},
+    });
+    let stored = configs
+        .patch(CONFIG_NAME, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(apply))
+        .await
+        .doing("write a master key into KubeDirectorConfig")?;
+    info!(config = %format!("{ns}/{CONFIG_NAME}"), "generated this member's secret-key master key");
+    Ok(stored.spec.master_encryption_key.unwrap_or(key))
 }

@@ -42,7 +42,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(metrics::collect(local.clone(), spoke_metrics.clone(), Duration::from_secs(5)));
     if let Some(addr) = settings
         .webhook
-        .start(&local, &settings.system_namespace, "kdfed-spoke", webhook_metrics)
+        .start(&local, &settings.system_namespace, "kdfed-spoke", webhook_metrics, !settings.standalone)
         .await
         .map_err(anyhow::Error::msg)?
     {
@@ -60,6 +60,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from(format!("{}.token", hub_kubeconfig.display())));
         let opts = hubsync::Options {
             member: settings.member.clone().context("member is required")?,
+            system_namespace: settings.system_namespace.clone(),
             hub_kubeconfig,
             token_file,
             token_seconds: settings.hub_token_seconds,

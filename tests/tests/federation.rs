@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
-use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig};
 use kdfed_testbed::{ClusterSpec, Daemon, NodePool, Testbed, certs, workspace_binary};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -62,6 +62,9 @@ struct Fleet {
     hub_admin: u16,
     _webhook_front: Option<Forwarder>,
     spoke_admin: BTreeMap<String, u16>,
+    /// East's spoke serves and registers its admission webhook (port, certificate files);
+    /// west's does not, so both ways a member may run are exercised.
+    east_webhook: (u16, (PathBuf, PathBuf, PathBuf)),
     spokes: BTreeMap<String, Daemon>,
     _tmp: tempfile::TempDir,
     // Last, so the next fleet starts only after this one is gone.
@@ -133,6 +136,11 @@ impl Fleet {
             "--admin-address".into(),
             format!("127.0.0.1:{admin}"),
         ];
+        let mut args = args;
+        if member == "east" {
+            let (port, files) = &self.east_webhook;
+            args.extend(certs::webhook_flags(*port, files, &format!("https://127.0.0.1:{port}")));
+        }
         let n = self.spokes.len();
         let spoke = Daemon::start(
             &format!("spoke-{member}-{n}"),
@@ -211,6 +219,7 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 .expect("start hub")
         })
         .collect();
+    let bed_dir_pki_east = bed.cluster("east").dir.join("pki");
     let mut fleet = Fleet {
         _serial: serial,
         bed,
@@ -220,6 +229,10 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
         hub_admin: admin_ports[0],
         _webhook_front: front,
         spoke_admin: BTreeMap::new(),
+        east_webhook: (
+            free_port(),
+            certs::webhook_cert(&bed_dir_pki_east, "spoke-webhook").expect("east webhook cert"),
+        ),
         spokes: BTreeMap::new(),
         _tmp: tmp,
     };
@@ -383,9 +396,22 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
 
+    // The hub's config: its admission generates the hub's secret-key master key.
+    let hub_configs: Api<KubeDirectorConfig> = Api::namespaced(hub.clone(), "kdfed-system");
+    let config = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorConfig",
+        "metadata": {"name": "kd-global-config"}, "spec": {}});
+    let hub_key = hub_configs
+        .create(&PostParams::default(), &serde_json::from_value(config).expect("config"))
+        .await
+        .expect("hub config")
+        .spec
+        .master_encryption_key
+        .expect("the hub's admission generated a master key");
+
     // Placed by label on west only, built there, visible from the hub.
-    let analytics: KubeDirectorCluster =
-        serde_json::from_value(cluster("analytics", 1, "1", Some(("region", "west")))).expect("c");
+    let mut analytics = cluster("analytics", 1, "1", Some(("region", "west")));
+    analytics["spec"]["roles"][0]["secretKeys"] = json!([{"name": "db-password", "value": "hunter2"}]);
+    let analytics: KubeDirectorCluster = serde_json::from_value(analytics).expect("c");
     clusters.create(&PostParams::default(), &analytics).await.expect("create");
     let c = wait_cluster(&clusters, "analytics", "ready on west", |c| ready_with(c, "2/2")).await;
     assert_eq!(member_of(&c).as_deref(), Some("west"));
@@ -405,6 +431,57 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
             .is_none(),
         "not on east"
     );
+    // Secret keys: sealed with the hub's key on the hub, and with the member's own key on the
+    // member (west serves no webhook: hub sync seals them and gives west's config a key).
+    let sealed_on = |c: &KubeDirectorCluster| {
+        let key = c.spec.roles[0].secret_keys.first().cloned().expect("a secret key");
+        assert_eq!(key.value, None, "{}: a secret key stored in the clear", c.name_any());
+        key.encrypted_value.expect("encryptedValue")
+    };
+    let on_hub = sealed_on(&c);
+    assert_eq!(kdfed_common::secretkeys::decrypt(&hub_key, &on_hub).expect("hub key"), "hunter2");
+    let member_key = |client: Client| async move {
+        Api::<KubeDirectorConfig>::namespaced(client, "kdfed-system")
+            .get("kd-global-config")
+            .await
+            .expect("the member's config")
+            .spec
+            .master_encryption_key
+            .expect("the member's master key")
+    };
+    let west_key = member_key(west.clone()).await;
+    assert_ne!(west_key, hub_key, "each member has its own key");
+    let west_sealed = sealed_on(&local.get("analytics").await.expect("copy"));
+    assert_eq!(kdfed_common::secretkeys::decrypt(&west_key, &west_sealed).expect("west key"), "hunter2");
+
+    // East serves the member webhook: it admits hub sync's sealed copy (the spoke's own
+    // identity) and still refuses a ciphertext anyone else sets by hand.
+    let mut vault = cluster("vault", 1, "100m", Some(("region", "east")));
+    vault["spec"]["roles"][1]["secretKeys"] = json!([{"name": "token", "value": "t0ken"}]);
+    clusters.create(&PostParams::default(), &serde_json::from_value(vault.clone()).expect("c")).await.expect("vault");
+    wait_cluster(&clusters, "vault", "ready on east", |c| ready_with(c, "2/2")).await;
+    let east_local: Api<KubeDirectorCluster> = Api::namespaced(east.clone(), "default");
+    let east_copy = east_local.get("vault").await.expect("vault on east");
+    let east_sealed = east_copy.spec.roles[1].secret_keys[0].encrypted_value.clone().expect("sealed on east");
+    assert_eq!(east_copy.spec.roles[1].secret_keys[0].value, None);
+    let east_key = member_key(east.clone()).await;
+    assert_eq!(kdfed_common::secretkeys::decrypt(&east_key, &east_sealed).expect("east key"), "t0ken");
+    let mut forged = vault.clone();
+    forged["metadata"]["name"] = json!("forged");
+    forged["spec"]["roles"][1]["secretKeys"] = json!([{"name": "token", "encryptedValue": east_sealed}]);
+    match east_local.create(&PostParams::default(), &serde_json::from_value(forged).expect("c")).await {
+        Err(kube::Error::Api(e)) => {
+            assert!(e.message.contains("manually setting secret key (token) encrypted value is forbidden"), "{e:?}")
+        }
+        other => panic!("east's webhook admitted a hand-made ciphertext: {other:?}"),
+    }
+    clusters.delete("vault", &DeleteParams::default()).await.expect("delete vault");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("vault").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "vault not cleaned up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     let copied = Api::<Secret>::namespaced(west.clone(), "default").get_opt("spark-creds").await.expect("get");
     assert!(copied.is_some(), "the referenced Secret travels with the Work");
     assert!(Api::<Secret>::namespaced(east.clone(), "default").get_opt("spark-creds").await.expect("get").is_none());
@@ -436,6 +513,8 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
     let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=analytics");
     assert_eq!(pods.list(&lp).await.expect("pods").items.len(), 4);
+    // The re-applied copy kept its ciphertext: an unchanged secret key is not re-encrypted.
+    assert_eq!(sealed_on(&local.get("analytics").await.expect("copy")), west_sealed);
 
     // A cluster that connects to analytics runs beside it on west (connections are resolved
     // on the member; east has more room), and the ConfigMap it connects to travels with its
