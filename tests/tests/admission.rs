@@ -24,20 +24,27 @@ fn free_port() -> u16 {
 
 /// A running webhook: the process, its webhook port and its admin (metrics) port.
 struct Webhook {
-    _daemon: Daemon,
+    daemon: Daemon,
     port: u16,
     admin: u16,
 }
 
-/// Starts `binary` with a webhook on a free port and waits until the API server uses it.
-async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]) -> Webhook {
+/// Starts `binary` with a webhook on a free port and waits until the API server uses it;
+/// it acts as the cluster's admin, or as the identity in `kubeconfig`.
+async fn with_webhook(
+    bed: &Testbed,
+    cluster: &str,
+    binary: &str,
+    kubeconfig: Option<&Path>,
+    extra: &[&str],
+) -> Webhook {
     let c = bed.cluster(cluster);
     let files = certs::webhook_cert(&c.dir.join("pki"), "webhook").expect("webhook cert");
     let port = free_port();
     let admin = free_port();
     let mut args: Vec<String> = vec![
         "--kubeconfig".into(),
-        c.kubeconfig.display().to_string(),
+        kubeconfig.unwrap_or(&c.kubeconfig).display().to_string(),
         "--admin-address".into(),
         format!("127.0.0.1:{admin}"),
     ];
@@ -53,7 +60,7 @@ async fn with_webhook(bed: &Testbed, cluster: &str, binary: &str, extra: &[&str]
         assert!(tokio::time::Instant::now() < deadline, "webhook not registered; see {}", daemon.log.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Webhook { _daemon: daemon, port, admin }
+    Webhook { daemon, port, admin }
 }
 
 /// The value of one series in the process's `/metrics` (0 when absent).
@@ -99,7 +106,7 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     let bed = Testbed::start(&["hub"]).await.expect("test bed");
     let client = bed.client("hub").await.expect("client");
     setup(&client).await;
-    let hook = with_webhook(&bed, "hub", "kdfed-hub", &[]).await;
+    let hook = with_webhook(&bed, "hub", "kdfed-hub", None, &[]).await;
     let port = hook.port;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
 
@@ -230,7 +237,13 @@ async fn the_standalone_director_rejects_a_cardinality_violation() {
     let bed = Testbed::start(&["east"]).await.expect("test bed");
     let client = bed.client("east").await.expect("client");
     setup(&client).await;
-    let hook = with_webhook(&bed, "east", "kdfed-spoke", &["--standalone"]).await;
+    // As deploy/standalone runs it: its ServiceAccount with exactly that base's RBAC.
+    let identity = bed.cluster("east").dir.join("standalone-sa.kubeconfig");
+    let base = kdfed_testbed::rbac::deploy_base("standalone");
+    kdfed_testbed::rbac::deploy_identity(&bed.cluster("east").kubeconfig, &base, 3600, &identity)
+        .await
+        .expect("deploy/standalone identity");
+    let hook = with_webhook(&bed, "east", "kdfed-spoke", Some(&identity), &["--standalone"]).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
     clusters
         .create(&PostParams::default(), &serde_json::from_value(example("clusters/minimal.yaml")).expect("c"))
@@ -247,4 +260,21 @@ async fn the_standalone_director_rejects_a_cardinality_violation() {
     let labels = r#"webhook="validate",kind="KubeDirectorCluster",operation="UPDATE""#;
     assert!(metric(hook.admin, &format!("kdfed_spoke_webhook_rejections_total{{{labels}}}")) >= 1.0);
     assert!(metric(hook.admin, r#"kdfed_spoke_api_requests_total{server="local",verb="GET",code="2xx"}"#) >= 1.0);
+    // The director builds the cluster with that identity, and nothing it did was forbidden.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = clusters.get("hello").await.expect("get").status.and_then(|s| s.state);
+        if state.as_deref() == Some("configured") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hello not configured ({state:?}); see {}",
+            hook.daemon.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = std::fs::read_to_string(&hook.daemon.log).expect("log");
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+    assert!(refused.is_empty(), "deploy/standalone's RBAC refused calls:\n{}", refused.join("\n"));
 }

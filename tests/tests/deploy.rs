@@ -1,28 +1,21 @@
 //! The deploy manifests (kustomize) are accepted by a real API server (server-side apply),
-//! and the shipped webhook configurations are the ones the hub registers itself.
+//! and the shipped webhook configurations are the ones the hub and the spoke register
+//! themselves.
 
 use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::apps::v1::Deployment;
 use kdfed_testbed::Testbed;
 use kube::Api;
 use serde_json::Value;
 
 #[tokio::test]
 async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
-    let bed = Testbed::start(&["hub", "east"]).await.expect("test bed");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let kubectl = kdfed_testbed::rbac::kubectl().expect("kubectl");
-    for (cluster, base) in [("hub", "deploy/hub"), ("east", "deploy/spoke")] {
-        let out = Command::new(&kubectl)
-            .arg(format!("--kubeconfig={}", bed.cluster(cluster).kubeconfig.display()))
-            .args(["apply", "--server-side", "--field-manager=kdfed-test", "-k"])
-            .arg(root.join(base))
-            .output()
-            .expect("kubectl");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{base}: {text}");
+    let bed = Testbed::start(&["hub", "east", "west"]).await.expect("test bed");
+    for (cluster, base) in [("hub", "deploy/hub"), ("east", "deploy/spoke"), ("west", "deploy/standalone")] {
+        let text = apply(&bed, cluster, base);
         for expected in [
             "customresourcedefinition.apiextensions.k8s.io/kubedirectorclusters.kubedirector.hpe.com",
             "clusterrole.rbac.authorization.k8s.io/kdfed-",
@@ -31,14 +24,51 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
             assert!(text.contains(expected), "{base}: {expected} not applied:\n{text}");
         }
     }
-
-    // What the hub registers with --webhook-url (here on east, which has no shipped ones) is
-    // what deploy/hub ships, apart from how the API server reaches it.
     let hub = bed.client("hub").await.expect("hub");
     let east = bed.client("east").await.expect("east");
+    let west = bed.client("west").await.expect("west");
+
+    // The standalone spoke runs the director alone with its webhook: no hub credentials.
+    let deployment: Deployment = Api::namespaced(west.clone(), "kdfed-system").get("kdfed-spoke").await.expect("spoke");
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("--standalone"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--webhook-cert-file=/etc/kdfed/tls/tls.crt"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--member") || a.starts_with("--hub-")), "{args:?}");
+    let volumes: Vec<String> = pod.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+    assert!(volumes.contains(&"tls".to_string()) && !volumes.contains(&"hub".to_string()), "{volumes:?}");
+
+    // What each binary registers with --webhook-url (on a cluster without the shipped ones)
+    // is what deploy/ ships, apart from how the API server reaches it.
+    shipped_matches_registration(&hub, &east, "kdfed-hub").await;
+    shipped_matches_registration(&west, &hub, "kdfed-spoke").await;
+}
+
+/// Applies the kustomize base `base` to `cluster` (server-side); returns kubectl's output.
+fn apply(bed: &Testbed, cluster: &str, base: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kubectl = kdfed_testbed::rbac::kubectl().expect("kubectl");
+    let out = Command::new(&kubectl)
+        .arg(format!("--kubeconfig={}", bed.cluster(cluster).kubeconfig.display()))
+        .args(["apply", "--server-side", "--field-manager=kdfed-test", "-k"])
+        .arg(root.join(base))
+        .output()
+        .expect("kubectl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{base}: {text}");
+    text
+}
+
+/// Checks the webhook configurations `component` ships (applied on `shipped_on`) against
+/// what it registers itself (on `registered_on`, which has none shipped): the same but for
+/// the client config; self-registration by URL beside the shipped ones is refused; and
+/// registration through the Service only fills in their caBundle.
+async fn shipped_matches_registration(shipped_on: &kube::Client, registered_on: &kube::Client, component: &str) {
     let url = kdfed_common::admission::Endpoint::Url("https://127.0.0.1:9443".into());
-    kdfed_common::admission::register(&east, "kdfed-hub", &url, "ca", "kdfed-hub").await.expect("self-registration");
-    let name = kdfed_common::admission::configuration_name("kdfed-hub");
+    kdfed_common::admission::register(registered_on, component, &url, "ca", component)
+        .await
+        .expect("self-registration");
+    let name = kdfed_common::admission::configuration_name(component);
     let comparable = |webhooks: Value| -> Vec<Value> {
         let mut hooks: Vec<Value> = webhooks.as_array().expect("webhooks").clone();
         for h in &mut hooks {
@@ -63,31 +93,31 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
         let name = name.clone();
         async move { serde_json::to_value(api.get(&name).await.expect("mutating").webhooks).expect("json") }
     };
-    assert_eq!(comparable(get_validating(&hub).await), comparable(get_validating(&east).await));
-    assert_eq!(comparable(get_mutating(&hub).await), comparable(get_mutating(&east).await));
-    let shipped = get_validating(&hub).await;
-    assert_eq!(shipped[0]["clientConfig"]["service"]["name"], "kdfed-hub", "{shipped:#}");
+    assert_eq!(comparable(get_validating(shipped_on).await), comparable(get_validating(registered_on).await));
+    assert_eq!(comparable(get_mutating(shipped_on).await), comparable(get_mutating(registered_on).await));
+    let shipped = get_validating(shipped_on).await;
+    assert_eq!(shipped[0]["clientConfig"]["service"]["name"], component, "{shipped:#}");
     assert_eq!(shipped[0]["clientConfig"]["service"]["namespace"], "kdfed-system", "{shipped:#}");
 
     // Self-registration next to the shipped configurations is refused rather than silently
     // mixed (docs/install.md: use one or the other), and leaves them as they were.
-    let mixed = kdfed_common::admission::register(&hub, "kdfed-hub", &url, "ca", "kdfed-hub").await;
+    let mixed = kdfed_common::admission::register(shipped_on, component, &url, "ca", component).await;
     assert!(matches!(&mixed, Err(kube::Error::Api(e)) if e.code == 422), "{mixed:?}");
-    assert_eq!(get_validating(&hub).await, shipped);
+    assert_eq!(get_validating(shipped_on).await, shipped);
 
-    // Registration through the Service (`--webhook-service kdfed-system/kdfed-hub`) fills in
-    // the shipped configurations' caBundle and changes nothing else: the way to run the
+    // Registration through the Service (`--webhook-service kdfed-system/<component>`) fills
+    // in the shipped configurations' caBundle and changes nothing else: the way to run the
     // shipped manifests without cert-manager.
-    let service = kdfed_common::admission::Endpoint::service("kdfed-system/kdfed-hub").expect("service");
-    kdfed_common::admission::register(&hub, "kdfed-hub", &service, "a CA", "kdfed-hub")
+    let service = kdfed_common::admission::Endpoint::service(&format!("kdfed-system/{component}")).expect("service");
+    kdfed_common::admission::register(shipped_on, component, &service, "a CA", component)
         .await
         .expect("registration through the Service");
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode("a CA");
-    for webhooks in [get_validating(&hub).await, get_mutating(&hub).await] {
+    for webhooks in [get_validating(shipped_on).await, get_mutating(shipped_on).await] {
         for h in webhooks.as_array().expect("webhooks") {
             assert_eq!(h["clientConfig"]["caBundle"], ca.as_str(), "{h:#}");
-            assert_eq!(h["clientConfig"]["service"]["name"], "kdfed-hub", "{h:#}");
+            assert_eq!(h["clientConfig"]["service"]["name"], component, "{h:#}");
             assert!(h["clientConfig"]["url"].is_null(), "{h:#}");
         }
     }
@@ -97,5 +127,5 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
         }
         hooks
     };
-    assert_eq!(without_ca(get_validating(&hub).await), without_ca(shipped));
+    assert_eq!(without_ca(get_validating(shipped_on).await), without_ca(shipped));
 }
