@@ -88,31 +88,25 @@ pub async fn add_member(
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     accounts.patch(MEMBER_SERVICE_ACCOUNT, &pp, &Patch::Apply(sa)).await.map_err(kube_err("apply ServiceAccount"))?;
 
-    // Namespaced permissions: its Works (and their status), the Secrets they carry, its
-    // Lease, renewing its own token, Events.
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-    "metadata": {"name": "kdfed-spoke", "namespace": ns, "labels": member_label},
-    "rules": [
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks"], "verbs": ["get", "list", "watch", "update", "patch"]},
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks/status"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [MEMBER_SERVICE_ACCOUNT], "verbs": ["create"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
-    ]});
-    Api::<Role>::namespaced(client.clone(), &ns)
-        .patch("kdfed-spoke", &pp, &Patch::Apply(role))
-        .await
-        .map_err(kube_err("apply Role"))?;
+    // Namespaced permissions (its Works and their status, the Secrets they carry, its Lease,
+    // renewing its own token, Events): the shared ClusterRole kdfed-member, bound in its
+    // namespace only. Binding it needs `bind` on that one ClusterRole, not its permissions,
+    // so a platform team without cluster-admin can register members (kdfed-fleet-admin).
+    ensure_member_role(client).await?;
     let subject = json!([{"kind": "ServiceAccount", "name": MEMBER_SERVICE_ACCOUNT, "namespace": ns}]);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
+    // A roleRef cannot change: a binding from before (to the per-member Role) is replaced.
+    if let Some(old) = bindings.get_opt("kdfed-spoke").await.map_err(kube_err("read RoleBinding"))?
+        && old.role_ref.kind != "ClusterRole"
+    {
+        bindings.delete("kdfed-spoke", &DeleteParams::default()).await.map_err(kube_err("replace RoleBinding"))?;
+        let _ = Api::<Role>::namespaced(client.clone(), &ns).delete("kdfed-spoke", &DeleteParams::default()).await;
+    }
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "kdfed-spoke", "namespace": ns, "labels": member_label},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kdfed-spoke"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_CLUSTER_ROLE},
         "subjects": subject});
-    Api::<RoleBinding>::namespaced(client.clone(), &ns)
-        .patch("kdfed-spoke", &pp, &Patch::Apply(binding))
-        .await
-        .map_err(kube_err("apply RoleBinding"))?;
+    bindings.patch("kdfed-spoke", &pp, &Patch::Apply(binding)).await.map_err(kube_err("apply RoleBinding"))?;
 
     // Cluster-scoped permissions: read and report on its own member object only.
     let rbac = member_rbac_name(name);
@@ -138,6 +132,42 @@ pub async fn add_member(
     let token = issue_token(client, &ns, token_seconds).await?;
     let ca = hub_ca(client, &ns).await?;
     Ok(member_kubeconfig(name, server, &ca, &token))
+}
+
+/// The ClusterRole every member's identity is bound to in its own namespace (deploy/hub
+/// ships it; [`member_role_rules`] are its rules).
+pub const MEMBER_CLUSTER_ROLE: &str = "kdfed-member";
+
+/// What a member's spoke may do in its own namespace on the hub: its Works (and their
+/// status), the Secrets they carry, its heartbeat Lease, renewing its own token, Events.
+pub fn member_role_rules() -> serde_json::Value {
+    json!([
+        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks"], "verbs": ["get", "list", "watch", "update", "patch"]},
+        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks/status"], "verbs": ["get", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [MEMBER_SERVICE_ACCOUNT], "verbs": ["create"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+    ])
+}
+
+/// Makes sure the ClusterRole [`MEMBER_CLUSTER_ROLE`] exists: deploy/hub ships it; without
+/// it, it is created here, which takes the permissions it grants (a cluster admin's).
+async fn ensure_member_role(client: &Client) -> Result<(), RegistryError> {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    if roles.get_opt(MEMBER_CLUSTER_ROLE).await.map_err(kube_err("read ClusterRole kdfed-member"))?.is_some() {
+        return Ok(());
+    }
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": MEMBER_CLUSTER_ROLE, "labels": {"app.kubernetes.io/part-of": "kdfed"}},
+        "rules": member_role_rules()});
+    match roles.patch(MEMBER_CLUSTER_ROLE, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(role)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(RegistryError::Invalid(format!(
+            "the ClusterRole {MEMBER_CLUSTER_ROLE} that member identities are bound to is missing, and these credentials may not create it: apply deploy/hub (it ships the role) or register once as a cluster admin"
+        ))),
+        Err(e) => Err(kube_err("apply ClusterRole kdfed-member")(e)),
+    }
 }
 
 /// A new token for a member's ServiceAccount, valid for `seconds`.

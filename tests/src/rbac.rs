@@ -151,13 +151,35 @@ pub fn token_kubeconfig(server: &str, ca: &Path, account: &ServiceAccountRef, to
     )
 }
 
-/// Waits until the RBAC authorizer grants `client` the first verb of every rule in
-/// `objects` that is bound to it, so that a binary started next does not race the RBAC
-/// caches of the API server.
-async fn wait_authorized(client: &Client, objects: &[Value]) -> Result<()> {
+/// The (Cluster)Roles among `objects` that a binding among `objects` grants to `account`.
+fn bound_roles<'a>(objects: &'a [Value], account: &ServiceAccountRef) -> Vec<&'a Value> {
+    let granted: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+        .filter(|b| {
+            b["subjects"].as_array().into_iter().flatten().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == account.name.as_str()
+                    && s["namespace"] == account.namespace.as_str()
+            })
+        })
+        .filter_map(|b| Some((b["roleRef"]["kind"].as_str()?, b["roleRef"]["name"].as_str()?)))
+        .collect();
+    objects
+        .iter()
+        .filter(|o| {
+            let (kind, name) = (o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
+            granted.contains(&(kind, name))
+        })
+        .collect()
+}
+
+/// Waits until the RBAC authorizer grants `client` the first verb of every rule of
+/// `roles`, so that a binary started next does not race the RBAC caches of the API server.
+async fn wait_authorized(client: &Client, roles: &[&Value]) -> Result<()> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut checks = Vec::new();
-    for role in objects.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role") {
+    for role in roles {
         let namespace = role["metadata"]["namespace"].as_str();
         for rule in role["rules"].as_array().into_iter().flatten() {
             let first = |key: &str| rule[key].as_array().and_then(|a| a.first()).and_then(Value::as_str);
@@ -209,8 +231,43 @@ pub async fn deploy_identity(
     let (server, ca) = server_and_ca(admin_kubeconfig)?;
     std::fs::write(out, token_kubeconfig(&server, &ca, &account, &token))
         .with_context(|| format!("write {}", out.display()))?;
-    wait_authorized(&crate::client_for(out).await?, &objects).await?;
+    wait_authorized(&crate::client_for(out).await?, &bound_roles(&objects, &account)).await?;
     Ok(account)
+}
+
+/// A person's identity for tests: the ServiceAccount `account` (created if missing) bound
+/// to the ClusterRole `cluster_role` (which must exist, e.g. from a deploy base), with a
+/// token valid for `token_seconds`, written as a kubeconfig to `out`.
+pub async fn cluster_role_identity(
+    admin_kubeconfig: &Path,
+    account: &ServiceAccountRef,
+    cluster_role: &str,
+    token_seconds: i64,
+    out: &Path,
+) -> Result<()> {
+    let admin = crate::client_for(admin_kubeconfig).await?;
+    let binding = format!("{}-{}", account.name, cluster_role);
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": account.namespace}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": account.name, "namespace": account.namespace}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": account.name, "namespace": account.namespace}]}),
+    ];
+    apply(&admin, &objects).await?;
+    let role = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
+        .get(cluster_role)
+        .await
+        .with_context(|| format!("ClusterRole {cluster_role}"))?;
+    let token = kdfed_common::tokens::issue(&admin, &account.namespace, &account.name, token_seconds).await?;
+    let (server, ca) = server_and_ca(admin_kubeconfig)?;
+    std::fs::write(out, token_kubeconfig(&server, &ca, account, &token))
+        .with_context(|| format!("write {}", out.display()))?;
+    let role = serde_json::to_value(role)?;
+    wait_authorized(&crate::client_for(out).await?, &[&role]).await?;
+    Ok(())
 }
 
 /// The repository's `deploy/<name>` base.

@@ -129,3 +129,16 @@ async fn shipped_matches_registration(shipped_on: &kube::Client, registered_on: 
     };
     assert_eq!(without_ca(get_validating(shipped_on).await), without_ca(shipped));
 }
+
+/// The ClusterRole kdfed-member that deploy/hub ships is the one `kdfed member add` creates
+/// when it is missing.
+#[test]
+fn the_shipped_member_role_is_the_registry_s() {
+    let base = kdfed_testbed::rbac::deploy_base("hub");
+    let objects = kdfed_testbed::rbac::render(&base).expect("kustomize deploy/hub");
+    let shipped = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == kdfed_hub::registry::MEMBER_CLUSTER_ROLE)
+        .expect("deploy/hub ships the ClusterRole kdfed-member");
+    assert_eq!(shipped["rules"], kdfed_hub::registry::member_role_rules());
+}

@@ -152,6 +152,21 @@ impl Fleet {
         self.spokes.insert(member.to_string(), spoke);
     }
 
+    /// A client of the hub acting as the platform team: a ServiceAccount bound to
+    /// deploy/hub's ClusterRole kdfed-fleet-admin.
+    async fn platform_team(&self) -> Client {
+        let out = self.dir.join("platform.kubeconfig");
+        if !out.exists() {
+            let account =
+                kdfed_testbed::rbac::ServiceAccountRef { namespace: "platform".into(), name: "fleet-admin".into() };
+            let hub = &self.bed.cluster("hub").kubeconfig;
+            kdfed_testbed::rbac::cluster_role_identity(hub, &account, "kdfed-fleet-admin", 3600, &out)
+                .await
+                .expect("fleet admin identity");
+        }
+        kdfed_testbed::client_for(&out).await.expect("platform client")
+    }
+
     async fn member_client(&self, member: &str) -> Client {
         let kc = Kubeconfig::read_from(self.join_file(member)).expect("join kubeconfig");
         Client::try_from(Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config"))
@@ -241,12 +256,14 @@ async fn fleet_with_hubs(replicas: usize) -> Fleet {
     }
     wait_admission(&fleet.hub).await;
 
-    // Members are registered as the platform team does (`kdfed member add`, admin identity).
+    // Members are registered as the platform team does (`kdfed member add`), with deploy/hub's
+    // kdfed-fleet-admin role rather than cluster-admin.
     let server = fleet.bed.cluster("hub").server.clone();
+    let platform = fleet.platform_team().await;
     for (member, region) in [("east", "east"), ("west", "west")] {
         let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
         let kubeconfig =
-            kdfed_hub::registry::add_member(&fleet.hub, member, &labels, &server, 3600).await.expect("add member");
+            kdfed_hub::registry::add_member(&platform, member, &labels, &server, 3600).await.expect("add member");
         std::fs::write(fleet.join_file(member), kubeconfig).expect("write join kubeconfig");
     }
     fleet.start_spoke("east");
@@ -655,7 +672,8 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     assert!(works.list(&ListParams::default()).await.expect("works").items.is_empty());
 
     // Removing a member revokes its credentials at once.
-    kdfed_hub::registry::remove_member(&hub, "east").await.expect("remove east");
+    let platform = fleet.platform_team().await;
+    kdfed_hub::registry::remove_member(&platform, "east").await.expect("remove east");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         match own.list(&ListParams::default()).await {
@@ -664,6 +682,34 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // The platform team's role is no cluster-admin: no Secrets outside what it manages.
+    let secrets = Api::<Secret>::namespaced(platform.clone(), "default").list(&ListParams::default()).await;
+    assert!(matches!(secrets, Err(kube::Error::Api(e)) if e.code == 403), "the fleet admin reads Secrets");
+    // A member registered by an earlier kdfed (a per-member Role, and a RoleBinding to it,
+    // whose roleRef cannot change) is moved to the shared kdfed-member role on re-registration.
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "kdfed-member-legacy"}})).expect("ns");
+    Api::all(hub.clone()).create(&PostParams::default(), &ns).await.expect("legacy namespace");
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "kdfed-spoke"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}))
+    .expect("role");
+    Api::namespaced(hub.clone(), "kdfed-member-legacy").create(&PostParams::default(), &role).await.expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "kdfed-spoke"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kdfed-spoke"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kdfed-spoke", "namespace": "kdfed-member-legacy"}]}))
+    .expect("binding");
+    let bindings: Api<RoleBinding> = Api::namespaced(hub.clone(), "kdfed-member-legacy");
+    bindings.create(&PostParams::default(), &binding).await.expect("binding");
+    kdfed_hub::registry::add_member(&platform, "legacy", &BTreeMap::new(), &fleet.bed.cluster("hub").server, 600)
+        .await
+        .expect("re-register a member of an earlier kdfed");
+    let moved = bindings.get("kdfed-spoke").await.expect("binding");
+    assert_eq!((moved.role_ref.kind.as_str(), moved.role_ref.name.as_str()), ("ClusterRole", "kdfed-member"));
+    let old_role = Api::<Role>::namespaced(hub.clone(), "kdfed-member-legacy").get_opt("kdfed-spoke").await;
+    assert!(old_role.expect("get").is_none(), "the per-member Role is gone");
+    kdfed_hub::registry::remove_member(&platform, "legacy").await.expect("remove legacy");
 
     // A cluster on a member that is gone waits for an explicit decision before it goes.
     clusters.delete("big", &DeleteParams::default()).await.expect("delete big");
