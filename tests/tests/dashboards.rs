@@ -102,3 +102,47 @@ fn dashboards_use_a_datasource_variable_and_documented_metrics() {
         }
     }
 }
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to '-', other punctuation
+/// dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_to_its_section_of_the_runbook() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let runbook = std::fs::read_to_string(root.join("docs/operations.md")).expect("docs/operations.md");
+    let anchors: Vec<String> =
+        runbook.lines().filter(|l| l.starts_with('#')).map(|l| anchor(l.trim_start_matches('#'))).collect();
+    let rules: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dashboards_dir().join("alerts.yaml")).expect("alerts"))
+            .expect("alerts.yaml");
+    let mut checked = 0;
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name");
+            let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{name}: no runbook_url"));
+            let (file, section) = url.split_once('#').unwrap_or_else(|| panic!("{name}: {url} names no section"));
+            assert_eq!(file, "docs/operations.md", "{name}");
+            assert_eq!(section, name.to_lowercase(), "{name}: the section is named after the alert");
+            assert!(anchors.iter().any(|a| a == section), "{name}: docs/operations.md has no section #{section}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "every rule has a runbook section");
+    // Links inside the runbook lead to sections that exist.
+    for (i, part) in runbook.split("](#").enumerate().skip(1) {
+        let target = part.split(')').next().unwrap_or_default();
+        assert!(anchors.iter().any(|a| a == target), "link {i} to #{target} has no section");
+    }
+}
