@@ -76,9 +76,12 @@ for i in $(seq 60); do
   sleep 1
 done
 
-step "Registering the members and joining their spokes"
-$KDFED member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
-$KDFED member add west --label region=us --label provider=cloud -o "$FLEET_DIR/west-join.kubeconfig"
+step "Registering the members (as the platform team: deploy/hub's kdfed-fleet-admin role) and joining their spokes"
+"$BIN/testbed" role-kubeconfig --dir "$FLEET_DIR" --cluster hub --account platform/fleet-admin \
+  --cluster-role kdfed-fleet-admin --out "$FLEET_DIR/platform.kubeconfig" >/dev/null
+PLATFORM="$BIN/kdfed --kubeconfig $FLEET_DIR/platform.kubeconfig"
+$PLATFORM member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
+$PLATFORM member add west --label region=us --label provider=cloud -o "$FLEET_DIR/west-join.kubeconfig"
 declare -A spoke_admin
 for c in east west; do
   spoke_admin[$c]=$(free_port)
@@ -87,7 +90,7 @@ for c in east west; do
     --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json
 done
 for i in $(seq 60); do
-  avail=$($KDFED member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)
+  avail=$($PLATFORM member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)
   [ "$avail" = 2 ] && break
   sleep 1
 done
@@ -144,11 +147,11 @@ for c in hub east west; do
   printf '  %-5s %s  kubeconfig: %s\n' "$c" "$server" "$FLEET_DIR/$c.kubeconfig"
 done
 echo
-$KDFED member list
+$PLATFORM member list
 echo
-$KDFED cluster list
+$PLATFORM cluster list
 echo
-$KDFED catalog list
+$PLATFORM catalog list
 echo
 pod=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster greeting \
   -o jsonpath='{.status.roles[0].members[0].pod}' 2>/dev/null || true)
@@ -163,7 +166,7 @@ echo "  Prometheus: http://127.0.0.1:$prom_port (dashboards to import into Grafa
 cat <<MSG
 
 The fleet runs in the background (logs: $FLEET_DIR/logs/). Try:
-  $BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig cluster list
+  $BIN/kdfed --kubeconfig $FLEET_DIR/platform.kubeconfig cluster list   (the platform team's identity)
   $KDFED_KUBECTL --kubeconfig $FLEET_DIR/hub.kubeconfig get kdcluster hello -o yaml
   $KDFED_KUBECTL --kubeconfig $FLEET_DIR/east.kubeconfig get pods
   $KDFED_KUBECTL --kubeconfig $FLEET_DIR/west.kubeconfig exec <greeting pod> -c app -- sh -c 'cat /var/log/greeter/events'

@@ -82,6 +82,28 @@ enum Command {
         #[arg(long, default_value_t = 7 * 24 * 3600)]
         token_seconds: i64,
     },
+    /// Create a person's identity: a ServiceAccount bound to an existing ClusterRole (e.g.
+    /// deploy/hub's `kdfed-fleet-admin`), and write a kubeconfig for it; prints its path.
+    RoleKubeconfig {
+        /// The folder given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// The ServiceAccount, `namespace/name` (created if missing).
+        #[arg(long)]
+        account: String,
+        /// The ClusterRole to bind it to.
+        #[arg(long)]
+        cluster_role: String,
+        /// Where to write the kubeconfig.
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime of the token.
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        token_seconds: i64,
+    },
     /// Print a loopback TCP port for a server about to start, reserved against the test
     /// bed's other users and outside the range outgoing connections take ports from.
     FreePort,
@@ -156,6 +178,18 @@ async fn main() -> Result<()> {
             }
             let account = kdfed_testbed::rbac::deploy_identity(&admin, &base, token_seconds, &out).await?;
             println!("{account}\t{}", out.display());
+        }
+        Command::RoleKubeconfig { dir, cluster, account, cluster_role, out, token_seconds } => {
+            let admin = dir.join(format!("{cluster}.kubeconfig"));
+            if !admin.exists() {
+                bail!("no test-bed cluster {cluster:?} in {}", dir.display());
+            }
+            let (namespace, name) =
+                account.split_once('/').with_context(|| format!("--account {account:?} must be namespace/name"))?;
+            let account =
+                kdfed_testbed::rbac::ServiceAccountRef { namespace: namespace.to_string(), name: name.to_string() };
+            kdfed_testbed::rbac::cluster_role_identity(&admin, &account, &cluster_role, token_seconds, &out).await?;
+            println!("{}", out.display());
         }
         Command::ExecSync { dir } => kdfed_testbed::keep_exec(&dir).await?,
         Command::FreePort => println!("{}", kdfed_testbed::free_port()?),
