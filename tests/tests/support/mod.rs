@@ -1,0 +1,439 @@
+//! The fleet the end-to-end tests and the fleet benchmark run: a hub and two members (east,
+//! west) on real control planes, the real `kdfed-hub` and `kdfed-spoke` processes running
+//! as the ServiceAccounts of deploy/hub and deploy/spoke, joined with scoped credentials,
+//! plus helpers to wait for members and clusters.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kdfed_crds::federation::KubeDirectorMember;
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
+use kdfed_testbed::{ClusterSpec, Daemon, Testbed, certs, workspace_binary};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Each test runs a fleet of three control planes plus hub and spokes; on two cores they
+/// run one at a time so that timing-dependent steps (heartbeats, failover) stay honest.
+pub static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub const GRACE_SECONDS: u64 = 5;
+
+pub fn free_port() -> u16 {
+    kdfed_testbed::free_port().expect("free port")
+}
+
+/// GET `path` from a loopback HTTP server; returns the body, or "" when it does not answer
+/// (yet): callers poll.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).await.is_err() {
+        return String::new();
+    }
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// The value of one series in an OpenMetrics text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+}
+
+pub struct Fleet {
+    pub bed: Testbed,
+    /// An admin client of the hub (the test acts as users and the platform team).
+    pub hub: Client,
+    pub dir: PathBuf,
+    pub hubs: Vec<Daemon>,
+    /// Admin port of the first hub replica.
+    pub hub_admin: u16,
+    _webhook_front: Option<Forwarder>,
+    pub spoke_admin: BTreeMap<String, u16>,
+    /// East's spoke serves and registers its admission webhook (port, certificate files);
+    /// west's does not, so both ways a member may run are exercised.
+    east_webhook: (u16, (PathBuf, PathBuf, PathBuf)),
+    pub spokes: BTreeMap<String, Daemon>,
+    _tmp: tempfile::TempDir,
+    // Last, so the next fleet starts only after this one is gone.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for d in self.hubs.iter_mut().chain(self.spokes.values_mut()) {
+            d.kill();
+        }
+        if std::thread::panicking() {
+            let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("tempdir"));
+            eprintln!("fleet kept for inspection: {}", tmp.keep().display());
+            return;
+        }
+        // A refusal of the deploy RBAC that the binaries only logged is still a gap in it.
+        let refused: Vec<String> = self
+            .hubs
+            .iter()
+            .chain(self.spokes.values())
+            .map(|d| d.log.clone())
+            .chain(std::fs::read_dir(&self.dir).into_iter().flatten().flatten().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                text.lines()
+                    .filter(|l| l.contains("forbidden") && l.contains(DEPLOY_IDENTITY))
+                    .map(|l| format!("{}: {l}", p.display()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !refused.is_empty() {
+            let tmp = std::mem::replace(&mut self._tmp, tempfile::tempdir().expect("tempdir"));
+            eprintln!("fleet kept for inspection: {}", tmp.keep().display());
+            panic!("the deploy RBAC refused calls:\n{}", refused.join("\n"));
+        }
+    }
+}
+
+/// User name prefix of the deploy bases' ServiceAccounts in API errors.
+pub const DEPLOY_IDENTITY: &str = "system:serviceaccount:kdfed-system:";
+
+impl Fleet {
+    pub fn join_file(&self, member: &str) -> PathBuf {
+        self.dir.join(format!("{member}-join.kubeconfig"))
+    }
+
+    /// The kubeconfig of deploy/spoke's ServiceAccount on `member`'s API server.
+    pub fn spoke_identity(&self, member: &str) -> PathBuf {
+        self.dir.join(format!("{member}-spoke.kubeconfig"))
+    }
+
+    pub fn start_spoke(&mut self, member: &str) {
+        let admin = *self.spoke_admin.entry(member.to_string()).or_insert_with(free_port);
+        let args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            self.spoke_identity(member).display().to_string(),
+            "--hub-kubeconfig".into(),
+            self.join_file(member).display().to_string(),
+            "--member".into(),
+            member.into(),
+            "--lease-interval-seconds".into(),
+            "1".into(),
+            "--hub-token-renew-seconds".into(),
+            "3".into(),
+            "--admin-address".into(),
+            format!("127.0.0.1:{admin}"),
+        ];
+        let mut args = args;
+        if member == "east" {
+            let (port, files) = &self.east_webhook;
+            args.extend(certs::webhook_flags(*port, files, &format!("https://127.0.0.1:{port}")));
+        }
+        let n = self.spokes.len();
+        let spoke = Daemon::start(
+            &format!("spoke-{member}-{n}"),
+            &workspace_binary("kdfed-spoke").expect("spoke"),
+            &args,
+            &self.dir,
+        )
+        .expect("start spoke");
+        self.spokes.insert(member.to_string(), spoke);
+    }
+
+    /// A client of the hub acting as the platform team: a ServiceAccount bound to
+    /// deploy/hub's ClusterRole kdfed-fleet-admin.
+    pub async fn platform_team(&self) -> Client {
+        let out = self.dir.join("platform.kubeconfig");
+        if !out.exists() {
+            let account =
+                kdfed_testbed::rbac::ServiceAccountRef { namespace: "platform".into(), name: "fleet-admin".into() };
+            let hub = &self.bed.cluster("hub").kubeconfig;
+            kdfed_testbed::rbac::cluster_role_identity(hub, &account, "kdfed-fleet-admin", 3600, &out)
+                .await
+                .expect("fleet admin identity");
+        }
+        kdfed_testbed::client_for(&out).await.expect("platform client")
+    }
+
+    pub async fn member_client(&self, member: &str) -> Client {
+        let kc = Kubeconfig::read_from(self.join_file(member)).expect("join kubeconfig");
+        Client::try_from(Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config"))
+            .expect("client")
+    }
+}
+
+pub async fn fleet() -> Fleet {
+    fleet_with_hubs(1).await
+}
+
+pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
+    let serial = ONE_FLEET_AT_A_TIME.lock().await;
+    let tmp = tempfile::Builder::new().prefix("kdfed-fleet-").tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let specs = vec![ClusterSpec::named("hub"), ClusterSpec::named("east"), ClusterSpec::named("west")];
+    let bed =
+        Testbed::start_in(&dir.join("bed"), &specs, kdfed_testbed::Lifetime::TiedToParent).await.expect("test bed");
+    let hub = bed.client("hub").await.expect("hub client");
+    // The platform team installs the CRDs (deploy/*'s kustomize bases carry them); the
+    // binaries never do.
+    for c in ["hub", "east", "west"] {
+        kdfed_common::crds::install(bed.client(c).await.expect("client")).await.expect("CRDs");
+    }
+    // The binaries' identities: exactly the ServiceAccounts and RBAC of the deploy bases.
+    let hub_identity = dir.join("hub-sa.kubeconfig");
+    let day = 24 * 3600;
+    let base = kdfed_testbed::rbac::deploy_base;
+    kdfed_testbed::rbac::deploy_identity(&bed.cluster("hub").kubeconfig, &base("hub"), day, &hub_identity)
+        .await
+        .expect("deploy/hub identity");
+    for member in ["east", "west"] {
+        let out = dir.join(format!("{member}-spoke.kubeconfig"));
+        kdfed_testbed::rbac::deploy_identity(&bed.cluster(member).kubeconfig, &base("spoke"), day, &out)
+            .await
+            .expect("deploy/spoke identity");
+    }
+
+    // The hub serves its admission webhook and registers it. Replicas sit behind one
+    // address, as behind the kdfed-hub Service, so that admission survives a dead replica.
+    let webhook_files = certs::webhook_cert(&bed.cluster("hub").dir.join("pki"), "hub-webhook").expect("webhook cert");
+    let hook_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let front =
+        (replicas > 1).then(|| Forwarder::to_first_of(hook_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()));
+    let front = match front {
+        Some(f) => Some(f.await),
+        None => None,
+    };
+    let hook_url = format!("https://127.0.0.1:{}", front.as_ref().map_or(hook_ports[0], |f| f.port));
+    let admin_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let hubs: Vec<Daemon> = (0..replicas)
+        .map(|i| {
+            let mut args: Vec<String> = vec![
+                "--kubeconfig".into(),
+                hub_identity.display().to_string(),
+                "--heartbeat-grace-seconds".into(),
+                GRACE_SECONDS.to_string(),
+                "--admin-address".into(),
+                format!("127.0.0.1:{}", admin_ports[i]),
+                "--lease-duration-seconds".into(),
+                "6".into(),
+            ];
+            args.extend(certs::webhook_flags(hook_ports[i], &webhook_files, &hook_url));
+            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &args, &dir)
+                .expect("start hub")
+        })
+        .collect();
+    let bed_dir_pki_east = bed.cluster("east").dir.join("pki");
+    let mut fleet = Fleet {
+        _serial: serial,
+        bed,
+        hub,
+        dir,
+        hubs,
+        hub_admin: admin_ports[0],
+        _webhook_front: front,
+        spoke_admin: BTreeMap::new(),
+        east_webhook: (
+            free_port(),
+            certs::webhook_cert(&bed_dir_pki_east, "spoke-webhook").expect("east webhook cert"),
+        ),
+        spokes: BTreeMap::new(),
+        _tmp: tmp,
+    };
+    for port in admin_ports {
+        fleet.wait_hub_ready(port).await;
+    }
+    wait_admission(&fleet.hub).await;
+
+    // Members are registered as the platform team does (`kdfed member add`), with deploy/hub's
+    // kdfed-fleet-admin role rather than cluster-admin.
+    let server = fleet.bed.cluster("hub").server.clone();
+    let platform = fleet.platform_team().await;
+    for (member, region) in [("east", "east"), ("west", "west")] {
+        let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
+        let kubeconfig =
+            kdfed_hub::registry::add_member(&platform, member, &labels, &server, 3600).await.expect("add member");
+        std::fs::write(fleet.join_file(member), kubeconfig).expect("write join kubeconfig");
+    }
+    fleet.start_spoke("east");
+    fleet.start_spoke("west");
+    for m in ["east", "west"] {
+        wait_member(&fleet.hub, m, "True").await;
+    }
+    fleet
+}
+
+impl Fleet {
+    /// Waits for `/readyz` of the hub replica on `port`, failing early if a replica died
+    /// (e.g. refused by RBAC at start-up).
+    pub async fn wait_hub_ready(&mut self, port: u16) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while http_get(port, "/readyz").await.trim() != "ok" {
+            for h in &mut self.hubs {
+                assert!(h.running(), "a hub exited: {}", std::fs::read_to_string(&h.log).unwrap_or_default());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "hub on admin port {port} not ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Waits until the hub's webhook reviews what the hub's API server admits: a cluster of an
+/// unknown app is refused (dry run, so nothing is stored).
+pub async fn wait_admission(hub: &Client) {
+    let api: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut probe = cluster("admission-probe", 1, "1", None);
+    probe["spec"]["app"] = json!("no-such-app");
+    let probe: KubeDirectorCluster = serde_json::from_value(probe).expect("probe");
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let answer = api.create(&dry_run, &probe).await;
+        if matches!(&answer, Err(kube::Error::Api(e)) if e.message.contains("(rule: known-app)")) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hub's webhook does not review clusters: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn wait_member(hub: &Client, member: &str, available: &str) -> KubeDirectorMember {
+    let api: Api<KubeDirectorMember> = Api::all(hub.clone());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let m = api.get(member).await.expect("member");
+        let status = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Available"))
+            .map(|c| c.status.clone());
+        let reported = m.status.as_ref().is_some_and(|s| s.capacity.is_some());
+        if status.as_deref() == Some(available) && (available != "True" || reported) {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "member {member} not Available={available}: {:#?}", m.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn wait_cluster<F: FnMut(&KubeDirectorCluster) -> bool>(
+    api: &Api<KubeDirectorCluster>,
+    name: &str,
+    what: &str,
+    mut done: F,
+) -> KubeDirectorCluster {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let c = api.get_opt(name).await.expect("get");
+        if let Some(c) = &c
+            && done(c)
+        {
+            return c.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}: not {what}: {:#?}", c.map(|c| c.status));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn cond<'a>(
+    c: &'a KubeDirectorCluster,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.as_ref().and_then(|s| s.conditions.iter().find(|k| k.type_ == t))
+}
+
+pub fn ready_with(c: &KubeDirectorCluster, members: &str) -> bool {
+    cond(c, "Ready").is_some_and(|k| k.status == "True")
+        && c.status.as_ref().and_then(|s| s.members_ready.as_deref()) == Some(members)
+}
+
+pub fn member_of(c: &KubeDirectorCluster) -> Option<String> {
+    c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.member.clone())
+}
+
+pub fn spark_like() -> Value {
+    json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorApp",
+        "metadata": {"name": "spark-lite", "namespace": "default"},
+        "spec": {
+            "label": {"name": "Spark lite"}, "distroID": "test/spark", "version": "1", "configSchemaVersion": 8,
+            "defaultImageRepoTag": "example/spark:1", "defaultConfigPackage": null,
+            "services": [{"id": "ui", "endpoint": {"urlScheme": "http", "port": 8080, "isDashboard": true}}],
+            "roles": [{"id": "controller", "cardinality": "1"}, {"id": "worker", "cardinality": "1+"}],
+            "config": {"selectedRoles": ["controller", "worker"], "roleServices": [{"roleID": "controller", "serviceIDs": ["ui"]}]}
+        }
+    })
+}
+
+/// The Spark-like app and the Secret its clusters mount, on the hub.
+pub async fn seed_catalog(hub: &Client) {
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &serde_json::from_value(spark_like()).expect("app")).await.expect("app");
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spark-creds"}, "stringData": {"password": "s3cret"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &secret).await.expect("secret");
+}
+
+pub fn cluster(name: &str, workers: i32, cpu: &str, selector: Option<(&str, &str)>) -> Value {
+    let mut c = json!({
+        "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "app": "spark-lite",
+            "defaultSecret": {"name": "spark-creds", "mountPath": "/etc/creds"},
+            "roles": [
+                {"id": "controller", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
+                {"id": "worker", "members": workers, "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}
+            ]
+        }
+    });
+    if let Some((k, v)) = selector {
+        c["spec"]["placement"] = json!({"memberSelector": {"matchLabels": {k: v}}});
+    }
+    c
+}
+
+/// A TCP front for several backends: each connection goes to the first backend that
+/// accepts it, like a Service in front of the replicas that are up.
+pub struct Forwarder {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub async fn to_first_of(backends: Vec<String>) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for b in &backends {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(b).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Forwarder { port, task }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
