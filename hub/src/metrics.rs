@@ -73,6 +73,7 @@ pub struct HubMetrics {
     requested_memory: Family<MemberLabel, FloatGauge>,
     requested_gpu: Family<MemberLabel, FloatGauge>,
     clusters_placed: Family<MemberLabel, Gauge>,
+    fenced: Family<MemberLabel, Gauge>,
     available: Family<MemberLabel, Gauge>,
     clusters: Family<ClusterLabels, Gauge>,
     unplaced: Family<ReasonLabel, Gauge>,
@@ -104,6 +105,7 @@ impl HubMetrics {
             requested_memory: Family::default(),
             requested_gpu: Family::default(),
             clusters_placed: Family::default(),
+            fenced: Family::default(),
             available: Family::default(),
             clusters: Family::default(),
             unplaced: Family::default(),
@@ -142,6 +144,11 @@ impl HubMetrics {
         );
         r.register("member_requested_gpus", "GPUs requested by running pods", m.requested_gpu.clone());
         r.register("member_clusters_placed", "Clusters placed on each member", m.clusters_placed.clone());
+        r.register(
+            "member_fenced_clusters",
+            "Fenced copies on each member: scaled to zero after a failover, PVCs kept until an admin removes them",
+            m.fenced.clone(),
+        );
         r.register("member_available", "1 while the member is Available=True", m.available.clone());
         r.register("clusters", "Clusters by app, member and state", m.clusters.clone());
         r.register("clusters_unplaced", "Clusters not placed, by reason", m.unplaced.clone());
@@ -196,6 +203,7 @@ async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error
     }
     m.members.clear();
     m.clusters_placed.clear();
+    m.fenced.clear();
     m.available.clear();
     for member in &members {
         let label = MemberLabel { member: member.name_any() };
@@ -214,6 +222,7 @@ async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error
         m.requested_memory.get_or_create(&label).set(q(&cap.requested, "memory"));
         m.requested_gpu.get_or_create(&label).set(q(&cap.requested, "nvidia.com/gpu"));
         m.clusters_placed.get_or_create(&label).set(status.clusters_placed.unwrap_or(0));
+        m.fenced.get_or_create(&label).set(i64::try_from(status.fenced_clusters.len()).unwrap_or(i64::MAX));
     }
     m.clusters.clear();
     m.unplaced.clear();

@@ -56,7 +56,7 @@ fn queries() -> Vec<(String, String, String)> {
 fn alert_rules_pass_promtool() {
     let (ok, output) = promtool(&["check", "rules", &dashboards_dir().join("alerts.yaml").display().to_string()]);
     assert!(ok, "{output}");
-    assert!(output.contains("SUCCESS: 9 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 10 rules found"), "{output}");
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn every_alert_links_to_its_section_of_the_runbook() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 9, "every rule has a runbook section");
+    assert_eq!(checked, 10, "every rule has a runbook section");
 }
 
 /// The anchors of every heading of a Markdown text.
@@ -109,6 +109,8 @@ fn every_relative_link_leads_to_a_file_and_section_that_exist() {
             let (path, section) = target.split_once('#').map_or((target.as_str(), None), |(p, s)| (p, Some(s)));
             let linked = if path.is_empty() { file.clone() } else { dir.join(path) };
             assert!(linked.exists(), "{}: link {target:?}: {} does not exist", file.display(), linked.display());
+            let inside = linked.canonicalize().expect("canonical").starts_with(root().canonicalize().expect("root"));
+            assert!(inside, "{}: link {target:?} leaves the repository", file.display());
             if let Some(section) = section {
                 let headings = anchors(&std::fs::read_to_string(&linked).expect("linked file"));
                 assert!(

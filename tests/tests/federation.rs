@@ -460,6 +460,17 @@ async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept(
             .map(|s| s.fenced_clusters)
             .unwrap_or_default();
     }
+    // The platform team sees it in the hub's metrics (alert KdfedFencedClusters).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = http_get(fleet.hub_admin, "/metrics").await;
+        if sample(&text, r#"kdfed_hub_member_fenced_clusters{member="west"}"#) == Some(1.0) {
+            assert_eq!(sample(&text, r#"kdfed_hub_member_fenced_clusters{member="east"}"#), Some(0.0));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hub's metrics do not show west's fenced copy");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let east = fleet.bed.client("east").await.expect("east");
     let east_pods: Api<Pod> = Api::namespaced(east, "default");
     assert_eq!(east_pods.list(&lp).await.expect("pods").items.len(), 2, "the new placement keeps running");
