@@ -82,12 +82,21 @@ step "Registering the members (as the platform team: deploy/hub's kdfed-fleet-ad
 PLATFORM="$BIN/kdfed --kubeconfig $FLEET_DIR/platform.kubeconfig"
 $PLATFORM member add east --label region=eu --label provider=onprem -o "$FLEET_DIR/east-join.kubeconfig"
 $PLATFORM member add west --label region=us --label provider=cloud -o "$FLEET_DIR/west-join.kubeconfig"
+# East's spoke also serves the member's admission webhook (what deploy/spoke-webhook adds);
+# west's does not: both ways a member may run.
+read -r east_crt east_key east_ca < <("$BIN/testbed" webhook-cert --dir "$FLEET_DIR" --cluster east --name spoke-webhook)
+east_hook=$(free_port)
 declare -A spoke_admin
 for c in east west; do
   spoke_admin[$c]=$(free_port)
+  webhook=()
+  if [ "$c" = east ]; then
+    webhook=(--webhook-address "127.0.0.1:$east_hook" --webhook-cert-file "$east_crt" --webhook-key-file "$east_key"
+      --webhook-ca-file "$east_ca" --webhook-url "https://127.0.0.1:$east_hook")
+  fi
   start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c-spoke-sa.kubeconfig" \
     --hub-kubeconfig "$FLEET_DIR/$c-join.kubeconfig" --member "$c" \
-    --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json
+    --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json "${webhook[@]}"
 done
 for i in $(seq 60); do
   avail=$($PLATFORM member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)

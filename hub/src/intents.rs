@@ -366,12 +366,22 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let applied = report.observed_generation.is_some()
         && report.observed_generation == work_generation
         && report.applied_epoch == Some(placement.epoch);
+    // The member's report of why it could not apply this Work's generation, if it did.
+    let failed = condition(&report.conditions, "Applied")
+        .filter(|c| c.status == "False" && c.reason == "ApplyFailed" && c.observed_generation == work_generation);
     let (a_status, a_reason, a_message) = if applied {
         ("True", "Applied", format!("member {} applied generation {}", placement.member, generation.unwrap_or(0)))
+    } else if let Some(f) = failed {
+        ("False", "ApplyFailed", format!("member {} cannot apply it: {}", placement.member, f.message))
     } else {
         ("False", "Pending", format!("waiting for member {} to apply the latest spec", placement.member))
     };
+    let was_failed =
+        condition(&old.conditions, "Applied").is_some_and(|c| c.reason == "ApplyFailed" && c.message == a_message);
     status.conditions = set_condition(&status.conditions, "Applied", a_status, a_reason, &a_message, generation);
+    if a_reason == "ApplyFailed" && !was_failed {
+        ctx.recorder.publish(&intent, true, "ApplyFailed", &a_message).await;
+    }
     let seen = report.report_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "never".into());
     let (r_status, r_reason, r_message) = if !member_ok {
         (

@@ -357,11 +357,61 @@ async fn works(ctx: Arc<SyncContext>) {
 
 async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = sync_work(cached, &ctx).await;
+    let result = sync_work(cached.clone(), &ctx).await;
     if let Some(m) = &ctx.opts.metrics {
         m.reconciles.observe("works", started, result.is_err());
     }
+    if let Err(e) = &result
+        && cached.metadata.deletion_timestamp.is_none()
+    {
+        report_failure(&ctx, &cached, &e.to_string()).await;
+    }
     result
+}
+
+/// Longest failure message reported into a Work's status.
+const MAX_FAILURE_MESSAGE: usize = 1024;
+
+/// Tells the hub why this member could not apply a Work (the member's webhook refused the
+/// copy, a missing permission, secret keys that cannot be sealed, ...): `Applied=False,
+/// reason ApplyFailed` in the Work's status, which the hub shows on the user's cluster.
+/// Written only when the message changes, so a failure that repeats does not rewrite it;
+/// the next successful pass replaces it. A failure to report is only logged.
+async fn report_failure(ctx: &SyncContext, cached: &KubeDirectorWork, message: &str) {
+    let mut message = message.to_string();
+    if message.len() > MAX_FAILURE_MESSAGE {
+        let mut end = MAX_FAILURE_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    let status = cached.status.clone().unwrap_or_default();
+    let generation = cached.metadata.generation;
+    let same = status.conditions.iter().any(|c| {
+        c.type_ == "Applied"
+            && c.status == "False"
+            && c.reason == "ApplyFailed"
+            && c.message == message
+            && c.observed_generation == generation
+    });
+    if same {
+        return;
+    }
+    let conditions = kdfed_common::conditions::set_condition(
+        &status.conditions,
+        "Applied",
+        "False",
+        "ApplyFailed",
+        &message,
+        generation,
+    );
+    let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let patch = json!({"status": {"conditions": conditions}});
+    if let Err(e) = works.patch_status(&cached.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        warn!(work = %cached.name_any(), "cannot report the failure to the hub: {e}");
+    }
 }
 
 async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<Action, Error> {
@@ -492,6 +542,8 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         s.observed_generation == work.metadata.generation
             && s.applied_epoch == Some(work.spec.placement_epoch)
             && s.cluster_status == local.status
+            // A reported failure is replaced as soon as a pass succeeds.
+            && s.conditions.iter().any(|c| c.type_ == "Applied" && c.status == "True")
     });
     if !unchanged {
         works.patch_status(&wname, &pp, &Patch::Apply(report)).await.doing("report work status")?;

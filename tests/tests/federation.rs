@@ -116,6 +116,45 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // A member's own policy refuses a copy the hub accepted (east's config requires a Secret
+    // name prefix; the hub's does not): the user sees why on the hub, and the copy is
+    // applied once the member's policy allows it.
+    let east_configs: Api<KubeDirectorConfig> = Api::namespaced(east.clone(), "kdfed-system");
+    let prefix = |p: Option<&str>| Patch::Merge(json!({"spec": {"requiredSecretPrefix": p}}));
+    east_configs.patch("kd-global-config", &PatchParams::default(), &prefix(Some("east-"))).await.expect("prefix");
+    let strict = cluster("strict", 1, "100m", Some(("region", "east")));
+    clusters.create(&PostParams::default(), &serde_json::from_value(strict).expect("c")).await.expect("strict");
+    let c = wait_cluster(&clusters, "strict", "refused by east", |c| {
+        cond(c, "Applied").is_some_and(|k| k.reason == "ApplyFailed")
+    })
+    .await;
+    let message = cond(&c, "Applied").map(|k| k.message.clone()).unwrap_or_default();
+    assert!(message.starts_with("member east cannot apply it: "), "{message}");
+    assert!(message.contains("does not have the required name prefix(east-)"), "{message}");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(hub.clone(), "default");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=strict")).await.expect("events");
+        if list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ApplyFailed") && e.type_.as_deref() == Some("Warning"))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no ApplyFailed Event on strict");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    east_configs.patch("kd-global-config", &PatchParams::default(), &prefix(None)).await.expect("no prefix");
+    let c = wait_cluster(&clusters, "strict", "applied once allowed", |c| ready_with(c, "2/2")).await;
+    assert_eq!(cond(&c, "Applied").map(|k| k.reason.as_str()), Some("Applied"));
+    clusters.delete("strict", &DeleteParams::default()).await.expect("delete strict");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("strict").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "strict not cleaned up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     let copied = Api::<Secret>::namespaced(west.clone(), "default").get_opt("spark-creds").await.expect("get");
     assert!(copied.is_some(), "the referenced Secret travels with the Work");
     assert!(Api::<Secret>::namespaced(east.clone(), "default").get_opt("spark-creds").await.expect("get").is_none());
