@@ -133,12 +133,10 @@ pub async fn list_clusters(client: &Client, namespace: Option<&str>) -> Result<(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut rows = vec![["NAMESPACE", "NAME", "APP", "MEMBER", "STATE", "READY", "PLACED"].map(String::from).to_vec()];
+    let mut rows = vec![["NAMESPACE", "NAME", "APP", "MEMBER", "STATE", "READY", "STATUS"].map(String::from).to_vec()];
     for c in api.list(&Default::default()).await?.items {
         let status = c.status.clone().unwrap_or_default();
-        let placed = condition(&status.conditions, "Placed")
-            .map(|k| if k.status == "True" { "True".to_string() } else { format!("False: {}", k.message) })
-            .unwrap_or_else(|| "-".into());
+        let summary = status_summary(&status.conditions);
         rows.push(vec![
             c.namespace().unwrap_or_default(),
             c.name_any(),
@@ -146,11 +144,34 @@ pub async fn list_clusters(client: &Client, namespace: Option<&str>) -> Result<(
             status.placement.map(|p| p.member).unwrap_or_else(|| "-".into()),
             status.state.unwrap_or_else(|| "-".into()),
             status.members_ready.unwrap_or_else(|| "-".into()),
-            placed,
+            summary,
         ]);
     }
     print!("{}", table(rows));
     Ok(())
+}
+
+/// Longest condition message `kdfed cluster list` shows.
+const SUMMARY_MESSAGE: usize = 100;
+
+/// What `kdfed cluster list` says about a cluster's conditions: `Ready` when it is, else
+/// the first condition that is not well (in the order a cluster gets them: `Valid`,
+/// `Placed`, `MemberAvailable`, `Applied`, `Ready`; `Deleting` first while it goes) as
+/// `Type=Status Reason: message`, the message cut to [`SUMMARY_MESSAGE`] characters.
+pub fn status_summary(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+    let not_well = |type_: &str| {
+        condition(conditions, type_)
+            .filter(|c| if type_ == "Deleting" { c.status == "True" } else { c.status != "True" })
+    };
+    let Some(c) = ["Deleting", "Valid", "Placed", "MemberAvailable", "Applied", "Ready"].into_iter().find_map(not_well)
+    else {
+        return if condition(conditions, "Ready").is_some() { "Ready".into() } else { "-".into() };
+    };
+    let mut message: String = c.message.chars().take(SUMMARY_MESSAGE).collect();
+    if c.message.chars().count() > SUMMARY_MESSAGE {
+        message.push('…');
+    }
+    format!("{}={} {}: {message}", c.type_, c.status, c.reason)
 }
 
 /// `kdfed catalog list`.
@@ -172,4 +193,47 @@ pub async fn list_catalog(client: &Client) -> Result<()> {
     }
     print!("{}", table(rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn c(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_first_condition_that_is_not_well() {
+        assert_eq!(status_summary(&[]), "-");
+        let healthy = [
+            c("Valid", "True", "Valid", ""),
+            c("Placed", "True", "Scheduled", ""),
+            c("Ready", "True", "Configured", ""),
+        ];
+        assert_eq!(status_summary(&healthy), "Ready");
+        let refused = [
+            c("Placed", "True", "Scheduled", "placed on east"),
+            c("Applied", "False", "ApplyFailed", "member east cannot apply it: denied"),
+            c("Ready", "False", "Reconciling", "state pending"),
+        ];
+        assert_eq!(status_summary(&refused), "Applied=False ApplyFailed: member east cannot apply it: denied");
+        let stale = [
+            c("MemberAvailable", "Unknown", "HeartbeatMissed", "no heartbeat"),
+            c("Ready", "Unknown", "MemberUnavailable", "x"),
+        ];
+        assert_eq!(status_summary(&stale), "MemberAvailable=Unknown HeartbeatMissed: no heartbeat");
+        let going = [c("Deleting", "True", "MemberGone", "member east is gone"), c("Ready", "True", "Configured", "")];
+        assert_eq!(status_summary(&going), "Deleting=True MemberGone: member east is gone");
+        let long = [c("Placed", "False", "Unschedulable", &"x".repeat(150))];
+        assert_eq!(status_summary(&long).chars().count(), "Placed=False Unschedulable: ".len() + 101);
+    }
 }
