@@ -103,8 +103,12 @@ pub async fn list_members(client: &Client) -> Result<()> {
         let name = m.name_any();
         let labels = m.labels().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let status = m.status.clone().unwrap_or_default();
-        let available =
+        let mut available =
             condition(&status.conditions, "Available").map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into());
+        if m.spec.unschedulable {
+            // As kubectl shows a cordoned node.
+            available.push_str(",SchedulingDisabled");
+        }
         let renewed = kdfed_hub::members::last_renewal(client, &name).await.ok().flatten();
         let cap = status.capacity.unwrap_or_default();
         let pair = |k: &str| {

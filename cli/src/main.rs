@@ -109,6 +109,16 @@ enum MemberCommand {
         /// Member name.
         name: String,
     },
+    /// Cordon a member: it keeps running what it has but receives no new placements.
+    Cordon {
+        /// Member name.
+        name: String,
+    },
+    /// Let a cordoned member receive placements again.
+    Uncordon {
+        /// Member name.
+        name: String,
+    },
     /// List members: labels, availability, heartbeat age, capacity, clusters placed.
     List,
 }
@@ -192,6 +202,14 @@ async fn run(cli: Cli) -> Result<()> {
                     fleet::add(&client, cli.kubeconfig.as_ref(), &name, &labels, server, token_seconds, output).await?
                 }
                 MemberCommand::Remove { name } => fleet::remove(&client, &name).await?,
+                MemberCommand::Cordon { name } => {
+                    kdfed_hub::registry::set_cordoned(&client, &name, true).await?;
+                    eprintln!("member {name} cordoned: it keeps its clusters and receives no new ones");
+                }
+                MemberCommand::Uncordon { name } => {
+                    kdfed_hub::registry::set_cordoned(&client, &name, false).await?;
+                    eprintln!("member {name} uncordoned");
+                }
                 MemberCommand::List => fleet::list_members(&client).await?,
             }
         }

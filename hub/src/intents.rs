@@ -509,13 +509,13 @@ pub fn member_views(members: &[KubeDirectorMember], intents: &[KubeDirectorClust
                     gpu: requested.gpu + extra.gpu,
                 };
             }
-            let available =
-                condition(&status.conditions, "Available").is_some_and(|c| c.status == "True") && !m.spec.unschedulable;
+            let available = condition(&status.conditions, "Available").is_some_and(|c| c.status == "True");
             MemberView {
                 name: m.name_any(),
                 labels: m.labels().clone(),
                 taints: m.spec.taints.clone(),
                 available,
+                cordoned: m.spec.unschedulable,
                 allocatable,
                 requested,
                 storage_classes: status.storage_classes.clone(),

@@ -37,6 +37,16 @@ pub fn availability(
     }
 }
 
+/// The heartbeat grace of `member`: its own `spec.heartbeatGraceSeconds`, else the hub's.
+pub fn member_grace(member: &KubeDirectorMember, hub_default: Duration) -> Duration {
+    member
+        .spec
+        .heartbeat_grace_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+        .map_or(hub_default, Duration::from_secs)
+}
+
 /// When a member's Lease was last renewed.
 pub async fn last_renewal(client: &Client, member: &str) -> Result<Option<jiff::Timestamp>, kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &member_namespace(member));
@@ -72,7 +82,7 @@ async fn sync_once(
     for member in members.list(&Default::default()).await?.items {
         let name = member.name_any();
         let renewed = last_renewal(client, &name).await?;
-        let (status, reason, message) = availability(renewed, now, grace);
+        let (status, reason, message) = availability(renewed, now, member_grace(&member, grace));
         let old = member.status.clone().unwrap_or_default();
         let conditions =
             set_condition(&old.conditions, "Available", status, reason, &message, member.metadata.generation);
@@ -117,5 +127,18 @@ mod tests {
         let (status, reason, message) = availability(Some(stale), now, grace);
         assert_eq!((status, reason), ("Unknown", "HeartbeatMissed"));
         assert!(message.contains("31s"), "{message}");
+    }
+
+    #[test]
+    fn a_member_s_own_grace_wins_over_the_hub_s() {
+        let hub = Duration::from_secs(30);
+        let mut member = KubeDirectorMember::new("edge", Default::default());
+        assert_eq!(member_grace(&member, hub), hub);
+        member.spec.heartbeat_grace_seconds = Some(120);
+        assert_eq!(member_grace(&member, hub), Duration::from_secs(120));
+        let now = jiff::Timestamp::from_second(1_000_000).expect("time");
+        let a_minute_ago = now.checked_sub(jiff::SignedDuration::from_secs(60)).expect("time");
+        assert_eq!(availability(Some(a_minute_ago), now, member_grace(&member, hub)).0, "True");
+        assert_eq!(availability(Some(a_minute_ago), now, hub).0, "Unknown");
     }
 }

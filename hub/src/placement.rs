@@ -78,8 +78,10 @@ pub struct MemberView {
     pub labels: BTreeMap<String, String>,
     /// Taints.
     pub taints: Vec<Taint>,
-    /// `Available=True` and not cordoned.
+    /// `Available=True`.
     pub available: bool,
+    /// Cordoned (`spec.unschedulable`): keeps what it runs, receives no new placements.
+    pub cordoned: bool,
     /// Allocatable over schedulable nodes.
     pub allocatable: Resources,
     /// Already requested, including clusters placed but not yet reported.
@@ -131,7 +133,9 @@ pub enum Filter {
     Selector,
     /// A taint is not tolerated.
     Taints,
-    /// Not available (no heartbeat, cordoned, never reported).
+    /// Cordoned (`spec.unschedulable`).
+    Cordoned,
+    /// Not available (no heartbeat, never reported).
     Unavailable,
     /// A named storage class is missing.
     StorageClass,
@@ -146,6 +150,7 @@ impl Filter {
             Filter::Connections => "did not run the clusters it connects to",
             Filter::Selector => "did not match placement.memberSelector",
             Filter::Taints => "had taints the cluster does not tolerate",
+            Filter::Cordoned => "cordoned (spec.unschedulable)",
             Filter::Unavailable => "unavailable",
             Filter::StorageClass => "lacked a requested storage class",
             Filter::Capacity => "had insufficient free CPU, memory or GPU",
@@ -220,6 +225,9 @@ fn rejected_by(intent: &IntentView, m: &MemberView) -> Option<Filter> {
     let blocking = m.taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute");
     if blocking.into_iter().any(|t| !tolerates(&p.tolerations, t)) {
         return Some(Filter::Taints);
+    }
+    if m.cordoned {
+        return Some(Filter::Cordoned);
     }
     if !m.available {
         return Some(Filter::Unavailable);
@@ -363,6 +371,16 @@ mod tests {
         tolerant.placement.tolerations =
             vec![Toleration { key: Some("gpu".into()), operator: Some("Exists".into()), ..Toleration::default() }];
         assert_eq!(schedule(&tolerant, &members).map(|m| m.name.as_str()), Ok("c"));
+    }
+
+    #[test]
+    fn a_cordoned_member_gets_no_new_placement_and_says_why() {
+        let mut cordoned = member("big", &[], 64.0, 0.0);
+        cordoned.cordoned = true;
+        let members = vec![cordoned.clone(), member("small", &[], 8.0, 0.0)];
+        assert_eq!(schedule(&intent(4.0), &members).map(|m| m.name.as_str()), Ok("small"), "despite more room");
+        let err = schedule(&intent(4.0), &[cordoned]).expect_err("only a cordoned member");
+        assert_eq!(err.to_string(), "0/1 members fit: 1 cordoned (spec.unschedulable)");
     }
 
     #[test]

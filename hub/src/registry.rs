@@ -231,6 +231,15 @@ pub async fn remove_member(client: &Client, name: &str) -> Result<(), RegistryEr
     Ok(())
 }
 
+/// Cordons a member (`spec.unschedulable`: it keeps what it runs and receives no new
+/// placements) or lifts that (`cordoned = false`).
+pub async fn set_cordoned(client: &Client, name: &str, cordoned: bool) -> Result<(), RegistryError> {
+    let members: Api<KubeDirectorMember> = Api::all(client.clone());
+    let patch = json!({"spec": {"unschedulable": if cordoned { json!(true) } else { serde_json::Value::Null }}});
+    members.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(kube_err("patch member"))?;
+    Ok(())
+}
+
 /// Members with their labels and status, for `kdfed member list`.
 pub async fn list_members(client: &Client) -> Result<Vec<KubeDirectorMember>, RegistryError> {
     let members: Api<KubeDirectorMember> = Api::all(client.clone());

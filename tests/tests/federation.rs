@@ -233,6 +233,36 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // A cordoned member keeps what it runs and receives nothing new, even with more room.
+    let platform = fleet.platform_team().await;
+    kdfed_hub::registry::set_cordoned(&platform, "east", true).await.expect("cordon east");
+    clusters
+        .create(&PostParams::default(), &serde_json::from_value(cluster("aside", 1, "100m", None)).expect("c"))
+        .await
+        .expect("aside");
+    let c = wait_cluster(&clusters, "aside", "placed", |c| member_of(c).is_some()).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"), "not on the cordoned member");
+    let pinned = cluster("pinned", 1, "100m", Some(("region", "east")));
+    clusters.create(&PostParams::default(), &serde_json::from_value(pinned).expect("c")).await.expect("pinned");
+    let c =
+        wait_cluster(&clusters, "pinned", "unschedulable", |c| cond(c, "Placed").is_some_and(|k| k.status == "False"))
+            .await;
+    let reason = cond(&c, "Placed").map(|k| k.message.clone()).unwrap_or_default();
+    assert_eq!(reason, "0/2 members fit: 1 did not match placement.memberSelector, 1 cordoned (spec.unschedulable)");
+    kdfed_hub::registry::set_cordoned(&platform, "east", false).await.expect("uncordon east");
+    let c = wait_cluster(&clusters, "pinned", "placed once uncordoned", |c| member_of(c).is_some()).await;
+    assert_eq!(member_of(&c).as_deref(), Some("east"));
+    for name in ["aside", "pinned"] {
+        clusters.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("aside").await.expect("get").is_some()
+        || clusters.get_opt("pinned").await.expect("get").is_some()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "aside/pinned not cleaned up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Too large for any member: not placed, with the reason; placed once capacity is added.
     let big: KubeDirectorCluster = serde_json::from_value(cluster("big", 1, "20", None)).expect("c");
     clusters.create(&PostParams::default(), &big).await.expect("create big");
