@@ -350,12 +350,7 @@ async fn review_cluster(reviewer: &Reviewer, req: &AdmissionRequest<DynamicObjec
 }
 
 async fn master_key(reviewer: &Reviewer) -> Option<String> {
-    Api::<KubeDirectorConfig>::namespaced(reviewer.client.clone(), &reviewer.system_namespace)
-        .get_opt(kdfed_crds::config::CONFIG_NAME)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|c| c.spec.master_encryption_key)
+    crate::secretkeys::master_key(&reviewer.client, &reviewer.system_namespace).await.ok().flatten()
 }
 
 /// The mutation for one request: secret key values are encrypted with the master key of

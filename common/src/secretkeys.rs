@@ -48,6 +48,15 @@ pub fn generate_key() -> Result<String, SecretKeyError> {
     Ok(hex::encode(bytes))
 }
 
+/// The master key of the `KubeDirectorConfig` in `namespace`: `None` when there is no
+/// config or it has no key.
+pub async fn master_key(client: &kube::Client, namespace: &str) -> Result<Option<String>, crate::ApiError> {
+    use crate::Doing;
+    let configs: kube::Api<kdfed_crds::KubeDirectorConfig> = kube::Api::namespaced(client.clone(), namespace);
+    let config = configs.get_opt(kdfed_crds::config::CONFIG_NAME).await.doing("read KubeDirectorConfig")?;
+    Ok(config.and_then(|c| c.spec.master_encryption_key))
+}
+
 /// Encrypts `plain` with the master key.
 pub fn encrypt(master_hex: &str, plain: &str) -> Result<String, SecretKeyError> {
     let key = key(master_hex)?;

@@ -297,11 +297,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         // admission encrypts them again with its key.
         let mut spec = spec.clone();
         if spec.roles.iter().any(|r| r.secret_keys.iter().any(|k| k.encrypted_value.is_some())) {
-            let master = Api::<kdfed_crds::KubeDirectorConfig>::namespaced(ctx.client.clone(), &ctx.system_namespace)
-                .get_opt(kdfed_crds::config::CONFIG_NAME)
-                .await
-                .doing("read KubeDirectorConfig")?
-                .and_then(|c| c.spec.master_encryption_key);
+            let master = kdfed_common::secretkeys::master_key(&ctx.client, &ctx.system_namespace).await?;
             for role in &mut spec.roles {
                 let (values, unreadable) = kdfed_common::secretkeys::plain_values(&role.secret_keys, master.as_deref());
                 for e in unreadable {

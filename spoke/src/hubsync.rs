@@ -587,11 +587,10 @@ async fn sealed_spec(
 async fn member_master_key(ctx: &SyncContext) -> Result<String, Error> {
     use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
     let ns = &ctx.opts.system_namespace;
-    let configs: Api<KubeDirectorConfig> = Api::namespaced(ctx.local.clone(), ns);
-    let config = configs.get_opt(CONFIG_NAME).await.doing("read KubeDirectorConfig")?;
-    if let Some(key) = config.and_then(|c| c.spec.master_encryption_key) {
+    if let Some(key) = kdfed_common::secretkeys::master_key(&ctx.local, ns).await? {
         return Ok(key);
     }
+    let configs: Api<KubeDirectorConfig> = Api::namespaced(ctx.local.clone(), ns);
     let key = kdfed_common::secretkeys::generate_key()
         .map_err(|e| Error::SecretKeys { cluster: format!("{ns}/{CONFIG_NAME}"), message: e.to_string() })?;
     let apply = json!({
