@@ -227,12 +227,25 @@ pub async fn deploy_identity(
     let account = service_account(&objects)?;
     let admin = crate::client_for(admin_kubeconfig).await?;
     apply(&admin, &objects).await?;
-    let token = kdfed_common::tokens::issue(&admin, &account.namespace, &account.name, token_seconds).await?;
-    let (server, ca) = server_and_ca(admin_kubeconfig)?;
-    std::fs::write(out, token_kubeconfig(&server, &ca, &account, &token))
-        .with_context(|| format!("write {}", out.display()))?;
-    wait_authorized(&crate::client_for(out).await?, &bound_roles(&objects, &account)).await?;
+    write_identity(&admin, admin_kubeconfig, &account, token_seconds, out, &bound_roles(&objects, &account)).await?;
     Ok(account)
+}
+
+/// Issues `account` a token valid for `token_seconds`, writes a kubeconfig with it to `out`
+/// and waits until the API server grants it `roles` (see [`wait_authorized`]).
+async fn write_identity(
+    admin: &Client,
+    admin_kubeconfig: &Path,
+    account: &ServiceAccountRef,
+    token_seconds: i64,
+    out: &Path,
+    roles: &[&Value],
+) -> Result<()> {
+    let token = kdfed_common::tokens::issue(admin, &account.namespace, &account.name, token_seconds).await?;
+    let (server, ca) = server_and_ca(admin_kubeconfig)?;
+    std::fs::write(out, token_kubeconfig(&server, &ca, account, &token))
+        .with_context(|| format!("write {}", out.display()))?;
+    wait_authorized(&crate::client_for(out).await?, roles).await
 }
 
 /// A person's identity for tests: the ServiceAccount `account` (created if missing) bound
@@ -261,13 +274,8 @@ pub async fn cluster_role_identity(
         .get(cluster_role)
         .await
         .with_context(|| format!("ClusterRole {cluster_role}"))?;
-    let token = kdfed_common::tokens::issue(&admin, &account.namespace, &account.name, token_seconds).await?;
-    let (server, ca) = server_and_ca(admin_kubeconfig)?;
-    std::fs::write(out, token_kubeconfig(&server, &ca, account, &token))
-        .with_context(|| format!("write {}", out.display()))?;
     let role = serde_json::to_value(role)?;
-    wait_authorized(&crate::client_for(out).await?, &[&role]).await?;
-    Ok(())
+    write_identity(&admin, admin_kubeconfig, account, token_seconds, out, &[&role]).await
 }
 
 /// The repository's `deploy/<name>` base.
