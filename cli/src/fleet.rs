@@ -85,9 +85,15 @@ pub async fn add(
 }
 
 /// `kdfed member remove`.
-pub async fn remove(client: &Client, name: &str) -> Result<()> {
-    kdfed_hub::registry::remove_member(client, name).await?;
+pub async fn remove(client: &Client, name: &str, force: bool) -> Result<()> {
+    let left = kdfed_hub::registry::remove_member(client, name, force).await?;
     println!("member {name} removed; its credentials no longer work");
+    if !left.is_empty() {
+        println!(
+            "still running there, unmanaged, with their data: {}\ntheir intents wait for a decision (delete them; set federation.kubedirector.hpe.com/orphan=true to let them go)",
+            left.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -86,8 +86,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum MemberCommand {
-    /// Register a member: its namespace, identity and RBAC on the hub; prints the
-    /// kubeconfig its spoke joins with.
+    /// Register a member: records it on the hub, whose registry creates its namespace,
+    /// identity and RBAC and issues the spoke's credentials sealed to this command's one-time
+    /// key; prints the kubeconfig its spoke joins with. Running it again issues new
+    /// credentials.
     Add {
         /// Member name (DNS label).
         name: String,
@@ -104,10 +106,15 @@ enum MemberCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Remove a member; its credentials stop working at once.
+    /// Remove a member; its credentials stop working at once. Refused while clusters run
+    /// there, unless --force.
     Remove {
         /// Member name.
         name: String,
+        /// Remove it although clusters run there (they keep running there, unmanaged, with
+        /// their data; their intents wait for an explicit decision).
+        #[arg(long)]
+        force: bool,
     },
     /// Cordon a member: it keeps running what it has but receives no new placements.
     Cordon {
@@ -201,7 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
                 MemberCommand::Add { name, labels, server, token_seconds, output } => {
                     fleet::add(&client, cli.kubeconfig.as_ref(), &name, &labels, server, token_seconds, output).await?
                 }
-                MemberCommand::Remove { name } => fleet::remove(&client, &name).await?,
+                MemberCommand::Remove { name, force } => fleet::remove(&client, &name, force).await?,
                 MemberCommand::Cordon { name } => {
                     kdfed_hub::registry::set_cordoned(&client, &name, true).await?;
                     eprintln!("member {name} cordoned: it keeps its clusters and receives no new ones");

@@ -464,7 +464,55 @@ async fn secret_key_patch(
             }
         }
     }
+    if let Some(op) = scrub_last_applied(&new, &ops) {
+        ops.push(op);
+    }
     Ok(ops)
+}
+
+/// kubectl's record of the last applied manifest, kept in an annotation.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `kubectl apply` keeps the applied manifest, plain secret-key values included, in the
+/// [`LAST_APPLIED`] annotation. The patch that stores each such value as it is stored in
+/// the spec (its ciphertext), or without the value where the spec has none; `None` when
+/// the annotation holds no plain value. `ops` are the spec's secret-key replacements.
+pub fn scrub_last_applied(cluster: &KubeDirectorCluster, ops: &[serde_json::Value]) -> Option<serde_json::Value> {
+    let text = cluster.metadata.annotations.as_ref()?.get(LAST_APPLIED)?;
+    let mut applied: serde_json::Value = serde_json::from_str(text).ok()?;
+    // The stored form of every key: replaced ones from `ops`, the others as they are.
+    let mut stored: std::collections::BTreeMap<(String, String), serde_json::Value> = Default::default();
+    for (i, role) in cluster.spec.roles.iter().enumerate() {
+        for (j, key) in role.secret_keys.iter().enumerate() {
+            let path = format!("/spec/roles/{i}/secretKeys/{j}");
+            let replaced = ops.iter().find(|o| o["path"] == path.as_str()).map(|o| o["value"].clone());
+            let value = replaced
+                .or_else(|| key.encrypted_value.as_ref().map(|e| json!({"name": key.name, "encryptedValue": e})));
+            if let Some(v) = value {
+                stored.insert((role.id.clone(), key.name.clone()), v);
+            }
+        }
+    }
+    let mut changed = false;
+    for role in applied.pointer_mut("/spec/roles")?.as_array_mut()? {
+        let id = role["id"].as_str().unwrap_or_default().to_string();
+        let Some(keys) = role.get_mut("secretKeys").and_then(|k| k.as_array_mut()) else { continue };
+        for key in keys {
+            if key.get("value").is_none() {
+                continue;
+            }
+            let name = key["name"].as_str().unwrap_or_default().to_string();
+            *key = match stored.get(&(id.clone(), name.clone())) {
+                Some(s) => s.clone(),
+                None => json!({"name": name}),
+            };
+            changed = true;
+        }
+    }
+    changed.then(|| {
+        json!({"op": "replace", "path": "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+               "value": format!("{applied}\n")})
+    })
 }
 
 /// Secrets mounted into members must exist and carry `requiredSecretPrefix` (upstream's
@@ -520,6 +568,11 @@ fn review_member(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
         ));
     }
     validate::label_errors(member.labels(), "metadata.labels", &mut errors);
+    if let Some(join) = &member.spec.join
+        && let Err(e) = crate::join::validate_public_key(&join.public_key)
+    {
+        return Err(format!("spec.join.publicKey: {e} (rule: join-key)"));
+    }
     for (i, t) in member.spec.taints.iter().enumerate() {
         if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&t.effect.as_str()) {
             return Err(format!(
@@ -804,5 +857,34 @@ mod tests {
         assert_eq!(settings.validate(), Err("webhook.service and webhook.url: set one or the other".into()));
         let settings = WebhookSettings { service: Some("kdfed-system/kdfed-hub".into()), ..WebhookSettings::default() };
         assert!(settings.validate().unwrap_err().contains("needs webhook.ca_file"));
+    }
+
+    #[test]
+    fn kubectl_s_copy_of_a_secret_value_is_stored_as_the_spec_stores_it() {
+        let applied = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+            "metadata": {"name": "c"}, "spec": {"app": "a", "roles": [
+                {"id": "w", "members": 1, "secretKeys": [{"name": "pw", "value": "hunter2"}, {"name": "old", "value": "x"}]},
+                {"id": "m", "members": 1}]}});
+        let cluster: KubeDirectorCluster = serde_json::from_value(json!({
+            "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+            "metadata": {"name": "c", "annotations": {LAST_APPLIED: format!("{applied}\n")}},
+            "spec": {"app": "a", "roles": [
+                {"id": "w", "members": 1, "secretKeys": [{"name": "pw", "value": "hunter2"}, {"name": "old", "encryptedValue": "abcd"}]},
+                {"id": "m", "members": 1}]}}))
+        .expect("cluster");
+        let ops = vec![json!({"op": "replace", "path": "/spec/roles/0/secretKeys/0",
+            "value": {"name": "pw", "encryptedValue": "0123"}})];
+        let op = scrub_last_applied(&cluster, &ops).expect("scrubbed");
+        let text = op["value"].as_str().expect("string");
+        assert!(!text.contains("hunter2") && !text.contains("\"x\""), "{text}");
+        let scrubbed: serde_json::Value = serde_json::from_str(text).expect("json");
+        assert_eq!(scrubbed["spec"]["roles"][0]["secretKeys"][0], json!({"name": "pw", "encryptedValue": "0123"}));
+        assert_eq!(scrubbed["spec"]["roles"][0]["secretKeys"][1], json!({"name": "old", "encryptedValue": "abcd"}));
+        assert_eq!(op["path"], "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration");
+        // Nothing to scrub: no patch.
+        let mut clean = cluster.clone();
+        clean.metadata.annotations =
+            Some([(LAST_APPLIED.to_string(), format!("{}", json!({"spec": {"roles": []}})))].into());
+        assert_eq!(scrub_last_applied(&clean, &ops), None);
     }
 }

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod conditions;
 pub mod crds;
 pub mod events;
+pub mod join;
 pub mod observe;
 pub mod reconcile;
 pub mod secretkeys;

@@ -49,6 +49,42 @@ pub struct KubeDirectorMemberSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub heartbeat_grace_seconds: Option<i64>,
+    /// A request for spoke credentials (`kdfed member add` sets it and removes it once
+    /// served): the hub issues a token for the member's identity and seals a kubeconfig
+    /// with it to `publicKey`, so only the requester can open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<MemberJoinRequest>,
+}
+
+/// A request for a member's spoke credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberJoinRequest {
+    /// The requester's X25519 public key (base64, 32 bytes), used once.
+    #[schemars(length(min = 44, max = 44))]
+    pub public_key: String,
+    /// The hub API server URL the spoke's kubeconfig names.
+    #[schemars(length(min = 1, max = 2048))]
+    pub server: String,
+    /// Lifetime of the issued token in seconds (the spoke renews it well before it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 600, max = 31_536_000))]
+    pub token_seconds: Option<i64>,
+}
+
+/// The hub's answer to a [`MemberJoinRequest`]: a kubeconfig sealed to the request's key.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberJoinGrant {
+    /// The request's public key this answers.
+    pub request_key: String,
+    /// The hub's one-time X25519 public key (base64).
+    pub hub_key: String,
+    /// Nonce and AES-256-GCM ciphertext of the kubeconfig (base64).
+    pub sealed: String,
+    /// When the token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_time: Option<Time>,
 }
 
 /// What the spoke reports and the hub concludes about a member.
@@ -80,8 +116,13 @@ pub struct KubeDirectorMemberStatus {
     /// When the spoke last wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_report_time: Option<Time>,
-    /// `Available`, `Joined`.
+    /// The hub's answer to the pending join request, sealed to the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<MemberJoinGrant>,
+    /// `Available` (the hub, from heartbeats), `Registered` (the hub's registry: namespace,
+    /// identity and RBAC in place). Each condition type has one owner (a map list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
@@ -126,9 +167,15 @@ pub struct KubeDirectorWorkSpec {
     pub app: WorkApp,
     /// The cluster spec to apply on the member.
     pub cluster: WorkCluster,
-    /// The Secrets the cluster references (only those).
+    /// The Secrets the cluster references (only those), without their data: their values,
+    /// and the cluster's secret-key values, travel in the Secret `secretData` names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<WorkSecret>,
+    /// The Secret in this member's namespace on the hub that holds the secret material of
+    /// this Work (never a custom resource: Secrets are what etcd encryption and RBAC on
+    /// Secrets cover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_data: Option<WorkSecretData>,
     /// The ConfigMaps the cluster connects to (`spec.connections.configmaps`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_maps: Vec<WorkConfigMap>,
@@ -176,6 +223,22 @@ pub struct WorkCluster {
     pub spec: KubeDirectorClusterSpec,
 }
 
+/// Where a Work's secret material is: a Secret beside the Work. Its `resourceVersion` is
+/// part of the Work so that a changed value reaches the member as a new Work generation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSecretData {
+    /// Name of the Secret (the Work's name).
+    pub name: String,
+    /// `resourceVersion` of the Secret this Work was built with.
+    pub resource_version: String,
+}
+
+/// Key in a Work's Secret: the referenced Secrets' data, JSON `{secret: {key: base64}}`.
+pub const WORK_SECRET_DATA_KEY: &str = "secrets.json";
+/// Key in a Work's Secret: the cluster's secret-key values, JSON `{role: {name: value}}`.
+pub const WORK_SECRET_KEYS_KEY: &str = "secretKeys.json";
+
 /// A Secret carried to the member.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -185,8 +248,9 @@ pub struct WorkSecret {
     /// Secret type.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
-    /// Base64 data, as in a Secret.
-    #[serde(default)]
+    /// Base64 data, as in a Secret. Empty in Works: the data travels in the Work's Secret
+    /// (`secretData`); hub sync fills it in from there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
     /// Labels to copy (connected Secrets carry `kubedirector.hpe.com/secretType`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -14,8 +14,8 @@ use kdfed_common::conditions::{condition, set_condition};
 use kdfed_common::reconcile;
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus, PlacementStatus};
 use kdfed_crds::federation::{
-    ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, member_namespace,
-    work_name,
+    ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, WORK_SECRET_DATA_KEY,
+    WORK_SECRET_KEYS_KEY, WorkSecret, WorkSecretData, member_namespace, work_name,
 };
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -290,30 +290,46 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let wname = work_name(&ns, &name);
     let existing = works.get_opt(&wname).await.doing("read work")?;
     if member.is_some() && existing.as_ref().is_none_or(|w| w.metadata.deletion_timestamp.is_none()) {
-        let secrets = referenced_secrets(&ctx.client, &ns, &spec).await?;
+        let (secrets, mut material) = referenced_secrets(&ctx.client, &ns, &spec).await?;
         let config_maps = connected_configmaps(&ctx.client, &ns, &spec).await?;
-        // Secret keys are encrypted with the hub's master key; the member has its own. The
-        // Work (readable only by that member) carries the values, and the member's own
-        // admission encrypts them again with its key.
+        // Secret keys are encrypted with the hub's master key; the member has its own. Their
+        // values travel, with the referenced Secrets' data, in a Secret beside the Work
+        // (readable only by that member), never in the Work; the member seals them again
+        // under its own key.
         let mut spec = spec.clone();
-        if spec.roles.iter().any(|r| r.secret_keys.iter().any(|k| k.encrypted_value.is_some())) {
-            let master = kdfed_common::secretkeys::master_key(&ctx.client, &ctx.system_namespace).await?;
-            for role in &mut spec.roles {
+        if spec.roles.iter().any(|r| !r.secret_keys.is_empty()) {
+            let master = if spec.roles.iter().any(|r| r.secret_keys.iter().any(|k| k.encrypted_value.is_some())) {
+                kdfed_common::secretkeys::master_key(&ctx.client, &ctx.system_namespace).await?
+            } else {
+                None
+            };
+            for role in &spec.roles {
                 let (values, unreadable) = kdfed_common::secretkeys::plain_values(&role.secret_keys, master.as_deref());
                 for e in unreadable {
                     ctx.recorder.publish(&intent, true, "SecretKeys", &format!("role {}: {e}", role.id)).await;
                 }
-                for key in &mut role.secret_keys {
-                    key.value = values.get(&key.name).cloned();
-                    key.encrypted_value = None;
+                if !values.is_empty() {
+                    material.secret_keys.insert(role.id.clone(), values);
                 }
             }
         }
+        for role in &mut spec.roles {
+            for key in &mut role.secret_keys {
+                key.value = None;
+                key.encrypted_value = None;
+            }
+        }
+        let labels = BTreeMap::from([
+            (LABEL_ORIGIN_NAMESPACE.to_string(), ns.clone()),
+            (LABEL_ORIGIN_NAME.to_string(), name.clone()),
+        ]);
+        let had_material = existing.as_ref().is_some_and(|w| w.spec.secret_data.is_some());
+        let secret_data = apply_work_secret(&ctx.client, &member_ns, &wname, &labels, &material, had_material).await?;
         let work = json!({
             "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorWork",
             "metadata": {
                 "name": wname, "namespace": member_ns,
-                "labels": {LABEL_ORIGIN_NAMESPACE: ns, LABEL_ORIGIN_NAME: name},
+                "labels": labels,
                 "finalizers": [FINALIZER_WORK],
             },
             "spec": {
@@ -322,6 +338,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                 "app": {"name": intent.spec.app, "spec": app_spec},
                 "cluster": {"namespace": ns, "name": name, "labels": intent.labels(), "spec": spec},
                 "secrets": secrets,
+                "secretData": secret_data,
                 "configMaps": config_maps,
             }
         });
@@ -448,6 +465,7 @@ async fn fail_over(
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => return Err(Error { action: "delete old work".into(), source }),
         }
+        delete_work_secret(&ctx.client, &member_namespace(&placement.member), &wname).await?;
     }
     let epoch = placement.epoch + 1;
     let message =
@@ -598,13 +616,91 @@ async fn connected_configmaps(
     Ok(out)
 }
 
-/// The Secrets a cluster references (default secret, role secrets, connected secrets), with
-/// their data, for the Work.
+/// The secret material of a Work: what travels in the Secret beside it.
+#[derive(Debug, Default, PartialEq)]
+pub struct WorkMaterial {
+    /// Referenced Secrets' data: secret name → key → base64 value.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secret-key values: role id → key name → value.
+    pub secret_keys: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl WorkMaterial {
+    fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.secret_keys.is_empty()
+    }
+}
+
+/// The Secret that carries a Work's secret material (see [`WorkMaterial`]), as applied.
+pub fn work_secret(
+    namespace: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    material: &WorkMaterial,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "data": {
+            WORK_SECRET_DATA_KEY: base64_json(&material.secrets),
+            WORK_SECRET_KEYS_KEY: base64_json(&material.secret_keys),
+        }
+    })
+}
+
+/// `value` as JSON, base64-encoded (a Secret's `data`).
+fn base64_json(value: &BTreeMap<String, BTreeMap<String, String>>) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text)
+}
+
+/// Applies the Secret beside Work `wname` when there is secret material (deleting one a
+/// previous Work had when there is none), and returns what the Work records of it.
+async fn apply_work_secret(
+    client: &Client,
+    member_ns: &str,
+    wname: &str,
+    labels: &BTreeMap<String, String>,
+    material: &WorkMaterial,
+    had_material: bool,
+) -> Result<Option<WorkSecretData>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), member_ns);
+    if material.is_empty() {
+        if had_material {
+            delete_work_secret(client, member_ns, wname).await?;
+        }
+        return Ok(None);
+    }
+    let applied = secrets
+        .patch(
+            wname,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(work_secret(member_ns, wname, labels, material)),
+        )
+        .await
+        .doing("apply the Work's secret material")?;
+    Ok(Some(WorkSecretData {
+        name: wname.to_string(),
+        resource_version: applied.resource_version().unwrap_or_default(),
+    }))
+}
+
+/// Deletes the Secret beside Work `wname` (gone already is fine).
+async fn delete_work_secret(client: &Client, member_ns: &str, wname: &str) -> Result<(), Error> {
+    match Api::<Secret>::namespaced(client.clone(), member_ns).delete(wname, &DeleteParams::background()).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()).doing("delete the Work's secret material"),
+    }
+}
+
+/// The Secrets a cluster references (default secret, role secrets, connected secrets), for
+/// the Work without their data, and their data as secret material.
 async fn referenced_secrets(
     client: &Client,
     ns: &str,
     spec: &KubeDirectorClusterSpec,
-) -> Result<Vec<serde_json::Value>, Error> {
+) -> Result<(Vec<WorkSecret>, WorkMaterial), Error> {
     let mut names: Vec<String> = spec.default_secret.iter().map(|s| s.name.clone()).collect();
     names.extend(spec.roles.iter().filter_map(|r| r.secret.as_ref().map(|s| s.name.clone())));
     names.extend(spec.connections.iter().flat_map(|c| c.secrets.clone()));
@@ -612,6 +708,7 @@ async fn referenced_secrets(
     names.dedup();
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::new();
+    let mut material = WorkMaterial::default();
     for name in names {
         if let Some(secret) = api.get_opt(&name).await.doing("read secret")? {
             let data: BTreeMap<String, String> = secret
@@ -620,14 +717,17 @@ async fn referenced_secrets(
                 .into_iter()
                 .map(|(k, v)| (k, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v.0)))
                 .collect();
-            out.push(json!({
-                "name": name, "type": secret.type_, "data": data,
-                "labels": carried(secret.metadata.labels.as_ref()),
-                "annotations": carried(secret.metadata.annotations.as_ref()),
-            }));
+            material.secrets.insert(name.clone(), data);
+            out.push(WorkSecret {
+                name,
+                type_: secret.type_,
+                data: BTreeMap::new(),
+                labels: carried(secret.metadata.labels.as_ref()),
+                annotations: carried(secret.metadata.annotations.as_ref()),
+            });
         }
     }
-    Ok(out)
+    Ok((out, material))
 }
 
 /// Deletion: delete the Work, wait for the member to release it, then let the intent go.
@@ -644,6 +744,7 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
         if let Some(work) = works.get_opt(&wname).await.doing("read work")? {
             if work.metadata.deletion_timestamp.is_none() {
                 works.delete(&wname, &DeleteParams::background()).await.doing("delete work")?;
+                delete_work_secret(&ctx.client, &member_namespace(&p.member), &wname).await?;
             }
             let orphan = intent.annotations().get(ANNOTATION_ORPHAN).is_some_and(|v| v == "true");
             let member_exists = Api::<KubeDirectorMember>::all(ctx.client.clone())

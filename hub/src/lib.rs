@@ -73,6 +73,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     };
     let result = tokio::select! {
         () = intents::run(ctx) => Ok(()),
+        () = registry::run(client.clone()) => Ok(()),
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica writes")),
     };
     availability.abort();

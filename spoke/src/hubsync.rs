@@ -465,13 +465,15 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         .patch(&work.spec.app.name, &pp, &Patch::Apply(app))
         .await
         .doing("apply app")?;
+    let material = work_material(ctx, &work).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
     for s in &work.spec.secrets {
         let mut labels = s.labels.clone();
         labels.insert(LABEL_WORK.to_string(), wname.clone());
+        let data = material.secrets.get(&s.name).unwrap_or(&s.data);
         let secret = json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": s.name, "namespace": cluster.namespace, "labels": labels, "annotations": s.annotations},
-            "type": s.type_, "data": s.data});
+            "type": s.type_, "data": data});
         secrets.patch(&s.name, &pp, &Patch::Apply(secret)).await.doing("apply secret")?;
     }
     // Connected ConfigMaps (with their type label, so the director sees them as connections).
@@ -496,7 +498,9 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
             configmaps.delete(&c.name_any(), &DeleteParams::background()).await.doing("delete configmap")?;
         }
     }
-    let spec = sealed_spec(ctx, &local_clusters, cluster).await?;
+    let mut cluster = cluster.clone();
+    material.fill_secret_keys(&mut cluster.spec);
+    let spec = sealed_spec(ctx, &local_clusters, &cluster).await?;
     let mut labels = cluster.labels.clone();
     labels.insert(LABEL_WORK.to_string(), wname.clone());
     let origin = format!("{}/{}", work.spec.origin.namespace, work.spec.origin.name);
@@ -549,6 +553,69 @@ async fn sync_work(cached: Arc<KubeDirectorWork>, ctx: &SyncContext) -> Result<A
         works.patch_status(&wname, &pp, &Patch::Apply(report)).await.doing("report work status")?;
     }
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// A Work's secret material, read from the Secret beside it on the hub.
+#[derive(Debug, Default, PartialEq)]
+pub struct Material {
+    /// Referenced Secrets' data: secret name → key → base64 value.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Secret-key values: role id → key name → value.
+    pub secret_keys: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Material {
+    /// Decodes the Secret's data (`secrets.json`, `secretKeys.json`); a missing key is empty.
+    pub fn decode(data: &BTreeMap<String, k8s_openapi::ByteString>) -> Result<Self, String> {
+        fn part(
+            data: &BTreeMap<String, k8s_openapi::ByteString>,
+            key: &str,
+        ) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+            match data.get(key) {
+                None => Ok(BTreeMap::new()),
+                // serde's message may quote a value: say only where it is wrong.
+                Some(bytes) => serde_json::from_slice(&bytes.0).map_err(|e| {
+                    format!(
+                        "{key} is not a JSON object of objects of strings (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    )
+                }),
+            }
+        }
+        Ok(Self {
+            secrets: part(data, kdfed_crds::federation::WORK_SECRET_DATA_KEY)?,
+            secret_keys: part(data, kdfed_crds::federation::WORK_SECRET_KEYS_KEY)?,
+        })
+    }
+
+    /// Puts the secret-key values into `spec`'s keys that carry none.
+    pub fn fill_secret_keys(&self, spec: &mut kdfed_crds::KubeDirectorClusterSpec) {
+        for role in &mut spec.roles {
+            let Some(values) = self.secret_keys.get(&role.id) else { continue };
+            for key in &mut role.secret_keys {
+                if key.value.is_none()
+                    && key.encrypted_value.is_none()
+                    && let Some(v) = values.get(&key.name)
+                {
+                    key.value = Some(v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The secret material of `work`: the Secret `spec.secretData` names in this member's
+/// namespace on the hub (empty when the Work names none).
+async fn work_material(ctx: &SyncContext, work: &KubeDirectorWork) -> Result<Material, Error> {
+    let Some(reference) = &work.spec.secret_data else {
+        return Ok(Material::default());
+    };
+    let what = format!("secret material of Work {}", work.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
+    let secret = secrets.get(&reference.name).await.doing(format!("read {what} (Secret {})", reference.name))?;
+    Material::decode(&secret.data.unwrap_or_default())
+        .map_err(|message| Error::SecretKeys { cluster: what, message: format!("malformed: {message}") })
 }
 
 /// The cluster spec to store on this member: secret keys arrive from the hub in the clear

@@ -17,10 +17,19 @@ use serde_json::{Value, json};
 /// Field manager of what the test bed applies on behalf of a platform team.
 pub const FIELD_MANAGER: &str = "kdfed-testbed";
 
-/// Kinds that make up an identity and its permissions; everything else in a base (CRDs,
-/// Deployments, Services, webhook configurations) is left out.
-pub const RBAC_KINDS: [&str; 6] =
-    ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+/// Kinds that make up an identity, its permissions and the admission policies that fence
+/// them; everything else in a base (CRDs, Deployments, Services, webhook configurations) is
+/// left out.
+pub const RBAC_KINDS: [&str; 8] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
 
 /// kubectl from `tests/testbed/install.sh` (`KDFED_KUBECTL`).
 pub fn kubectl() -> Result<PathBuf> {
@@ -103,6 +112,10 @@ fn api_resource(object: &Value) -> Result<(ApiResource, bool)> {
         "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings", false),
         "Role" => ("rbac.authorization.k8s.io", "roles", true),
         "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings", true),
+        "ValidatingAdmissionPolicy" => ("admissionregistration.k8s.io", "validatingadmissionpolicies", false),
+        "ValidatingAdmissionPolicyBinding" => {
+            ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", false)
+        }
         other => bail!("not an identity kind: {other}"),
     };
     let gvk = kube::api::GroupVersionKind::gvk(group, "v1", kind);

@@ -357,9 +357,15 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     let works: Api<KubeDirectorWork> = Api::namespaced(hub.clone(), "kdfed-member-west");
     assert!(works.list(&ListParams::default()).await.expect("works").items.is_empty());
 
-    // Removing a member revokes its credentials at once.
+    // Removing a member that still runs a cluster is refused without --force, naming it;
+    // with --force it goes and its credentials are revoked at once.
     let platform = fleet.platform_team().await;
-    kdfed_hub::registry::remove_member(&platform, "east").await.expect("remove east");
+    let refused = kdfed_hub::registry::remove_member(&platform, "east", false).await.expect_err("big runs on east");
+    let refused = refused.to_string();
+    assert!(refused.contains("default/big") && refused.contains("--force"), "{refused}");
+    assert!(Api::<KubeDirectorMember>::all(hub.clone()).get_opt("east").await.expect("get").is_some());
+    let left = kdfed_hub::registry::remove_member(&platform, "east", true).await.expect("remove east");
+    assert!(left.contains(&"default/big".to_string()), "{left:?}");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         match own.list(&ListParams::default()).await {
@@ -395,7 +401,7 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
     assert_eq!((moved.role_ref.kind.as_str(), moved.role_ref.name.as_str()), ("ClusterRole", "kdfed-member"));
     let old_role = Api::<Role>::namespaced(hub.clone(), "kdfed-member-legacy").get_opt("kdfed-spoke").await;
     assert!(old_role.expect("get").is_none(), "the per-member Role is gone");
-    kdfed_hub::registry::remove_member(&platform, "legacy").await.expect("remove legacy");
+    kdfed_hub::registry::remove_member(&platform, "legacy", false).await.expect("remove legacy");
 
     // A cluster on a member that is gone waits for an explicit decision before it goes.
     clusters.delete("big", &DeleteParams::default()).await.expect("delete big");
