@@ -143,13 +143,10 @@ pub async fn add_member(
     let kubeconfig = key
         .open(name, &grant.hub_key, &grant.sealed)
         .map_err(|e| RegistryError::Invalid(format!("the hub's answer for member {name}: {e}")))?;
-    // Withdraw the request: the hub then drops its sealed answer from the status.
-    let withdraw = json!({
-        "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {}
-    });
-    members.patch(name, &pp, &Patch::Apply(withdraw)).await.map_err(kube_err("withdraw the join request"))?;
+    // Withdraw the request: the hub then drops its sealed answer from the status. (A merge
+    // patch: an apply without the field would leave `spec` null.)
+    let withdraw = Patch::Merge(json!({"spec": {"join": null}}));
+    members.patch(name, &PatchParams::default(), &withdraw).await.map_err(kube_err("withdraw the join request"))?;
     String::from_utf8(kubeconfig).map_err(|_| RegistryError::Invalid("the hub's kubeconfig is not UTF-8".into()))
 }
 

@@ -57,6 +57,8 @@ pub struct Fleet {
     pub hubs: Vec<Daemon>,
     /// Admin port of the first hub replica.
     pub hub_admin: u16,
+    /// Where the API server reaches the hub's admission webhook (HTTPS).
+    pub webhook_port: u16,
     _webhook_front: Option<Forwarder>,
     pub spoke_admin: BTreeMap<String, u16>,
     /// East's spoke serves and registers its admission webhook (port, certificate files);
@@ -91,7 +93,10 @@ impl Drop for Fleet {
             .flat_map(|p| {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 text.lines()
-                    .filter(|l| l.contains("forbidden") && l.contains(DEPLOY_IDENTITY))
+                    // RBAC names the identity; the admission fence around the hub names itself.
+                    .filter(|l| {
+                        (l.contains("forbidden") && l.contains(DEPLOY_IDENTITY)) || l.contains("kdfed-hub-fence")
+                    })
                     .map(|l| format!("{}: {l}", p.display()))
                     .collect::<Vec<_>>()
             })
@@ -239,6 +244,7 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
         dir,
         hubs,
         hub_admin: admin_ports[0],
+        webhook_port: front.as_ref().map_or(hook_ports[0], |f| f.port),
         _webhook_front: front,
         spoke_admin: BTreeMap::new(),
         east_webhook: (
