@@ -50,14 +50,14 @@ pub enum RegistryError {
     /// The name or a label is not acceptable, or the hub refused.
     #[error("{0}")]
     Invalid(String),
-    /// The API server refused a request.
-    #[error("{action}: {source}")]
+    /// The API server refused a request (shown with the API server's message alone: the
+    /// CLI prints the whole chain, and kube's error repeats it).
+    #[error("{action}: {}", brief(error))]
     Kube {
         /// What was being done.
         action: String,
         /// The API error.
-        #[source]
-        source: kube::Error,
+        error: kube::Error,
     },
     /// Clusters still run on a member that is to be removed.
     #[error(
@@ -76,12 +76,20 @@ pub enum RegistryError {
 }
 
 fn kube_err(action: &str) -> impl FnOnce(kube::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Kube { action: action.to_string(), source }
+    move |error| RegistryError::Kube { action: action.to_string(), error }
+}
+
+/// The API server's own message for API errors, else the error.
+fn brief(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(e) => e.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl From<ApiError> for RegistryError {
     fn from(e: ApiError) -> Self {
-        RegistryError::Kube { action: e.action, source: e.source }
+        RegistryError::Kube { action: e.action, error: e.source }
     }
 }
 
