@@ -235,14 +235,16 @@ async fn handle(
     }
 }
 
+/// The object of a review as `T`; a type error names the field it is at (the mutating
+/// webhook runs before the API server's schema validation, so it meets them first).
 fn typed<T: serde::de::DeserializeOwned>(object: &Option<DynamicObject>) -> Result<Option<T>, String> {
-    match object {
-        None => Ok(None),
-        Some(o) => serde_json::to_value(o)
-            .and_then(serde_json::from_value)
-            .map(Some)
-            .map_err(|e| format!("malformed object: {e}")),
-    }
+    let Some(o) = object else { return Ok(None) };
+    let value = serde_json::to_value(o).map_err(|e| format!("malformed object: {e}"))?;
+    serde_path_to_error::deserialize(value).map(Some).map_err(|e| {
+        let path = e.path().to_string();
+        let error = e.into_inner();
+        format!("{path}: malformed object: {error} (rule: type)")
+    })
 }
 
 /// The decision for one admission request.
@@ -886,5 +888,29 @@ mod tests {
         clean.metadata.annotations =
             Some([(LAST_APPLIED.to_string(), format!("{}", json!({"spec": {"roles": []}})))].into());
         assert_eq!(scrub_last_applied(&clean, &ops), None);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let cluster = |roles: serde_json::Value| -> Option<DynamicObject> {
+            Some(
+                serde_json::from_value(json!({
+                    "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+                    "metadata": {"name": "db", "namespace": "default"},
+                    "spec": {"app": "cassandra", "roles": roles},
+                }))
+                .expect("dynamic object"),
+            )
+        };
+        let e = typed::<KubeDirectorCluster>(&cluster(json!([{"id": "seed", "members": "seven"}]))).expect_err("type");
+        assert!(e.starts_with("spec.roles[0].members: malformed object: invalid type: string \"seven\""), "{e}");
+        assert!(e.ends_with("(rule: type)"), "{e}");
+        let e = typed::<KubeDirectorCluster>(&cluster(json!([{"id": 7}]))).expect_err("type");
+        assert!(e.starts_with("spec.roles[0].id: malformed object: invalid type: integer `7`"), "{e}");
+        let e = typed::<KubeDirectorCluster>(&cluster(json!("seed"))).expect_err("type");
+        assert!(e.starts_with("spec.roles: malformed object: invalid type: string"), "{e}");
+        let ok = typed::<KubeDirectorCluster>(&cluster(json!([{"id": "seed", "members": 2}]))).expect("well typed");
+        assert_eq!(ok.map(|c| c.spec.roles[0].members), Some(Some(2)));
+        assert!(matches!(typed::<KubeDirectorCluster>(&None), Ok(None)));
     }
 }

@@ -3,8 +3,9 @@
 //! finalizer, write its status conditionally on what the plan was made from, and retry
 //! failures.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt::{Debug, Display};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -96,6 +97,15 @@ where
     K: Resource<DynamicType = ()> + HasStatus + Clone + Debug + DeserializeOwned,
     K::Status: Serialize,
 {
+    write_status(api, object, status, field_manager).await.map(|_| ())
+}
+
+/// [`apply_status`], returning the object as written (for [`OwnWrites::record`]).
+pub async fn write_status<K>(api: &Api<K>, object: &K, status: &K::Status, field_manager: &str) -> Result<K, ApiError>
+where
+    K: Resource<DynamicType = ()> + HasStatus + Clone + Debug + DeserializeOwned,
+    K::Status: Serialize,
+{
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -104,12 +114,145 @@ where
     });
     api.patch_status(&object.name_any(), &PatchParams::apply(field_manager).force(), &Patch::Apply(patch))
         .await
-        .doing("write status")?;
-    Ok(())
+        .doing("write status")
+}
+
+/// The key of an object in [`Backoff`] and [`OwnWrites`]: `namespace/name`.
+pub fn key<K: Resource>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Per-object exponential backoff of failed reconciles: an object's first failure waits
+/// `base`, each further one twice as long, up to `max`; a success starts it over. One
+/// failing object never slows the others down.
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// A backoff from `base` doubling up to `max`.
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff { base, max, failures: Mutex::default() }
+    }
+
+    /// Records a failed reconcile of `key`; how long to wait before the next one.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = failures.entry(key.to_string()).or_insert(0);
+        let delay = self.base.saturating_mul(2u32.saturating_pow(*n)).min(self.max);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Records a successful reconcile of `key` (or that it is gone): the next failure
+    /// waits `base` again.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}
+
+/// How many resourceVersions of one object [`OwnWrites`] remembers.
+const OWN_WRITES_KEPT: usize = 8;
+
+/// The resourceVersions a controller's own writes produced, per object. Its watch drops
+/// the events of exactly those versions, so a reconcile's writes (status, annotations)
+/// never wake that same reconcile; changes by anyone else still do. Only writes that were
+/// conditional on the resourceVersion read may be recorded: such an event then carries
+/// the controller's change and nothing else.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, VecDeque<String>>>);
+
+impl OwnWrites {
+    /// Remembers `written`, an object as the API server returned it from this controller's write.
+    pub fn record<K: Resource>(&self, written: &K) {
+        let Some(version) = written.resource_version() else { return };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let versions = map.entry(key(written)).or_default();
+        versions.push_back(version);
+        while versions.len() > OWN_WRITES_KEPT {
+            versions.pop_front();
+        }
+    }
+
+    /// Whether `seen` (from a watch) is a version this controller wrote; it is then
+    /// forgotten, with any older one.
+    pub fn is_own<K: Resource>(&self, seen: &K) -> bool {
+        let Some(version) = seen.resource_version() else { return false };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let k = key(seen);
+        let Some(versions) = map.get_mut(&k) else { return false };
+        let Some(at) = versions.iter().position(|v| *v == version) else { return false };
+        versions.drain(..=at);
+        if versions.is_empty() {
+            map.remove(&k);
+        }
+        true
+    }
+
+    /// Forgets an object (it is gone).
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
 }
 
 /// The error policy of kdfed's controllers: log and try again after [`RETRY_AFTER`].
 pub fn retry<K, E: Display, C>(_: Arc<K>, error: &E, _: Arc<C>) -> Action {
     warn!("reconcile failed: {error}");
     Action::requeue(RETRY_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn version(name: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_per_object_up_to_the_maximum_and_starts_over_after_a_success() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+        let delays: Vec<u64> = (0..6).map(|_| backoff.failed("default/a").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff.failed("default/b"), Duration::from_secs(1), "per object");
+        backoff.succeeded("default/a");
+        assert_eq!(backoff.failed("default/a"), Duration::from_secs(1));
+        for _ in 0..100 {
+            backoff.failed("default/c");
+        }
+        assert_eq!(backoff.failed("default/c"), Duration::from_secs(10), "no overflow");
+    }
+
+    #[test]
+    fn own_writes_are_recognised_once_and_others_pass() {
+        let own = OwnWrites::default();
+        own.record(&version("a", "10"));
+        own.record(&version("a", "12"));
+        assert!(!own.is_own(&version("a", "9")), "someone else's change");
+        assert!(!own.is_own(&version("b", "10")), "another object");
+        assert!(own.is_own(&version("a", "10")));
+        assert!(!own.is_own(&version("a", "10")), "each event is consumed once");
+        assert!(!own.is_own(&version("a", "11")), "a change between two own writes");
+        assert!(own.is_own(&version("a", "12")));
+        own.record(&version("a", "20"));
+        own.forget("default/a");
+        assert!(!own.is_own(&version("a", "20")));
+        for rv in 0..20 {
+            own.record(&version("c", &rv.to_string()));
+        }
+        assert!(!own.is_own(&version("c", "0")), "only the latest versions are kept");
+        assert!(own.is_own(&version("c", "19")));
+    }
 }

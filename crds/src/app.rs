@@ -29,6 +29,7 @@ pub struct KubeDirectorAppSpec {
     #[serde(rename = "distroID")]
     pub distro_id: String,
     /// Version of the application.
+    #[schemars(length(min = 1, max = 256))]
     pub version: String,
     /// Version of the configmeta schema the setup package expects.
     #[serde(rename = "configSchemaVersion")]
@@ -49,6 +50,7 @@ pub struct KubeDirectorAppSpec {
     pub config: NodeGroupConfig,
     /// Directories persisted for roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^/.*[^/]$")))]
     pub default_persist_dirs: Option<Vec<String>>,
     /// Lifecycle events delivered to roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +146,7 @@ pub struct NodeRole {
     pub config_package: Option<Option<SetupPackageUrl>>,
     /// Directories persisted on the role's volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^/.*[^/]$")))]
     pub persist_dirs: Option<Vec<String>>,
     /// Lifecycle events (`configure`, `addnodes`, `delnodes`, `reconnect`) this role wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,12 @@ pub const MAX_MEMBERS: i32 = 1000;
 pub const EVENTS: &[&str] = &["configure", "addnodes", "delnodes", "reconnect"];
 /// Service types a cluster may use.
 pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer"];
+/// Longest `version` of an app. Upstream's CRD sets no maximum (only `minLength: 1`); a
+/// version is shown in printer columns, configmeta and the console, so kdfed bounds it.
+pub const MAX_VERSION_LENGTH: usize = 256;
+/// Resource names a container may ask for without a domain prefix (Kubernetes' standard
+/// container resources; `hugepages-<size>` too).
+pub const STANDARD_CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
 /// Cluster state while a spec change waits for the director (upstream's wording).
 pub const STATE_SPEC_MODIFIED: &str = "spec modified";
 
@@ -97,15 +103,96 @@ fn is_dns_subdomain(text: &str) -> bool {
     !text.is_empty() && text.len() <= 253 && text.split('.').all(is_dns_label)
 }
 
+/// Whether `key` is a Kubernetes qualified name (`[prefix/]name`), as label and annotation
+/// keys and resource names are.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    !name.is_empty() && is_label_segment(name) && prefix.is_none_or(is_dns_subdomain)
+}
+
+/// Upstream's CRD pattern for a setup package URL: `^(file|https?)://.+\.tgz$`.
+pub fn is_package_url(url: &str) -> bool {
+    let rest = ["file://", "http://", "https://"].iter().find_map(|scheme| url.strip_prefix(scheme));
+    rest.is_some_and(|r| !r.contains('\n') && r.len() > ".tgz".len() && r.ends_with(".tgz"))
+}
+
+/// Upstream's CRD pattern for a persistent directory: `^/.*[^/]$` (absolute, not `/`, no
+/// trailing slash).
+pub fn is_persist_dir(dir: &str) -> bool {
+    dir.len() >= 2 && dir.starts_with('/') && !dir.ends_with('/') && !dir.contains('\n')
+}
+
+fn package_url_errors(url: &str, path: &str, errors: &mut ValidationErrors) {
+    if url.is_empty() {
+        errors.push(path, "required", "packageURL must not be empty; use null for no setup package.");
+    } else if !is_package_url(url) {
+        errors.push(
+            path,
+            "package-url",
+            format!("packageURL({url}) must be a file://, http:// or https:// URL of a .tgz file (pattern ^(file|https?)://.+\\.tgz$)."),
+        );
+    }
+}
+
+fn persist_dir_errors(dirs: &[String], path: &str, errors: &mut ValidationErrors) {
+    for (j, dir) in dirs.iter().enumerate() {
+        if !is_persist_dir(dir) {
+            errors.push(
+                format!("{path}[{j}]"),
+                "persist-dir",
+                format!("persistDir({dir}) must be an absolute path other than / and must not end with / (pattern ^/.*[^/]$)."),
+            );
+        }
+    }
+}
+
+/// Checks a map of resource quantities (requests, limits, minResources): each name is a
+/// standard container resource or a qualified name, each value a non-negative quantity.
+fn resource_errors(
+    list: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    path: &str,
+    errors: &mut ValidationErrors,
+) {
+    for (key, q) in list {
+        let standard = STANDARD_CONTAINER_RESOURCES.contains(&key.as_str()) || key.starts_with("hugepages-");
+        if !(standard || key.contains('/') && is_qualified_name(key)) {
+            errors.push(
+                format!("{path}[{key}]"),
+                "resource-name",
+                format!("Invalid value: \"{key}\": must be a standard resource for containers ({}, hugepages-<size>) or a fully-qualified name such as nvidia.com/gpu", STANDARD_CONTAINER_RESOURCES.join(", ")),
+            );
+        }
+        match quantity::parse(&q.0) {
+            None => errors.push(format!("{path}[{key}]"), "quantity", format!("Invalid quantity \"{}\".", q.0)),
+            Some(v) if v < 0.0 => errors.push(
+                format!("{path}[{key}]"),
+                "non-negative",
+                format!("Invalid value: \"{}\": must be greater than or equal to 0", q.0),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Checks that `name`, the name of an object of `kind` the cluster refers to, is a DNS
+/// subdomain (what the API server requires of Secrets, ConfigMaps, PVCs, clusters, classes).
+fn object_name_errors(name: &str, kind: &str, path: impl Into<String>, errors: &mut ValidationErrors) {
+    if !is_dns_subdomain(name) {
+        errors.push(
+            path,
+            "dns-subdomain",
+            format!("{kind} name({name}) must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters, starting and ending with a letter or digit."),
+        );
+    }
+}
+
 /// Checks a label key (`[prefix/]name`) and value as Kubernetes does.
 pub fn label_errors(labels: &BTreeMap<String, String>, path: &str, errors: &mut ValidationErrors) {
     for (key, value) in labels {
-        let (prefix, name) = match key.split_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, key.as_str()),
-        };
-        let prefix_ok = prefix.is_none_or(is_dns_subdomain);
-        if name.is_empty() || !is_label_segment(name) || !prefix_ok {
+        if !is_qualified_name(key) {
             errors.push(
                 format!("{path}[{key}]"),
                 "label-key",
@@ -117,6 +204,19 @@ pub fn label_errors(labels: &BTreeMap<String, String>, path: &str, errors: &mut 
                 format!("{path}[{key}]"),
                 "label-value",
                 format!("Invalid value: \"{value}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', start and end with an alphanumeric character, at most 63 characters"),
+            );
+        }
+    }
+}
+
+/// Checks annotation keys as Kubernetes does (qualified names; values are free text).
+pub fn annotation_errors(annotations: &BTreeMap<String, String>, path: &str, errors: &mut ValidationErrors) {
+    for key in annotations.keys() {
+        if !is_qualified_name(key) {
+            errors.push(
+                format!("{path}[{key}]"),
+                "annotation-key",
+                format!("Invalid value: \"{key}\": a qualified name must consist of alphanumeric characters, '-', '_' or '.', start and end with an alphanumeric character, at most 63 characters, with an optional DNS subdomain prefix and '/'"),
             );
         }
     }
@@ -135,6 +235,25 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     if spec.roles.is_empty() {
         errors.push("spec.roles", "required", "The app must define at least one role.");
+    }
+    if spec.version.is_empty() {
+        errors.push("spec.version", "required", "The app must have a version.");
+    } else if spec.version.chars().count() > MAX_VERSION_LENGTH {
+        errors.push(
+            "spec.version",
+            "max-length",
+            format!(
+                "version must be at most {MAX_VERSION_LENGTH} characters (it has {}).",
+                spec.version.chars().count()
+            ),
+        );
+    }
+    let default_package = spec.default_config_package.as_ref().and_then(Option::as_ref).map(|p| p.package_url.as_str());
+    if let Some(url) = default_package {
+        package_url_errors(url, "spec.defaultConfigPackage.packageURL", &mut errors);
+    }
+    if let Some(dirs) = &spec.default_persist_dirs {
+        persist_dir_errors(dirs, "spec.defaultPersistDirs", &mut errors);
     }
     for (i, _) in duplicates(role_ids.iter().copied()) {
         errors.push(format!("spec.roles[{i}].id"), "unique-role-id", "Each id in the roles array must be unique.");
@@ -191,23 +310,20 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
                 );
             }
         }
+        // After defaulting a role holds the app's default package and dirs: those are
+        // reported once, at the default.
         if let Some(Some(pkg)) = &role.config_package
-            && pkg.package_url.is_empty()
+            && Some(pkg.package_url.as_str()) != default_package
         {
-            errors.push(
-                format!("{path}.configPackage.packageURL"),
-                "required",
-                "packageURL must not be empty; use null for no setup package.",
-            );
+            package_url_errors(&pkg.package_url, &format!("{path}.configPackage.packageURL"), &mut errors);
         }
-        for (key, q) in role.min_resources.iter().flatten() {
-            if quantity::parse(&q.0).is_none() {
-                errors.push(
-                    format!("{path}.minResources[{key}]"),
-                    "quantity",
-                    format!("Invalid quantity \"{}\".", q.0),
-                );
-            }
+        if let Some(dirs) = &role.persist_dirs
+            && Some(dirs) != spec.default_persist_dirs.as_ref()
+        {
+            persist_dir_errors(dirs, &format!("{path}.persistDirs"), &mut errors);
+        }
+        if let Some(min) = &role.min_resources {
+            resource_errors(min, &format!("{path}.minResources"), &mut errors);
         }
     }
     for (j, event) in spec.default_event_list.iter().flatten().enumerate() {
@@ -373,6 +489,49 @@ pub fn cluster(
                 label_errors(labels, &format!("{path}.{field}"), &mut errors);
             }
         }
+        for (field, annotations) in
+            [("podAnnotations", &role.pod_annotations), ("serviceAnnotations", &role.service_annotations)]
+        {
+            if let Some(annotations) = annotations {
+                annotation_errors(annotations, &format!("{path}.{field}"), &mut errors);
+            }
+        }
+        if let Some(class) = role.storage.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
+            object_name_errors(class, "StorageClass", format!("{path}.storage.storageClassName"), &mut errors);
+        }
+        if let Some(block) = &role.block_storage {
+            if let Some(class) = &block.storage_class_name {
+                object_name_errors(class, "StorageClass", format!("{path}.blockStorage.storageClassName"), &mut errors);
+            }
+            if let Some(size) = &block.size
+                && quantity::parse(size).is_none_or(|v| v <= 0.0)
+            {
+                errors.push(
+                    format!("{path}.blockStorage.size"),
+                    "positive",
+                    format!("Block storage size({size}) for role ({}) must be a quantity greater than zero.", role.id),
+                );
+            }
+        }
+        if let Some(secret) = &role.secret {
+            object_name_errors(&secret.name, "Secret", format!("{path}.secret.name"), &mut errors);
+        }
+        for (j, projection) in role.volume_projections.iter().enumerate() {
+            let p = format!("{path}.volumeProjections[{j}]");
+            object_name_errors(&projection.pvc_name, "PersistentVolumeClaim", format!("{p}.pvcName"), &mut errors);
+        }
+        for (j, env) in role.env.iter().enumerate() {
+            // Kubernetes' rule since 1.34 (RelaxedEnvironmentVariableValidation): printable
+            // ASCII other than '='.
+            let printable = env.name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=');
+            if env.name.is_empty() || !printable {
+                errors.push(
+                    format!("{path}.env[{j}].name"),
+                    "env-name",
+                    format!("Invalid value: \"{}\": a valid environment variable name must consist only of printable ASCII characters other than '='", env.name),
+                );
+            }
+        }
         if let Some(storage) = &role.storage {
             match quantity::parse(&storage.size) {
                 None => errors.push(
@@ -401,14 +560,25 @@ pub fn cluster(
             }
         }
         for (kind, list) in [("requests", &role.resources.requests), ("limits", &role.resources.limits)] {
-            for (key, q) in list.iter().flatten() {
-                if quantity::parse(&q.0).is_none() {
-                    errors.push(
-                        format!("{path}.resources.{kind}[{key}]"),
-                        "quantity",
-                        format!("Invalid quantity \"{}\".", q.0),
-                    );
-                }
+            if let Some(list) = list {
+                resource_errors(list, &format!("{path}.resources.{kind}"), &mut errors);
+            }
+        }
+        for (key, request) in role.resources.requests.iter().flatten() {
+            let limit = role.resources.limits.as_ref().and_then(|l| l.get(key));
+            if let Some(limit) = limit
+                && let (Some(r), Some(l)) = (quantity::parse(&request.0), quantity::parse(&limit.0))
+                && r > l
+                && l >= 0.0
+            {
+                errors.push(
+                    format!("{path}.resources.requests[{key}]"),
+                    "requests-within-limits",
+                    format!(
+                        "Invalid value: \"{}\": must be less than or equal to {key} limit of {}",
+                        request.0, limit.0
+                    ),
+                );
             }
         }
         for (j, key) in role.secret_keys.iter().enumerate() {
@@ -443,6 +613,20 @@ pub fn cluster(
         let min = app.role(selected).and_then(|r| Cardinality::parse(&r.cardinality)).map_or(0, |c| c.min);
         if min != 0 {
             errors.push("spec.roles", "selected-role-required", format!("Active role({selected}) in app({app_name}) must have its configuration included in the roles array."));
+        }
+    }
+    if let Some(secret) = &spec.default_secret {
+        object_name_errors(&secret.name, "Secret", "spec.defaultSecret.name", &mut errors);
+    }
+    if let Some(connections) = &spec.connections {
+        for (field, kind, names) in [
+            ("clusters", "KubeDirectorCluster", &connections.clusters),
+            ("configmaps", "ConfigMap", &connections.configmaps),
+            ("secrets", "Secret", &connections.secrets),
+        ] {
+            for (j, name) in names.iter().enumerate() {
+                object_name_errors(name, kind, format!("spec.connections.{field}[{j}]"), &mut errors);
+            }
         }
     }
     if let Some(placement) = &spec.placement {

@@ -274,3 +274,165 @@ fn config_values_are_checked() {
     let ok = KubeDirectorConfigSpec { master_encryption_key: Some("00".repeat(32)), ..Default::default() };
     assert_eq!(validate::config(&ok), Ok(()));
 }
+
+/// A cluster of the Cassandra example whose first role carries `role` (JSON) on top of
+/// `{"id": "seed", "members": 2}`, and the rest of the spec `extra`.
+fn cluster_with(role: serde_json::Value, extra: serde_json::Value) -> KubeDirectorClusterSpec {
+    let mut seed = serde_json::json!({"id": "seed", "members": 2});
+    if let (Some(seed), Some(more)) = (seed.as_object_mut(), role.as_object()) {
+        seed.extend(more.clone());
+    }
+    let mut spec = serde_json::json!({"app": "cassandra", "roles": [seed]});
+    if let (Some(spec), Some(more)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(more.clone());
+    }
+    serde_json::from_value(spec).expect("cluster spec")
+}
+
+fn cluster_errors(role: serde_json::Value, extra: serde_json::Value) -> Vec<FieldError> {
+    errors_of(validate::cluster(&cluster_with(role, extra), "cassandra", &app()))
+}
+
+#[test]
+fn negative_and_unknown_quantities_are_refused_where_they_are_written() {
+    let errors = cluster_errors(
+        serde_json::json!({"resources": {
+            "requests": {"cpu": "abc", "memory": "8Gi", "foo": "1"},
+            "limits": {"memory": "-5Gi", "nvidia.com/gpu": "1"}
+        }}),
+        serde_json::json!({}),
+    );
+    let e = only(&errors, "non-negative");
+    assert_eq!(e.path, "spec.roles[0].resources.limits[memory]");
+    assert_eq!(e.message, "Invalid value: \"-5Gi\": must be greater than or equal to 0");
+    assert!(e.to_string().ends_with("(rule: non-negative)"), "{e}");
+    assert_eq!(only(&errors, "quantity").path, "spec.roles[0].resources.requests[cpu]");
+    let e = only(&errors, "resource-name");
+    assert_eq!(e.path, "spec.roles[0].resources.requests[foo]");
+    assert!(e.message.contains("must be a standard resource for containers"), "{}", e.message);
+    // -5Gi is below 8Gi, but that is the negative limit's error, not a second one.
+    assert!(!errors.iter().any(|e| e.rule == "requests-within-limits"), "{errors:#?}");
+
+    let errors = cluster_errors(
+        serde_json::json!({"resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "1500m"}}}),
+        serde_json::json!({}),
+    );
+    let e = only(&errors, "requests-within-limits");
+    assert_eq!(e.path, "spec.roles[0].resources.requests[cpu]");
+    assert_eq!(e.message, "Invalid value: \"2\": must be less than or equal to cpu limit of 1500m");
+
+    let fine = cluster_with(
+        serde_json::json!({"resources": {
+            "requests": {"cpu": "1", "memory": "4Gi", "hugepages-2Mi": "0"},
+            "limits": {"cpu": "1500m", "memory": "4Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "1e9"}
+        }}),
+        serde_json::json!({}),
+    );
+    assert_eq!(validate::cluster(&fine, "cassandra", &app()), Ok(()));
+}
+
+#[test]
+fn negative_minimum_resources_of_an_app_are_refused() {
+    let mut a = app();
+    a.roles[0].min_resources =
+        Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("-1Gi".into()))].into());
+    let e = only(&errors_of(validate::app(&a)), "non-negative");
+    assert_eq!(e.path, "spec.roles[0].minResources[memory]");
+}
+
+#[test]
+fn storage_classes_and_referenced_names_are_dns_subdomains() {
+    let errors = cluster_errors(
+        serde_json::json!({
+            "storage": {"size": "1Gi", "storageClassName": "Fast_SSD"},
+            "blockStorage": {"storageClassName": "block.example", "size": "-1Gi"},
+            "secret": {"name": "creds!", "mountPath": "/etc/creds"},
+            "volumeProjections": [{"pvcName": "shared", "mountPath": "/shared"}],
+        }),
+        serde_json::json!({"connections": {"clusters": ["db"], "configmaps": ["Settings"], "secrets": []}}),
+    );
+    let subdomains: Vec<&str> = errors.iter().filter(|e| e.rule == "dns-subdomain").map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        subdomains,
+        ["spec.roles[0].storage.storageClassName", "spec.roles[0].secret.name", "spec.connections.configmaps[0]"]
+    );
+    let e = errors.iter().find(|e| e.path == "spec.roles[0].storage.storageClassName").expect("class error");
+    assert!(e.message.starts_with("StorageClass name(Fast_SSD) must be a DNS subdomain"), "{}", e.message);
+    assert_eq!(only(&errors, "positive").path, "spec.roles[0].blockStorage.size");
+
+    let fine = cluster_with(
+        serde_json::json!({"storage": {"size": "1Gi", "storageClassName": "fast-ssd.example.com"}}),
+        serde_json::json!({"defaultSecret": {"name": "shared-creds", "mountPath": "/etc/shared"}}),
+    );
+    assert_eq!(validate::cluster(&fine, "cassandra", &app()), Ok(()));
+}
+
+#[test]
+fn annotation_keys_and_environment_names_are_checked() {
+    let errors = cluster_errors(
+        serde_json::json!({
+            "podAnnotations": {"example.com/ok": "any value at all", "bad key": "v"},
+            "serviceAnnotations": {"-leading": "v"},
+            "env": [{"name": "GOOD_NAME", "value": "1"}, {"name": "A=B", "value": "2"}, {"name": "", "value": "3"}],
+        }),
+        serde_json::json!({}),
+    );
+    let keys: Vec<&str> = errors.iter().filter(|e| e.rule == "annotation-key").map(|e| e.path.as_str()).collect();
+    assert_eq!(keys, ["spec.roles[0].podAnnotations[bad key]", "spec.roles[0].serviceAnnotations[-leading]"]);
+    let env: Vec<&str> = errors.iter().filter(|e| e.rule == "env-name").map(|e| e.path.as_str()).collect();
+    assert_eq!(env, ["spec.roles[0].env[1].name", "spec.roles[0].env[2].name"]);
+}
+
+#[test]
+fn setup_package_urls_follow_upstreams_crd_pattern() {
+    for good in ["file:///opt/pkg.tgz", "http://10.0.0.1:8080/a/b.tgz", "https://example.invalid/setup-1.0.tgz"] {
+        assert!(validate::is_package_url(good), "{good}");
+    }
+    for bad in ["ftp://example.invalid/a.tgz", "https://example.invalid/a.zip", "https://.tgz", "/opt/pkg.tgz", "x"] {
+        assert!(!validate::is_package_url(bad), "{bad}");
+    }
+    // A bad default is reported once, at the default, also after defaulting copied it.
+    let mut a = app();
+    a.default_config_package = Some(Some(kdfed_crds::app::SetupPackageUrl {
+        package_url: "ftp://example.invalid/setup.tgz".into(),
+        ..Default::default()
+    }));
+    kdfed_crds::defaults::app(&mut a);
+    let e = only(&errors_of(validate::app(&a)), "package-url");
+    assert_eq!(e.path, "spec.defaultConfigPackage.packageURL");
+    assert!(e.message.contains("^(file|https?)://.+\\.tgz$"), "{}", e.message);
+    // A role's own package is checked at the role.
+    let mut a = app();
+    a.roles[1].config_package =
+        Some(Some(kdfed_crds::app::SetupPackageUrl { package_url: "setup.tgz".into(), ..Default::default() }));
+    assert_eq!(only(&errors_of(validate::app(&a)), "package-url").path, "spec.roles[1].configPackage.packageURL");
+}
+
+#[test]
+fn persist_dirs_are_absolute_and_not_the_root() {
+    let mut a = app();
+    a.default_persist_dirs = Some(vec!["/var/lib/cassandra".into(), "/".into()]);
+    a.roles[1].persist_dirs = Some(vec!["data".into(), "/data/".into(), "/data".into()]);
+    kdfed_crds::defaults::app(&mut a);
+    let errors = errors_of(validate::app(&a));
+    let paths: Vec<&str> = errors.iter().filter(|e| e.rule == "persist-dir").map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.defaultPersistDirs[1]", "spec.roles[1].persistDirs[0]", "spec.roles[1].persistDirs[1]"]);
+    let e = errors.iter().find(|e| e.path == "spec.defaultPersistDirs[1]").expect("root error");
+    assert_eq!(
+        e.message,
+        "persistDir(/) must be an absolute path other than / and must not end with / (pattern ^/.*[^/]$)."
+    );
+}
+
+#[test]
+fn version_is_required_and_bounded() {
+    let mut a = app();
+    a.version = "v".repeat(100_000);
+    let e = only(&errors_of(validate::app(&a)), "max-length");
+    assert_eq!(e.path, "spec.version");
+    assert_eq!(e.message, "version must be at most 256 characters (it has 100000).");
+    a.version = "v".repeat(validate::MAX_VERSION_LENGTH);
+    assert_eq!(validate::app(&a), Ok(()));
+    a.version = String::new();
+    assert_eq!(only(&errors_of(validate::app(&a)), "required").path, "spec.version");
+}

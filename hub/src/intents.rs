@@ -14,8 +14,8 @@ use kdfed_common::conditions::{condition, set_condition};
 use kdfed_common::reconcile;
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus, PlacementStatus};
 use kdfed_crds::federation::{
-    ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, WORK_SECRET_DATA_KEY,
-    WORK_SECRET_KEYS_KEY, WorkSecret, WorkSecretData, member_namespace, work_name,
+    ANNOTATION_ORPHAN, FINALIZER_INTENT, FINALIZER_WORK, KubeDirectorMember, KubeDirectorWork, KubeDirectorWorkStatus,
+    WORK_SECRET_DATA_KEY, WORK_SECRET_KEYS_KEY, WorkSecret, WorkSecretData, member_namespace, work_name,
 };
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -379,16 +379,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let applied = report.observed_generation.is_some()
         && report.observed_generation == work_generation
         && report.applied_epoch == Some(placement.epoch);
-    // The member's report of why it could not apply this Work's generation, if it did.
-    let failed = condition(&report.conditions, "Applied")
-        .filter(|c| c.status == "False" && c.reason == "ApplyFailed" && c.observed_generation == work_generation);
-    let (a_status, a_reason, a_message) = if applied {
-        ("True", "Applied", format!("member {} applied generation {}", placement.member, generation.unwrap_or(0)))
-    } else if let Some(f) = failed {
-        ("False", "ApplyFailed", format!("member {} cannot apply it: {}", placement.member, f.message))
-    } else {
-        ("False", "Pending", format!("waiting for member {} to apply the latest spec", placement.member))
-    };
+    let (a_status, a_reason, a_message) =
+        applied_condition(&placement.member, generation, applied, &report, work_generation);
     let was_failed =
         condition(&old.conditions, "Applied").is_some_and(|c| c.reason == "ApplyFailed" && c.message == a_message);
     status.conditions = set_condition(&status.conditions, "Applied", a_status, a_reason, &a_message, generation);
@@ -422,6 +414,35 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
         }
     }
     Ok(Action::requeue(Duration::from_secs(if member_ok && applied { 30 } else { 3 })))
+}
+
+/// The `Applied` condition from a member's report (status, reason, message): the Work's
+/// generation applied, unless the member's director says its API server refused an object
+/// of the cluster; or the member's report of why it could not apply the Work; or pending.
+fn applied_condition(
+    member: &str,
+    generation: Option<i64>,
+    applied: bool,
+    report: &KubeDirectorWorkStatus,
+    work_generation: Option<i64>,
+) -> (&'static str, &'static str, String) {
+    // Hub sync's report of why it could not apply this Work's generation, if it did.
+    let failed = condition(&report.conditions, "Applied")
+        .filter(|c| c.status == "False" && c.reason == "ApplyFailed" && c.observed_generation == work_generation);
+    // The director's: the local copy is there, but an object it needs was refused.
+    let refused = report
+        .cluster_status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Applied"))
+        .filter(|c| c.status == "False" && c.reason == "ApplyFailed");
+    match (applied, refused, failed) {
+        (true, Some(r), _) => ("False", "ApplyFailed", format!("member {member} cannot apply it: {}", r.message)),
+        (true, None, _) => {
+            ("True", "Applied", format!("member {member} applied generation {}", generation.unwrap_or(0)))
+        }
+        (false, _, Some(f)) => ("False", "ApplyFailed", format!("member {member} cannot apply it: {}", f.message)),
+        (false, _, None) => ("False", "Pending", format!("waiting for member {member} to apply the latest spec")),
+    }
 }
 
 /// Moves a cluster off a member that has been unavailable too long: the old Work is
@@ -797,6 +818,41 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn applied_report(work: Option<(&str, &str)>, director: Option<(&str, &str)>) -> KubeDirectorWorkStatus {
+        let c = |(status, reason): (&str, &str), generation| {
+            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>(json!({
+                "type": "Applied", "status": status, "reason": reason, "message": format!("{reason} here"),
+                "lastTransitionTime": "2026-12-01T00:00:00Z", "observedGeneration": generation,
+            }))
+            .expect("condition")
+        };
+        KubeDirectorWorkStatus {
+            conditions: work.map(|w| c(w, 3)).into_iter().collect(),
+            cluster_status: Some(KubeDirectorClusterStatus {
+                conditions: director.map(|d| c(d, 1)).into_iter().collect(),
+                ..KubeDirectorClusterStatus::default()
+            }),
+            ..KubeDirectorWorkStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_the_members_api_server_shows_as_apply_failed_on_the_hub() {
+        let refused = applied_report(Some(("True", "Applied")), Some(("False", "ApplyFailed")));
+        assert_eq!(
+            applied_condition("east", Some(2), true, &refused, Some(3)),
+            ("False", "ApplyFailed", "member east cannot apply it: ApplyFailed here".to_string())
+        );
+        let fine = applied_report(Some(("True", "Applied")), Some(("True", "Applied")));
+        assert_eq!(
+            applied_condition("east", Some(2), true, &fine, Some(3)),
+            ("True", "Applied", "member east applied generation 2".to_string())
+        );
+        let copy_refused = applied_report(Some(("False", "ApplyFailed")), None);
+        assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(3)).1, "ApplyFailed");
+        assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(4)).1, "Pending", "older generation");
+    }
 
     fn intent(name: &str, member: Option<&str>, connects_to: &[&str]) -> KubeDirectorCluster {
         let mut c: KubeDirectorCluster = serde_json::from_value(json!({

@@ -31,9 +31,14 @@ async fn env() -> Env {
 
 impl Env {
     fn director(&self) -> Director {
+        self.director_with_admin(0)
+    }
+
+    /// A director whose `/metrics` is on `127.0.0.1:admin_port`.
+    fn director_with_admin(&self, admin_port: u16) -> Director {
         let c = self.bed.cluster("east");
         let n = std::fs::read_dir(&c.dir).map(|d| d.count()).unwrap_or(0);
-        Director::start(&c.kubeconfig, &c.dir.join(format!("director-{n}.log")), &[])
+        Director::start(&c.kubeconfig, &c.dir.join(format!("director-{n}.log")), &[], admin_port)
     }
 }
 
@@ -470,4 +475,103 @@ async fn a_role_scaled_to_zero_loses_its_statefulset_and_status() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(c.status.expect("status").members_ready.as_deref(), Some("2/2"));
+}
+
+/// The value of one series on the director's `/metrics`, once its admin server answers.
+async fn metric(admin_port: u16, series: &str) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", &format!("http://127.0.0.1:{admin_port}/metrics")])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')));
+        if let Some(v) = value {
+            return v.trim().parse().expect("number");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {series} on /metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn condition<'a>(
+    c: &'a KubeDirectorCluster,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.as_ref().and_then(|s| s.conditions.iter().find(|k| k.type_ == t))
+}
+
+#[tokio::test]
+async fn a_cluster_the_api_server_refuses_is_reported_on_the_cluster_and_does_not_spin() {
+    const RECONCILES: &str = "kdfed_spoke_reconcile_total{controller=\"director\"}";
+    let env = env().await;
+    let client = env.client.clone();
+    let admin = kdfed_testbed::free_port().expect("port");
+    let _director = env.director_with_admin(admin);
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    // Valid as far as kdfed can tell, refused by the member's API server: a node affinity
+    // operator Kubernetes does not know, on every role with members (so nothing runs and
+    // no pod events wake the director).
+    let mut refused = spark_cluster("refused", 1);
+    let sideways = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "Sideways", "values": ["a"]}]}]}}});
+    for role in [0, 1, 3] {
+        refused["spec"]["roles"][role]["affinity"] = sideways.clone();
+    }
+    create::<KubeDirectorCluster>(&client, refused).await;
+    // A negative memory limit is caught by kdfed's own validation before any apply.
+    let mut negative = spark_cluster("negative", 1);
+    negative["spec"]["roles"][1]["resources"]["limits"] = json!({"memory": "-5Gi"});
+    create::<KubeDirectorCluster>(&client, negative).await;
+
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let c = wait_for(&clusters, "refused", "reporting the refused apply", |c| {
+        condition(c, "Applied").is_some_and(|k| k.status == "False" && k.reason == "ApplyFailed")
+    })
+    .await;
+    let message = condition(&c, "Applied").map(|k| k.message.clone()).unwrap_or_default();
+    assert!(message.starts_with("apply statefulset "), "names what was applied: {message}");
+    assert!(message.contains("is invalid") && message.contains("Invalid value: \"Sideways\""), "{message}");
+    wait_event(&client, "refused", "ApplyFailed", |(t, r, m)| t == "Warning" && r == "ApplyFailed" && m == &message)
+        .await;
+    let c = wait_for(&clusters, "negative", "marked invalid", |c| {
+        condition(c, "Valid").is_some_and(|k| k.status == "False")
+    })
+    .await;
+    let invalid = condition(&c, "Valid").map(|k| k.message.clone()).unwrap_or_default();
+    assert!(
+        invalid.contains("spec.roles[1].resources.limits[memory]: Invalid value: \"-5Gi\"")
+            && invalid.contains("(rule: non-negative)"),
+        "{invalid}"
+    );
+
+    // Neither spins: the failing one backs off, and no write of a pass wakes the next.
+    let before = metric(admin, RECONCILES).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = metric(admin, RECONCILES).await;
+    println!("{} reconciles in 10 s", after - before);
+    assert!(after - before < 20.0, "{} reconciles in 10 s", after - before);
+    let c = clusters.get("refused").await.expect("get");
+    assert_eq!(
+        c.annotations().get("kubedirector.hpe.com/hashChangeCounter").map(String::as_str),
+        Some("1"),
+        "the connections counter is bumped once, not once per failing pass"
+    );
+    let warnings = events_of(&client, "refused").await.into_iter().filter(|(_, r, _)| r == "ApplyFailed").count();
+    assert_eq!(warnings, 1, "one Warning Event per distinct message");
+    assert!(names::<StatefulSet>(&client, "refused").await.is_empty());
+
+    // Fixing the spec is picked up at once, whatever the backoff, and clears the condition.
+    let ops: Vec<Value> =
+        [0, 1, 3].iter().map(|i| json!({"op": "remove", "path": format!("/spec/roles/{i}/affinity")})).collect();
+    let patch = Patch::Json::<()>(serde_json::from_value(Value::Array(ops)).expect("patch"));
+    clusters.patch("refused", &PatchParams::default(), &patch).await.expect("fix the affinity");
+    let c = wait_for(&clusters, "refused", "configured", |c| {
+        configured_with(c, &[("controller", 1), ("worker", 1), ("gateway", 1)])
+    })
+    .await;
+    let applied = condition(&c, "Applied").expect("Applied");
+    assert_eq!((applied.status.as_str(), applied.reason.as_str()), ("True", "Applied"));
+    wait_event(&client, "refused", "Applied", |(t, r, _)| t == "Normal" && r == "Applied").await;
 }

@@ -68,7 +68,7 @@ fn build_package(dir: &Path) -> PathBuf {
 
 fn start_director(bed: &Testbed, extra: &[String]) -> Director {
     let c = bed.cluster("east");
-    Director::start(&c.kubeconfig, &c.dir.join("director.log"), extra)
+    Director::start(&c.kubeconfig, &c.dir.join("director.log"), extra, 0)
 }
 
 async fn env() -> Env {

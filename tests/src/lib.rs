@@ -409,7 +409,9 @@ async fn start_cluster(binaries: &Binaries, root: &Path, spec: &ClusterSpec, lif
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p(&pki.sa_pub)),
             format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // A /16 (65,534 ClusterIPs): a /24 runs out at ~100 kdfed clusters on one member.
+            // Service IPs are never routed here (no kube-proxy), so the range touches nothing.
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--authorization-mode=Node,RBAC".into(),
             // As on OpenShift: setting blockOwnerDeletion needs `update` on the owner's
             // finalizers, so the deploy RBAC is checked against the stricter setting.
@@ -616,6 +618,10 @@ async fn create_node_range(client: &Client, cluster: &str, first: usize, pool: &
     }
     Ok(())
 }
+
+/// The Service (ClusterIP) range of every test-bed API server; `10.0.0.1` is the
+/// `kubernetes` Service, named in the serving certificate.
+pub const SERVICE_CIDR: &str = "10.0.0.0/16";
 
 /// The default StorageClass whose claims KWOK's volume stages provision and bind.
 pub const STORAGE_CLASS: &str = "kwok-volume";

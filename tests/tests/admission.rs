@@ -200,6 +200,42 @@ async fn the_hub_rejects_bad_manifests_and_rotates_its_certificate() {
     let message = denied(clusters.create(&PostParams::default(), &serde_json::from_value(forged).expect("c")).await);
     assert!(message.contains("manually setting secret key (db-password) encrypted value is forbidden"), "{message}");
 
+    // A type error is refused naming its field (the mutating webhook sees it before the API
+    // server's schema validation does).
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &kube::api::ApiResource::erase::<KubeDirectorCluster>(&()));
+    let mut typo = example("clusters/minimal.yaml");
+    typo["metadata"]["name"] = json!("typo");
+    typo["spec"]["roles"][0]["members"] = json!("seven");
+    let message = denied(raw.create(&PostParams::default(), &serde_json::from_value(typo).expect("c")).await);
+    assert!(message.contains("spec.roles[0].members: malformed object: invalid type: string \"seven\""), "{message}");
+    assert!(message.contains("(rule: type)"), "{message}");
+    // Quantities and storage classes the member's API server would refuse later.
+    let mut negative = example("clusters/minimal.yaml");
+    negative["metadata"]["name"] = json!("negative");
+    negative["spec"]["roles"][0]["resources"] = json!({"limits": {"memory": "-5Gi"}});
+    negative["spec"]["roles"][0]["storage"] = json!({"size": "1Gi", "storageClassName": "Fast_SSD"});
+    let message = denied(clusters.create(&PostParams::default(), &serde_json::from_value(negative).expect("c")).await);
+    assert!(
+        message.contains("spec.roles[0].resources.limits[memory]: Invalid value: \"-5Gi\": must be greater than or equal to 0 (rule: non-negative)"),
+        "{message}"
+    );
+    assert!(message.contains("spec.roles[0].storage.storageClassName: StorageClass name(Fast_SSD)"), "{message}");
+    // A setup package URL outside upstream's CRD pattern: the CRD's schema (upstream's
+    // pattern) answers before the webhook would.
+    let mut ftp_app = example("apps/minimal.yaml");
+    ftp_app["metadata"]["name"] = json!("ftp");
+    ftp_app["spec"]["defaultConfigPackage"] = json!({"packageURL": "ftp://example.invalid/setup.tgz"});
+    match apps.create(&PostParams::default(), &serde_json::from_value(ftp_app).expect("a")).await {
+        Err(kube::Error::Api(e)) => assert!(
+            e.message.contains("spec.defaultConfigPackage.packageURL")
+                && e.message.contains(r"^(file|https?)://.+\.tgz$"),
+            "{}",
+            e.message
+        ),
+        other => panic!("an ftp:// package URL was accepted: {other:?}"),
+    }
+
     // Rotate the serving certificate in place: new connections get the new one, no restart.
     let before = serial(port);
     assert!(before.starts_with("serial="), "{before}");

@@ -155,6 +155,29 @@ async fn clusters_are_placed_built_reported_and_cleaned_up_across_the_fleet() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // An object of the cluster that east's API server refuses (a node affinity operator
+    // Kubernetes does not know): the hub shows the director's error, and the cluster can
+    // still be deleted.
+    let mut sideways = cluster("sideways", 1, "100m", Some(("region", "east")));
+    for role in [0, 1] {
+        sideways["spec"]["roles"][role]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Sideways", "values": ["a"]}]}]}}});
+    }
+    clusters.create(&PostParams::default(), &serde_json::from_value(sideways).expect("c")).await.expect("sideways");
+    let c = wait_cluster(&clusters, "sideways", "refused by east's API server", |c| {
+        cond(c, "Applied").is_some_and(|k| k.reason == "ApplyFailed")
+    })
+    .await;
+    let message = cond(&c, "Applied").map(|k| k.message.clone()).unwrap_or_default();
+    assert!(message.starts_with("member east cannot apply it: apply statefulset "), "{message}");
+    assert!(message.contains("Invalid value: \"Sideways\""), "{message}");
+    clusters.delete("sideways", &DeleteParams::default()).await.expect("delete sideways");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while clusters.get_opt("sideways").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "sideways not cleaned up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     let copied = Api::<Secret>::namespaced(west.clone(), "default").get_opt("spark-creds").await.expect("get");
     assert!(copied.is_some(), "the referenced Secret travels with the Work");
     assert!(Api::<Secret>::namespaced(east.clone(), "default").get_opt("spark-creds").await.expect("get").is_none());

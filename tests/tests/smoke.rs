@@ -168,3 +168,39 @@ async fn claims_of_the_default_storage_class_are_provisioned_and_bound() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_member_holds_more_services_than_a_slash_24_has_addresses() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Service;
+    // 100 kdfed clusters need ~300 ClusterIPs (headless Services take none, member
+    // Services one each); a /24 has 254. Ask for more than that.
+    const SERVICES: usize = 300;
+    let bed = Testbed::start(&["east"]).await.expect("test bed");
+    let client = bed.client("east").await.expect("client");
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let created: Vec<Result<Service, kube::Error>> = futures::stream::iter(0..SERVICES)
+        .map(|i| {
+            let services = services.clone();
+            async move {
+                let svc: Service = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": format!("svc-{i}")},
+                    "spec": {"ports": [{"port": 22}]}}))
+                .expect("service");
+                services.create(&PostParams::default(), &svc).await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let failed: Vec<String> = created.iter().filter_map(|r| r.as_ref().err()).map(ToString::to_string).collect();
+    assert!(failed.is_empty(), "{} of {SERVICES} Services refused, e.g. {:?}", failed.len(), failed.first());
+    let ips: std::collections::BTreeSet<String> = created
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|s| s.spec.and_then(|s| s.cluster_ip))
+        .filter(|ip| ip != "None")
+        .collect();
+    assert_eq!(ips.len(), SERVICES, "every Service has its own ClusterIP");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.0.")), "{ips:?}");
+}

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kdfed_crds::app::KubeDirectorAppSpec;
@@ -15,8 +16,8 @@ use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -31,6 +32,17 @@ use kdfed_common::reconcile;
 
 /// Field manager of everything the director writes.
 pub const FIELD_MANAGER: &str = "kdfed-director";
+
+/// Wait after a cluster's first failed reconcile; it doubles with each further failure.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between failed reconciles of one cluster.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Condition type: whether the member's API server took every object the cluster needs.
+pub const CONDITION_APPLIED: &str = "Applied";
+/// Reason (condition and Warning Event) of an apply the member's API server refused.
+pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
+/// Longest API server message kept in the `Applied` condition and its Event.
+const MAX_APPLY_MESSAGE: usize = 1024;
 
 /// Errors of one reconcile; each is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +69,10 @@ pub struct Context {
     pub configcli: Option<setup::ConfigcliPackage>,
     /// When this process saw each `--configure` start (`namespace/pod/container`), to time it.
     pub configure_started: Mutex<HashMap<String, Instant>>,
+    /// Failed reconciles per cluster, for exponential backoff.
+    pub backoff: reconcile::Backoff,
+    /// The cluster versions the director wrote itself: their watch events are dropped.
+    pub own_writes: reconcile::OwnWrites,
 }
 
 /// Label that makes a ConfigMap visible in configmeta's `connections.configmaps`.
@@ -100,10 +116,22 @@ pub async fn run(
         metrics,
         configcli,
         configure_started: Mutex::default(),
+        backoff: reconcile::Backoff::new(RETRY_FIRST, RETRY_MAX),
+        own_writes: reconcile::OwnWrites::default(),
     });
     let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(names::LABEL_CLUSTER);
-    let controller = Controller::new(clusters.clone(), watcher::Config::default());
+    // The director's own writes to a cluster (status, the connections counter) do not
+    // trigger it again: a pass that needs another asks for it in its Action, and a failing
+    // one waits for its backoff instead of waking itself up.
+    let (reader, writer) = reflector::store();
+    let own = ctx.clone();
+    let changes = watcher(clusters.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .try_filter(move |cluster| std::future::ready(!own.own_writes.is_own(cluster)));
+    let controller = Controller::for_stream(changes, reader);
     // A change in a connected ConfigMap, Secret or cluster reconciles the clusters that
     // connect to it right away (the periodic requeue remains the safety net, and the only
     // trigger for connected objects without the type label that configmeta needs anyway).
@@ -129,7 +157,7 @@ pub async fn run(
             connecting(&by_cluster, other.namespace(), &other.name_any(), |k| &k.clusters)
         })
         .shutdown_on_signal()
-        .run(reconcile, reconcile::retry, ctx)
+        .run(reconcile, retry, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!("director: {e}");
@@ -140,9 +168,20 @@ pub async fn run(
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let key = reconcile::key(guard.as_ref());
     let result = reconcile_cluster(guard, ctx.clone()).await;
     ctx.metrics.reconciles.observe("director", started, result.is_err());
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
     result
+}
+
+/// The director's error policy: try the cluster again after its exponential backoff.
+fn retry(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&reconcile::key(guard.as_ref()));
+    warn!(retry_in = ?delay, "reconcile failed: {error}");
+    Action::requeue(delay)
 }
 
 async fn reconcile_cluster(
@@ -171,8 +210,10 @@ async fn reconcile_cluster(
         return fence(cluster, &api, &ctx).await;
     }
 
-    // Connections: a new hash bumps the connection version (annotation) first; the status
-    // written below records the hash, so a crash in between only bumps it once more.
+    // Connections: a new hash bumps the connection version (annotation), and the status
+    // records the hash (with the new spec generation a change means) right away, before
+    // anything can fail: each hash bumps the counter once, however many passes fail after
+    // it. A crash between the two writes only bumps it once more.
     let connections_hash = connections::hash(&observe_connections(&ctx, &ns, cluster).await?);
     let previous_hash = cluster.status.as_ref().and_then(|s| s.last_connection_hash.clone());
     let mut connection_version = connections::counter(cluster.annotations(), HASH_CHANGE_COUNTER).unwrap_or(0);
@@ -188,8 +229,20 @@ async fn reconcile_cluster(
             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .doing("bump the connections counter")?;
+        ctx.own_writes.record(&fresh);
         connection_version = next;
         info!(counter = next, changed = connections_changed, "connections hash {connections_hash}");
+        let mut status = fresh.status.clone().unwrap_or_default();
+        status.last_connection_hash = Some(connections_hash.clone());
+        if connections_changed {
+            // Upstream: a connection change is a new spec generation, so configured
+            // members get fresh configmeta and `--reconnect`.
+            status.spec_generation_to_process = Some(status.spec_generation_to_process.unwrap_or(0) + 1);
+            if status.state.as_deref() != Some(members::CLUSTER_CREATING) {
+                status.state = Some(members::CLUSTER_UPDATING.to_string());
+            }
+        }
+        fresh = write_status(&ctx, &api, &fresh, &status).await?;
     }
     let cluster = &fresh;
 
@@ -293,11 +346,7 @@ async fn reconcile_cluster(
     let mut plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
     plan.status.last_connection_hash = Some(connections_hash);
     if connections_changed {
-        // Upstream: a connection change is a new spec generation (one bump per pass), so
-        // configured members get fresh configmeta and `--reconnect`.
-        if plan.status.spec_generation_to_process == old_status.spec_generation_to_process {
-            plan.status.spec_generation_to_process = Some(plan.status.spec_generation_to_process.unwrap_or(0) + 1);
-        }
+        // The new spec generation is already in the status (above); this pass announces it.
         plan.settled = false;
         plan.events.retain(|e| !(e.reason == "Cluster" && e.message == "stable"));
         if plan.status.state.as_deref() != Some(members::CLUSTER_CREATING) {
@@ -332,10 +381,81 @@ async fn reconcile_cluster(
         app_catalog: &catalog,
         headless: &headless,
     };
+    if let Err(e) = apply_objects(&ctx, &ns, &inputs, &plan, &existing, &token_roles).await {
+        // Whatever the member's API server refused (an invalid object, a full Service IP
+        // range, a policy) is the user's to see: on the cluster, not only in the log.
+        apply_failed(&ctx, cluster, &api, &old_status, &e).await;
+        return Err(e);
+    }
+
+    // Lifecycle notifications (with fresh configmeta first), then status, with the Valid
+    // and Applied conditions, then Events.
+    let mut status = plan.status.clone();
+    let delivered = deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods, connection_version).await;
+    status.conditions = kdfed_common::conditions::set_condition(
+        &old_status.conditions,
+        "Valid",
+        "True",
+        "Valid",
+        "spec is valid",
+        cluster.metadata.generation,
+    );
+    status.conditions = kdfed_common::conditions::set_condition(
+        &status.conditions,
+        CONDITION_APPLIED,
+        "True",
+        "Applied",
+        "the member's API server took every object",
+        cluster.metadata.generation,
+    );
+    let written = status != old_status;
+    if written {
+        write_status(&ctx, &api, cluster, &status).await?;
+    }
+    let was_failing = kdfed_common::conditions::condition(&old_status.conditions, CONDITION_APPLIED)
+        .is_some_and(|c| c.reason == REASON_APPLY_FAILED);
+    if was_failing {
+        ctx.recorder.publish(cluster, false, "Applied", "the member's API server took every object again").await;
+    }
+    for e in &plan.events {
+        info!(reason = e.reason, "{}", e.message);
+        ctx.recorder.publish(cluster, e.warning, e.reason, &e.message).await;
+    }
+    let configured = Some(members::CLUSTER_CONFIGURED);
+    if status.state.as_deref() == configured && old_status.state.as_deref() != configured {
+        announce_configured(&ctx, cluster).await;
+    }
+    Ok(if written {
+        // The next step plans from this status (even a settled plan may leave one, e.g. an
+        // emptied role to remove); its own watch event no longer wakes the director, so ask
+        // for that pass now, as soon as the event would have. A pass that changes nothing
+        // does not come back before its timer.
+        Action::requeue(Duration::from_millis(50))
+    } else if plan.settled && !delivered {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(2))
+    })
+}
+
+/// The apply step: headless Service, StatefulSets, member Services; then deletions.
+async fn apply_objects(
+    ctx: &Context,
+    ns: &str,
+    inputs: &Inputs<'_>,
+    plan: &members::Plan,
+    existing: &BTreeSet<String>,
+    token_roles: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let spec = inputs.spec;
+    let headless = plan.status.cluster_service.clone().unwrap_or_default();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    services.patch(&headless, &pp, &Patch::Apply(inputs.headless_service()?)).await.doing("apply headless service")?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    services
+        .patch(&headless, &pp, &Patch::Apply(inputs.headless_service()?))
+        .await
+        .doing(format!("apply headless service {headless}"))?;
     for (sts_name, (role_id, replicas)) in &plan.statefulsets {
         let Some(role) = spec.roles.iter().find(|r| &r.id == role_id).cloned() else {
             // A role removed from the spec keeps its StatefulSet, scaled down, until its
@@ -360,7 +480,11 @@ async fn reconcile_cluster(
             {
                 svc.metadata.annotations.get_or_insert_default().insert(names::ANNOTATION_AUTH_TOKEN.into(), token);
             }
-            services.patch(&names::member_service(pod), &pp, &Patch::Apply(svc)).await.doing("apply member service")?;
+            let svc_name = names::member_service(pod);
+            services
+                .patch(&svc_name, &pp, &Patch::Apply(svc))
+                .await
+                .doing(format!("apply member service {svc_name}"))?;
         }
     }
     for sts_name in &plan.delete_statefulsets {
@@ -369,39 +493,66 @@ async fn reconcile_cluster(
     for svc in &plan.delete_services {
         ignore_missing(services.delete(svc, &DeleteParams::background()).await).doing("delete member service")?;
     }
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for pvc in &plan.delete_pvcs {
         ignore_missing(pvcs.delete(pvc, &DeleteParams::background()).await).doing("delete member pvc")?;
     }
+    Ok(())
+}
 
-    // Lifecycle notifications (with fresh configmeta first), then status, with the Valid
-    // condition, then Events.
-    let mut status = plan.status.clone();
-    let delivered = deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods, connection_version).await;
+/// What the `Applied` condition says about a failed apply: what was being done (naming
+/// the object) and the API server's own message, cut to [`MAX_APPLY_MESSAGE`].
+fn apply_failure_message(error: &Error) -> String {
+    let mut message = match error {
+        Error::Kube(kdfed_common::ApiError { action, source: kube::Error::Api(status) }) => {
+            format!("{action}: {}", status.message)
+        }
+        other => other.to_string(),
+    };
+    if message.len() > MAX_APPLY_MESSAGE {
+        let mut end = MAX_APPLY_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// Records a failed apply on the cluster: `Applied=False, reason ApplyFailed` with the
+/// API server's message, and a Warning Event when the message is new (a failure that
+/// repeats writes nothing). A failure to record it is only logged: the apply error is
+/// what the reconcile returns.
+async fn apply_failed(
+    ctx: &Context,
+    cluster: &KubeDirectorCluster,
+    api: &Api<KubeDirectorCluster>,
+    old_status: &KubeDirectorClusterStatus,
+    error: &Error,
+) {
+    let message = apply_failure_message(error);
+    let mut status = old_status.clone();
     status.conditions = kdfed_common::conditions::set_condition(
         &old_status.conditions,
-        "Valid",
-        "True",
-        "Valid",
-        "spec is valid",
+        CONDITION_APPLIED,
+        "False",
+        REASON_APPLY_FAILED,
+        &message,
         cluster.metadata.generation,
     );
-    if status != old_status {
-        write_status(&api, cluster, &status).await?;
+    if status == *old_status {
+        return;
     }
-    for e in &plan.events {
-        info!(reason = e.reason, "{}", e.message);
-        ctx.recorder.publish(cluster, e.warning, e.reason, &e.message).await;
+    if let Err(e) = write_status(ctx, api, cluster, &status).await {
+        warn!("cannot record the failed apply: {e}");
+        return;
     }
-    let configured = Some(members::CLUSTER_CONFIGURED);
-    if status.state.as_deref() == configured && old_status.state.as_deref() != configured {
-        announce_configured(&ctx, cluster).await;
+    let new_message = kdfed_common::conditions::condition(&old_status.conditions, CONDITION_APPLIED)
+        .is_none_or(|c| c.reason != REASON_APPLY_FAILED || c.message != message);
+    if new_message {
+        ctx.recorder.publish(cluster, true, REASON_APPLY_FAILED, &message).await;
     }
-    Ok(if plan.settled && !delivered {
-        Action::requeue(Duration::from_secs(300))
-    } else {
-        Action::requeue(Duration::from_secs(2))
-    })
 }
 
 /// The auth token recorded for a member, if any.
@@ -898,14 +1049,17 @@ fn pod_view(pod: &Pod) -> PodView {
     }
 }
 
-/// Writes the cluster's whole status (see [`reconcile::apply_status`]).
+/// Writes the cluster's whole status (see [`reconcile::write_status`]); its watch event
+/// will not wake the director.
 async fn write_status(
+    ctx: &Context,
     api: &Api<KubeDirectorCluster>,
     cluster: &KubeDirectorCluster,
     status: &KubeDirectorClusterStatus,
-) -> Result<(), Error> {
-    reconcile::apply_status(api, cluster, status, FIELD_MANAGER).await?;
-    Ok(())
+) -> Result<KubeDirectorCluster, Error> {
+    let written = reconcile::write_status(api, cluster, status, FIELD_MANAGER).await?;
+    ctx.own_writes.record(&written);
+    Ok(written)
 }
 
 /// Records that the spec cannot be built as asked: `Valid=False`, a Warning Event; nothing
@@ -928,7 +1082,7 @@ async fn invalid(
         cluster.metadata.generation,
     );
     if status != old {
-        write_status(api, cluster, &status).await?;
+        write_status(ctx, api, cluster, &status).await?;
         ctx.recorder.publish(cluster, true, "Cluster", &format!("{field}: {message}")).await;
     }
     warn!(field, "{message}");
@@ -970,7 +1124,7 @@ async fn fence(cluster: &KubeDirectorCluster, api: &Api<KubeDirectorCluster>, ct
         cluster.metadata.generation,
     );
     if status != old {
-        write_status(api, cluster, &status).await?;
+        write_status(ctx, api, cluster, &status).await?;
         ctx.recorder
             .publish(cluster, true, "Cluster", "fenced: placement moved to another member; scaled to zero, PVCs kept")
             .await;
@@ -1017,6 +1171,7 @@ async fn cleanup(
     }
     ctx.recorder.publish(cluster, false, "Cluster", "greenlighting for deletion").await;
     reconcile::remove_finalizer(api, cluster, names::FINALIZER).await?;
+    ctx.own_writes.forget(&reconcile::key(cluster));
     info!("cleanup done");
     Ok(Action::await_change())
 }

@@ -7,14 +7,15 @@ use std::process::{Child, Command, Stdio};
 pub struct Director(Child);
 
 impl Director {
-    /// Starts the director on the cluster of `kubeconfig` with `extra` arguments; its output
+    /// Starts the director on the cluster of `kubeconfig` with `extra` arguments and its
+    /// admin server (`/metrics`) on `127.0.0.1:admin_port` (0: any free port); its output
     /// is appended to `log`.
-    pub fn start(kubeconfig: &Path, log: &Path, extra: &[String]) -> Director {
+    pub fn start(kubeconfig: &Path, log: &Path, extra: &[String], admin_port: u16) -> Director {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kdfed-spoke"))
             .args(["--standalone", "--kubeconfig"])
             .arg(kubeconfig)
-            .args(["--admin-address", "127.0.0.1:0"])
+            .args(["--admin-address", &format!("127.0.0.1:{admin_port}")])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log"))
