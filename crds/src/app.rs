@@ -27,12 +27,14 @@ pub struct KubeDirectorAppSpec {
     pub label: Label,
     /// Identifies a series of versions of the same application.
     #[serde(rename = "distroID")]
+    #[schemars(length(min = 1, max = 256))]
     pub distro_id: String,
     /// Version of the application.
     #[schemars(length(min = 1, max = 256))]
     pub version: String,
     /// Version of the configmeta schema the setup package expects.
     #[serde(rename = "configSchemaVersion")]
+    #[schemars(range(min = 7))]
     pub config_schema_version: i32,
     /// Image used by roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]

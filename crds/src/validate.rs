@@ -23,6 +23,11 @@ pub const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer"];
 /// Longest `version` of an app. Upstream's CRD sets no maximum (only `minLength: 1`); a
 /// version is shown in printer columns, configmeta and the console, so kdfed bounds it.
 pub const MAX_VERSION_LENGTH: usize = 256;
+/// Longest `distroID` of an app: upstream's CRD sets no maximum (only `minLength: 1`);
+/// kdfed bounds it like `version` (it travels in configmeta and in every Work).
+pub const MAX_DISTRO_ID_LENGTH: usize = 256;
+/// Lowest `configSchemaVersion`, as upstream's CRD (`minimum: 7`).
+pub const MIN_CONFIG_SCHEMA_VERSION: i32 = 7;
 /// Resource names a container may ask for without a domain prefix (Kubernetes' standard
 /// container resources; `hugepages-<size>` too).
 pub const STANDARD_CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
@@ -245,6 +250,28 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
             format!(
                 "version must be at most {MAX_VERSION_LENGTH} characters (it has {}).",
                 spec.version.chars().count()
+            ),
+        );
+    }
+    if spec.distro_id.is_empty() {
+        errors.push("spec.distroID", "required", "The app must have a distroID.");
+    } else if spec.distro_id.chars().count() > MAX_DISTRO_ID_LENGTH {
+        errors.push(
+            "spec.distroID",
+            "max-length",
+            format!(
+                "distroID must be at most {MAX_DISTRO_ID_LENGTH} characters (it has {}).",
+                spec.distro_id.chars().count()
+            ),
+        );
+    }
+    if spec.config_schema_version < MIN_CONFIG_SCHEMA_VERSION {
+        errors.push(
+            "spec.configSchemaVersion",
+            "minimum",
+            format!(
+                "configSchemaVersion must be at least {MIN_CONFIG_SCHEMA_VERSION} (it is {}).",
+                spec.config_schema_version
             ),
         );
     }

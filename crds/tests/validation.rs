@@ -436,3 +436,19 @@ fn version_is_required_and_bounded() {
     a.version = String::new();
     assert_eq!(only(&errors_of(validate::app(&a)), "required").path, "spec.version");
 }
+
+#[test]
+fn distro_id_is_bounded_and_config_schema_version_is_at_least_upstream_s_minimum() {
+    let mut a = app();
+    a.distro_id = "d".repeat(257);
+    a.config_schema_version = 6;
+    let errors = errors_of(validate::app(&a));
+    assert_eq!(only(&errors, "max-length").path, "spec.distroID");
+    let e = only(&errors, "minimum");
+    assert_eq!(e.path, "spec.configSchemaVersion");
+    assert!(e.message.contains("at least 7"), "{}", e.message);
+    a.distro_id = String::new();
+    a.config_schema_version = 7;
+    let errors = errors_of(validate::app(&a));
+    assert_eq!(only(&errors, "required").path, "spec.distroID");
+}
