@@ -55,6 +55,8 @@ pub struct Fleet {
     pub hub: Client,
     pub dir: PathBuf,
     pub hubs: Vec<Daemon>,
+    /// Each hub replica's command line, to start it again after a kill.
+    pub hub_args: Vec<Vec<String>>,
     /// Admin port of the first hub replica.
     pub hub_admin: u16,
     /// Where the API server reaches the hub's admission webhook (HTTPS).
@@ -154,6 +156,19 @@ impl Fleet {
         self.spokes.insert(member.to_string(), spoke);
     }
 
+    /// Starts hub replica `i` again (same flags and ports, same log file), killing what is
+    /// left of it first.
+    pub fn start_hub(&mut self, i: usize) {
+        self.hubs[i].kill();
+        self.hubs[i] = Daemon::start(
+            &format!("hub-{i}"),
+            &workspace_binary("kdfed-hub").expect("hub binary"),
+            &self.hub_args[i],
+            &self.dir,
+        )
+        .expect("start hub");
+    }
+
     /// A client of the hub acting as the platform team: a ServiceAccount bound to
     /// deploy/hub's ClusterRole kdfed-fleet-admin.
     pub async fn platform_team(&self) -> Client {
@@ -219,7 +234,7 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
     };
     let hook_url = format!("https://127.0.0.1:{}", front.as_ref().map_or(hook_ports[0], |f| f.port));
     let admin_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-    let hubs: Vec<Daemon> = (0..replicas)
+    let hub_args: Vec<Vec<String>> = (0..replicas)
         .map(|i| {
             let mut args: Vec<String> = vec![
                 "--kubeconfig".into(),
@@ -232,7 +247,14 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
                 "6".into(),
             ];
             args.extend(certs::webhook_flags(hook_ports[i], &webhook_files, &hook_url));
-            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), &args, &dir)
+            args
+        })
+        .collect();
+    let hubs: Vec<Daemon> = hub_args
+        .iter()
+        .enumerate()
+        .map(|(i, args)| {
+            Daemon::start(&format!("hub-{i}"), &workspace_binary("kdfed-hub").expect("hub binary"), args, &dir)
                 .expect("start hub")
         })
         .collect();
@@ -243,6 +265,7 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
         hub,
         dir,
         hubs,
+        hub_args,
         hub_admin: admin_ports[0],
         webhook_port: front.as_ref().map_or(hook_ports[0], |f| f.port),
         _webhook_front: front,
