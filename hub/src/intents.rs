@@ -95,15 +95,23 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(secrets, watcher::Config::default().labels("kubedirector.hpe.com/secretType"), move |s: Secret| {
             by_secret(s.namespace(), s.name_any())
         })
-        .watches(members, watcher::Config::default(), move |_member: KubeDirectorMember| {
-            // Any member change (joined, capacity, availability) may make unplaced clusters fit.
+        .watches(members, watcher::Config::default(), move |member: KubeDirectorMember| {
+            // Any member change (joined, capacity, availability) may make unplaced clusters
+            // fit; clusters placed on it whose status shows another availability are folded
+            // again now, not at their next periodic pass.
             store
                 .state()
                 .into_iter()
-                .filter(|i| i.0.as_ref().is_ok_and(|c| c.status.as_ref().and_then(|s| s.placement.as_ref()).is_none()))
+                .filter(|i| {
+                    i.0.as_ref().is_ok_and(|c| {
+                        c.status.as_ref().and_then(|s| s.placement.as_ref()).is_none()
+                            || availability_outdated(c, &member)
+                    })
+                })
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
         })
+        .trigger_backoff(reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
         .run(timed_reconcile, reconcile::retry, ctx)
         .for_each(|r| async move {
@@ -112,6 +120,24 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// Whether a cluster placed on `member` shows another availability of it than the member's
+/// `Available` condition has now (its heartbeat stopped or came back since the cluster's
+/// status was written). Without this, `Ready=True` would stay on a cluster until its next
+/// periodic pass (30 s) although its member's heartbeat is gone.
+pub fn availability_outdated(intent: &KubeDirectorCluster, member: &KubeDirectorMember) -> bool {
+    let status = intent.status.as_ref();
+    if status.and_then(|s| s.placement.as_ref()).is_none_or(|p| p.member != member.name_any()) {
+        return false;
+    }
+    let now = member
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Available"))
+        .map_or("Unknown", |c| c.status.as_str());
+    let shown = status.and_then(|s| condition(&s.conditions, "MemberAvailable")).map(|c| c.status.as_str());
+    shown != Some(now)
 }
 
 /// Writes the intent's whole status (see [`reconcile::apply_status`]).
@@ -852,6 +878,29 @@ mod tests {
         let copy_refused = applied_report(Some(("False", "ApplyFailed")), None);
         assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(3)).1, "ApplyFailed");
         assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(4)).1, "Pending", "older generation");
+    }
+
+    #[test]
+    fn a_member_s_lost_heartbeat_wakes_the_clusters_that_still_show_it_available() {
+        let member_with = |available: &str| -> KubeDirectorMember {
+            serde_json::from_value(json!({
+                "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
+                "metadata": {"name": "east"}, "spec": {},
+                "status": {"conditions": [{"type": "Available", "status": available, "reason": "r", "message": "",
+                    "lastTransitionTime": "2026-12-01T00:00:00Z"}]}
+            }))
+            .expect("member")
+        };
+        let mut shown_available = intent("db", Some("east"), &[]);
+        if let Some(s) = shown_available.status.as_mut() {
+            s.conditions = set_condition(&[], "MemberAvailable", "True", "HeartbeatRenewed", "", Some(1));
+        }
+        assert!(availability_outdated(&shown_available, &member_with("Unknown")), "heartbeat lost: fold again");
+        assert!(!availability_outdated(&shown_available, &member_with("True")), "nothing changed");
+        let never_folded = intent("db", Some("east"), &[]);
+        assert!(availability_outdated(&never_folded, &member_with("True")));
+        assert!(!availability_outdated(&intent("db", Some("west"), &[]), &member_with("Unknown")), "another member");
+        assert!(!availability_outdated(&intent("db", None, &[]), &member_with("Unknown")), "not placed");
     }
 
     fn intent(name: &str, member: Option<&str>, connects_to: &[&str]) -> KubeDirectorCluster {

@@ -345,6 +345,7 @@ async fn works(ctx: Arc<SyncContext>) {
             let work = c.labels().get(LABEL_WORK)?.clone();
             Some(ObjectRef::new(&work).within(&ns))
         })
+        .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
         .run(reconcile_work, kdfed_common::reconcile::retry, ctx)
         .for_each(|r| async move {

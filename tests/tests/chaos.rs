@@ -38,6 +38,9 @@ const DEFAULT_ROUNDS: u64 = 6;
 const MEMBERS: [&str; 2] = ["east", "west"];
 /// How long the fleet may take to converge after a round's fault is repaired.
 const CONVERGE: Duration = Duration::from_secs(240);
+/// How long after the repair every cluster's latest spec must have been reconciled on the
+/// hub (`status.observedGeneration`): a controller that takes longer is stuck.
+const RECONCILED: Duration = Duration::from_secs(60);
 /// Slack over the heartbeat grace before `Ready=True` on a stale heartbeat is a violation:
 /// the hub's availability loop runs every 2 s and reconciles take time on a busy machine.
 const STALE_READY_SLACK: f64 = 10.0;
@@ -75,6 +78,9 @@ impl Rng {
         &items[(self.next() % items.len() as u64) as usize]
     }
 }
+
+/// Fault kinds by number, as `KDFED_CHAOS_FAULTS` names them.
+const FAULT_KINDS: [&str; 6] = ["spoke", "hub-leader", "both-hubs", "member-apiserver", "hub-apiserver", "etcd"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -417,6 +423,7 @@ impl Chaos {
 
     async fn restart_control_plane(&mut self, cluster: &str, fault: Fault) {
         let process = if matches!(fault, Fault::Etcd(_)) { "etcd" } else { "kube-apiserver" };
+        self.fleet.control_plane_restarts.push(k8s_openapi::jiff::Timestamp::now());
         self.fleet.bed.restart(cluster, process).expect("restart");
         self.fleet.bed.wait_api_ready(cluster, Duration::from_secs(120)).await.expect("API server back");
         // Test-bed processes (controller manager, scheduler, kwok) that gave up meanwhile.
@@ -760,6 +767,16 @@ impl Chaos {
             if problems.is_empty() {
                 return started.elapsed();
             }
+            let stuck: Vec<&String> = problems.iter().filter(|p| p.contains("stuck?")).collect();
+            assert!(
+                stuck.is_empty() || started.elapsed() < RECONCILED,
+                "round {round}: a controller is stuck, {RECONCILED:?} after the repair:\n  {}\n{}",
+                problems.join("\n  "),
+                self.replay()
+            );
+            if started.elapsed().as_secs() % 30 < 2 && started.elapsed().as_secs() >= 30 {
+                eprintln!("  not converged yet after {:.0}s: {problems:?}", started.elapsed().as_secs_f64());
+            }
             assert!(
                 started.elapsed() < CONVERGE,
                 "round {round}: the fleet did not converge within {CONVERGE:?}:\n  {}\n{}",
@@ -840,11 +857,17 @@ async fn random_kills_repeated_lose_nothing_and_run_nothing_twice() {
         ops: BTreeMap::new(),
         seq: 0,
     };
-    // Each block of six rounds injects each kind of fault once, in a seeded order.
+    // Each block of six rounds injects each kind of fault once, in a seeded order
+    // (`KDFED_CHAOS_FAULTS=spoke,etcd,...` narrows the kinds, to chase one).
+    let only: Vec<u64> = std::env::var("KDFED_CHAOS_FAULTS")
+        .map(|v| {
+            v.split(',').filter_map(|k| FAULT_KINDS.iter().position(|n| *n == k.trim()).map(|i| i as u64)).collect()
+        })
+        .unwrap_or_default();
     let mut kinds: Vec<u64> = Vec::new();
     for round in 1..=rounds {
         if kinds.is_empty() {
-            kinds = (0..6).collect();
+            kinds = if only.is_empty() { (0..6).collect() } else { only.clone() };
             for i in (1..kinds.len()).rev() {
                 let j = (chaos.rng.next() % (i as u64 + 1)) as usize;
                 kinds.swap(i, j);

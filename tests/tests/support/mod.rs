@@ -67,6 +67,10 @@ pub struct Fleet {
     /// west's does not, so both ways a member may run are exercised.
     east_webhook: (u16, (PathBuf, PathBuf, PathBuf)),
     pub spokes: BTreeMap<String, Daemon>,
+    /// When a test restarted an API server or etcd: for a moment after, a restarted API
+    /// server refuses with 403 until its RBAC caches are filled again, which is not a gap in
+    /// the deploy RBAC.
+    pub control_plane_restarts: Vec<k8s_openapi::jiff::Timestamp>,
     _tmp: tempfile::TempDir,
     // Last, so the next fleet starts only after this one is gone.
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -99,6 +103,7 @@ impl Drop for Fleet {
                     .filter(|l| {
                         (l.contains("forbidden") && l.contains(DEPLOY_IDENTITY)) || l.contains("kdfed-hub-fence")
                     })
+                    .filter(|l| !self.just_after_restart(l))
                     .map(|l| format!("{}: {l}", p.display()))
                     .collect::<Vec<_>>()
             })
@@ -114,7 +119,34 @@ impl Drop for Fleet {
 /// User name prefix of the deploy bases' ServiceAccounts in API errors.
 pub const DEPLOY_IDENTITY: &str = "system:serviceaccount:kdfed-system:";
 
+/// The time a log line of kdfed's binaries starts with (after colour codes), if any.
+fn log_time(line: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.split_whitespace().next()?.parse().ok()
+}
+
 impl Fleet {
+    /// Whether a log line was written within a minute after a control-plane restart.
+    fn just_after_restart(&self, line: &str) -> bool {
+        let Some(t) = log_time(line) else { return false };
+        self.control_plane_restarts.iter().any(|r| {
+            let after = t.duration_since(*r).as_secs_f64();
+            (0.0..60.0).contains(&after)
+        })
+    }
+
     pub fn join_file(&self, member: &str) -> PathBuf {
         self.dir.join(format!("{member}-join.kubeconfig"))
     }
@@ -275,6 +307,7 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
             certs::webhook_cert(&bed_dir_pki_east, "spoke-webhook").expect("east webhook cert"),
         ),
         spokes: BTreeMap::new(),
+        control_plane_restarts: Vec::new(),
         _tmp: tmp,
     };
     for port in admin_ports {
