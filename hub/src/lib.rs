@@ -61,6 +61,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         client: client.clone(),
         system_namespace: settings.system_namespace.clone(),
         grace,
+        failover_margin: Duration::from_secs(settings.failover_skew_margin_seconds),
         recorder: kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub"),
         metrics: hub_metrics.clone(),
     });
