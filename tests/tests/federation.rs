@@ -914,17 +914,36 @@ async fn a_partitioned_member_stops_its_failover_copy_before_the_hub_places_the_
     eprintln!("short partition: patient fenced {fenced_after:?} after the cut; link back");
     // The hub would fail over only 5 + 30 + 10 s after the last renewal it saw.
     assert!(fenced_after < Duration::from_secs(40), "fenced only after {fenced_after:?}");
-    let c = wait_cluster(&clusters, "patient", "running on west again", |c| {
+    // The spoke lifts its fence once the hub confirms the placement; the copy runs again.
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let healed = tokio::time::Instant::now();
+    loop {
+        let copy = local.get("patient").await.expect("copy");
+        let lifted = !copy.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced");
+        let configured = copy
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("2/2"));
+        if lifted && configured {
+            let fenced_condition = copy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fenced"));
+            assert_eq!(fenced_condition.map(|c| (c.status.as_str(), c.reason.as_str())), Some(("False", "Lifted")));
+            break;
+        }
+        assert!(
+            healed.elapsed() < TIMEOUT,
+            "west's copy not running again: {:?} {:#?}",
+            copy.annotations(),
+            copy.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("short partition: patient running again on west {:?} after the link came back", healed.elapsed());
+    let c = wait_cluster(&clusters, "patient", "ready on west", |c| {
         ready_with(c, "2/2") && cond(c, "MemberAvailable").is_some_and(|k| k.status == "True")
     })
     .await;
     assert_eq!(member_of(&c).as_deref(), Some("west"), "the hub did not move it");
     assert_eq!(c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.epoch), Some(1));
-    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
-    let copy = local.get("patient").await.expect("copy");
-    assert!(!copy.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced"));
-    let fenced_condition = copy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fenced"));
-    assert_eq!(fenced_condition.map(|c| (c.status.as_str(), c.reason.as_str())), Some(("False", "Lifted")));
     assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "same PVCs");
     assert_eq!(pods.list(&lp).await.expect("pods").items.len(), 2);
     assert!(fleet.spokes.get_mut("west").expect("west").running());
