@@ -749,6 +749,19 @@ async fn a_partitioned_failover_cluster(skew: Option<i64>) -> Partitioned {
         }
     }
     wait_member(&hub, "west", "True").await;
+    if skew.is_some() {
+        // The heartbeat age the platform team watches is the hub's own measure too.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let text = http_get(fleet.hub_admin, "/metrics").await;
+            let age = sample(&text, r#"kdfed_hub_member_heartbeat_age_seconds{member="west"}"#);
+            if age.is_some_and(|a| a < 3.0) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "west's heartbeat age on the hub: {age:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 
     seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
