@@ -1062,3 +1062,26 @@ async fn cleanup(
     info!("cleanup done");
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_placement_outranks_a_self_fence_and_both_say_why() {
+        let mut copy = KubeDirectorCluster::new("db", Default::default());
+        assert_eq!(fence_reason(&copy), None);
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_SELF_FENCED.into(), "no heartbeat renewal on the hub for 5s".into());
+        let why = fence_reason(&copy).expect("self-fenced");
+        assert_eq!(why.reason, "HubUnreachable");
+        assert!(why.message.starts_with("no heartbeat renewal on the hub for 5s: scaled to zero, PVCs kept"));
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_FENCED.into(), "true".into());
+        assert_eq!(fence_reason(&copy).expect("fenced").reason, "PlacementMoved");
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.remove(ANNOTATION_SELF_FENCED);
+        annotations.insert(ANNOTATION_FENCED.into(), "false".into());
+        assert_eq!(fence_reason(&copy), None);
+    }
+}
