@@ -55,6 +55,9 @@ pub struct Options {
     pub metrics: Option<std::sync::Arc<crate::metrics::SpokeMetrics>>,
     /// Counts requests to the hub's API server (`server="hub"`).
     pub api_metrics: Option<std::sync::Arc<kdfed_common::observe::ApiMetrics>>,
+    /// How long before its `afterSeconds` a failover-enabled copy stops when the heartbeat
+    /// cannot be renewed (see [`crate::fencing`]).
+    pub self_fence_margin: Duration,
 }
 
 /// Errors of hub sync.
@@ -116,8 +119,23 @@ fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
 pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
     let hub = hub_client(&opts).await?;
     info!(member = %opts.member, "hub sync starting");
-    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone() });
-    tokio::join!(renew_tokens(ctx.clone()), heartbeat(ctx.clone()), report(ctx.clone()), works(ctx));
+    let beats = Arc::new(crate::fencing::Heartbeat::default());
+    let fencing = crate::fencing::Fencing {
+        hub: hub.clone(),
+        local: local.clone(),
+        member: opts.member.clone(),
+        margin: opts.self_fence_margin,
+        interval: opts.lease_interval,
+        heartbeat: beats.clone(),
+    };
+    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone(), beats });
+    tokio::join!(
+        renew_tokens(ctx.clone()),
+        heartbeat(ctx.clone()),
+        report(ctx.clone()),
+        works(ctx),
+        crate::fencing::run(fencing)
+    );
     Ok(())
 }
 
@@ -125,6 +143,8 @@ struct SyncContext {
     hub: Client,
     local: Client,
     opts: Options,
+    /// Successful heartbeat renewals, for self-fencing.
+    beats: Arc<crate::fencing::Heartbeat>,
 }
 
 impl SyncContext {
@@ -160,10 +180,10 @@ async fn heartbeat(ctx: Arc<SyncContext>) {
                 "renewTime": MicroTime(jiff::Timestamp::now()),
             }
         });
-        if let Err(e) =
-            leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await
-        {
-            warn!("heartbeat not renewed: {e}");
+        let sent = std::time::Instant::now();
+        match leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await {
+            Ok(_) => ctx.beats.renewed(sent),
+            Err(e) => warn!("heartbeat not renewed: {e}"),
         }
         tokio::time::sleep(ctx.opts.lease_interval).await;
     }
