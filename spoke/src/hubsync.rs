@@ -128,7 +128,8 @@ pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
         interval: opts.lease_interval,
         heartbeat: beats.clone(),
     };
-    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone(), beats });
+    let access = Arc::new(crate::hubaccess::HubAccess::default());
+    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone(), beats, access });
     tokio::join!(
         renew_tokens(ctx.clone()),
         heartbeat(ctx.clone()),
@@ -145,6 +146,8 @@ struct SyncContext {
     opts: Options,
     /// Successful heartbeat renewals, for self-fencing.
     beats: Arc<crate::fencing::Heartbeat>,
+    /// Whether the hub accepts this member's credentials.
+    access: Arc<crate::hubaccess::HubAccess>,
 }
 
 impl SyncContext {
@@ -158,10 +161,16 @@ async fn renew_tokens(ctx: Arc<SyncContext>) {
     loop {
         tokio::time::sleep(ctx.opts.token_renew).await;
         match kdfed_common::tokens::issue(&ctx.hub, &ctx.namespace(), MEMBER_SERVICE_ACCOUNT, lifetime).await {
-            Ok(token) => match write_token(&ctx.opts.token_file, &token) {
-                Ok(()) => info!("hub token renewed"),
-                Err(e) => warn!("cannot store the renewed hub token: {e}"),
-            },
+            Ok(token) => {
+                ctx.access.accepted();
+                match write_token(&ctx.opts.token_file, &token) {
+                    Ok(()) => info!("hub token renewed"),
+                    Err(e) => warn!("cannot store the renewed hub token: {e}"),
+                }
+            }
+            Err(kdfed_common::tokens::TokenError::Kube { source, .. }) if crate::hubaccess::is_refusal(&source) => {
+                ctx.access.refused(&ctx.opts.member, "token renewal");
+            }
             Err(e) => warn!("cannot renew the hub token: {e}"),
         }
     }
@@ -182,10 +191,14 @@ async fn heartbeat(ctx: Arc<SyncContext>) {
         });
         let sent = std::time::Instant::now();
         match leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await {
-            Ok(_) => ctx.beats.renewed(sent),
+            Ok(_) => {
+                ctx.beats.renewed(sent);
+                ctx.access.accepted();
+            }
+            Err(e) if crate::hubaccess::is_refusal(&e) => ctx.access.refused(&ctx.opts.member, "heartbeat"),
             Err(e) => warn!("heartbeat not renewed: {e}"),
         }
-        tokio::time::sleep(ctx.opts.lease_interval).await;
+        tokio::time::sleep(ctx.access.pause(ctx.opts.lease_interval)).await;
     }
 }
 
@@ -324,7 +337,9 @@ async fn report(ctx: Arc<SyncContext>) {
         let fenced = match fence_orphans(&ctx).await {
             Ok(f) => Some(f),
             Err(e) => {
-                warn!("cannot check for moved placements: {e}");
+                if !ctx.access.is_refused() {
+                    warn!("cannot check for moved placements: {e}");
+                }
                 None
             }
         };
@@ -346,13 +361,14 @@ async fn report(ctx: Arc<SyncContext>) {
                 let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
                 match members.patch_status(&ctx.opts.member, &pp, &Patch::Merge(patch)).await {
                     Ok(_) => last = Some(r),
+                    Err(e) if crate::hubaccess::is_refusal(&e) => ctx.access.refused(&ctx.opts.member, "report"),
                     Err(e) => warn!("member status not reported: {e}"),
                 }
             }
             Ok(_) => {}
             Err(e) => warn!("cannot build the member report: {e}"),
         }
-        tokio::time::sleep(ctx.opts.report_interval).await;
+        tokio::time::sleep(ctx.access.pause(ctx.opts.report_interval)).await;
     }
 }
 
@@ -366,13 +382,32 @@ async fn works(ctx: Arc<SyncContext>) {
             Some(ObjectRef::new(&work).within(&ns))
         })
         .shutdown_on_signal()
-        .run(reconcile_work, kdfed_common::reconcile::retry, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                warn!("work sync: {e}");
+        .run(reconcile_work, work_retry, ctx.clone())
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = r {
+                    // While the hub refuses the credentials, that was said once already.
+                    let text = e.to_string();
+                    if !(ctx.access.is_refused() && crate::hubaccess::text_is_refusal(&text)) {
+                        warn!("work sync: {text}");
+                    }
+                }
             }
         })
         .await;
+}
+
+/// The error policy of Work sync: [`kdfed_common::reconcile::retry`], except while the hub
+/// refuses this member's credentials (a 401): then quietly, backing off.
+fn work_retry(work: Arc<KubeDirectorWork>, error: &Error, ctx: Arc<SyncContext>) -> Action {
+    let refused =
+        matches!(error, Error::Kube(kdfed_common::ApiError { source, .. }) if crate::hubaccess::is_refusal(source));
+    if refused {
+        ctx.access.refused(&ctx.opts.member, "work sync");
+        return Action::requeue(ctx.access.pause(kdfed_common::reconcile::RETRY_AFTER));
+    }
+    kdfed_common::reconcile::retry(work, error, ctx)
 }
 
 async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Result<Action, Error> {
@@ -383,6 +418,7 @@ async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) ->
     }
     if let Err(e) = &result
         && cached.metadata.deletion_timestamp.is_none()
+        && !ctx.access.is_refused()
     {
         report_failure(&ctx, &cached, &e.to_string()).await;
     }

@@ -2,6 +2,7 @@
 
 pub mod director;
 pub mod fencing;
+pub mod hubaccess;
 pub mod hubsync;
 pub mod metrics;
 pub mod settings;
