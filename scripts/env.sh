@@ -18,6 +18,8 @@ kdfed_need_packages() {
   command -v tar >/dev/null || missing+=(tar)
   # promtool checks the alert rules and dashboard queries; Prometheus for observability tests.
   command -v promtool >/dev/null || missing+=(prometheus)
+  # The partition test skews a spoke's wall clock with libfaketime.
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -316,6 +316,10 @@ pub const FINALIZER_WORK: &str = "federation.kubedirector.hpe.com/member-cleanup
 /// Annotation on a local copy whose placement moved away: the director scales it to zero
 /// and keeps its PVCs; it never runs beside the new placement.
 pub const ANNOTATION_FENCED: &str = "federation.kubedirector.hpe.com/fenced";
+/// Annotation on a failover-enabled local copy whose spoke has gone too long without
+/// renewing its heartbeat (the hub may be failing it over): the director scales it to zero
+/// and keeps its PVCs until the spoke lifts it. Its value says why.
+pub const ANNOTATION_SELF_FENCED: &str = "federation.kubedirector.hpe.com/self-fenced";
 /// Annotation an admin sets on an intent to let it go without the member's cleanup.
 pub const ANNOTATION_ORPHAN: &str = "federation.kubedirector.hpe.com/orphan";
 /// Name of the ServiceAccount that is a member's identity on the hub.

@@ -430,6 +430,25 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
                 errors.push(format!("spec.config.roleServices[{i}].serviceIDs[{j}]"), "known-service", format!("Invalid service_id({sid}) in roleServices array in config section. Valid services: \"{valid_services}\""));
             }
         }
+        // A member Service exposes every port of its role's services once: two services of
+        // one role on the same port could never be created (kdfed refuses it here rather than
+        // leaving every member of the role without its Service).
+        let mut seen: Vec<(i32, &str)> = Vec::new();
+        for (j, sid) in rs.service_ids.iter().enumerate() {
+            let port = spec.services.iter().find(|s| &s.id == sid).and_then(|s| s.endpoint.as_ref()?.port);
+            let Some(port) = port else { continue };
+            if let Some((_, other)) = seen.iter().find(|(p, other)| *p == port && *other != sid.as_str()) {
+                errors.push(
+                    format!("spec.config.roleServices[{i}].serviceIDs[{j}]"),
+                    "unique-port",
+                    format!(
+                        "services {other} and {sid} of role {} both use port {port}; a member's Service cannot expose one port twice.",
+                        rs.role_id
+                    ),
+                );
+            }
+            seen.push((port, sid.as_str()));
+        }
     }
     for (i, role) in spec.config.selected_roles.iter().enumerate() {
         if !role_ids.contains(&role.as_str()) {

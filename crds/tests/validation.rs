@@ -452,3 +452,18 @@ fn distro_id_is_bounded_and_config_schema_version_is_at_least_upstream_s_minimum
     let errors = errors_of(validate::app(&a));
     assert_eq!(only(&errors, "required").path, "spec.distroID");
 }
+
+#[test]
+fn two_services_of_one_role_may_not_share_a_port() {
+    let mut a = app();
+    let role = a.config.role_services[0].role_id.clone();
+    let first = a.services[0].clone();
+    let mut twin = first.clone();
+    twin.id = "twin".into();
+    a.services.push(twin);
+    a.config.role_services[0].service_ids = vec![first.id.clone(), "twin".into()];
+    let errors = errors_of(validate::app(&a));
+    let e = only(&errors, "unique-port");
+    assert_eq!(e.path, "spec.config.roleServices[0].serviceIDs[1]");
+    assert!(e.message.contains(&format!("of role {role} both use port")), "{}", e.message);
+}

@@ -47,6 +47,8 @@ pub struct Context {
     pub system_namespace: String,
     /// Heartbeat grace before a member is unavailable.
     pub grace: Duration,
+    /// Extra wait of a failover beyond the grace and `afterSeconds` (clock skew).
+    pub failover_margin: Duration,
     /// Event recorder.
     pub recorder: kdfed_common::events::Recorder,
     /// Metrics.
@@ -305,7 +307,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     };
     if let Some(after) = intent.spec.placement.as_ref().and_then(|p| p.failover_after())
         && let Some(since) = unavailable_since
-        && jiff::Timestamp::now().duration_since(since).as_secs() >= after
+        && may_fail_over(since, jiff::Timestamp::now(), after, ctx.failover_margin)
     {
         return fail_over(&ctx, &api, &intent, status, &placement, after, &spec).await;
     }
@@ -471,6 +473,20 @@ fn applied_condition(
     }
 }
 
+/// Whether a cluster may leave a member that has been unavailable since `since`: only
+/// `after_seconds` plus `margin` later, on the hub's clock alone. The hub marks a member
+/// unavailable a heartbeat grace after it last saw the member's Lease change (also on its
+/// own clock; the member's renewTime is never compared with the hub's time), and the
+/// member's spoke fences a failover-enabled copy on its own monotonic clock
+/// `afterSeconds - self_fence_margin_seconds` after its last renewal, so the old copy is
+/// down before the new one is placed, whatever the two wall clocks say.
+pub fn may_fail_over(since: jiff::Timestamp, now: jiff::Timestamp, after_seconds: i64, margin: Duration) -> bool {
+    let waited = now.duration_since(since);
+    let needed = jiff::SignedDuration::from_secs(after_seconds.max(0))
+        .saturating_add(jiff::SignedDuration::try_from(margin).unwrap_or(jiff::SignedDuration::MAX));
+    waited >= needed
+}
+
 /// Moves a cluster off a member that has been unavailable too long: the old Work is
 /// released without that member's cleanup (its spoke fences its copy when it returns), and
 /// the cluster is placed elsewhere with the next epoch.
@@ -501,6 +517,15 @@ async fn fail_over(
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
+    // The member may have come back since this pass read it: a member that renews again
+    // keeps its cluster (its spoke lifts its self-fence only once the hub shows it available).
+    let back = members.get_opt(&placement.member).await.doing("read member")?.is_some_and(|m| {
+        m.status.is_some_and(|s| condition(&s.conditions, "Available").is_some_and(|c| c.status == "True"))
+    });
+    if back {
+        info!(member = %placement.member, "member available again; no failover");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let ns = intent.namespace().unwrap_or_default();
     let works: Api<KubeDirectorWork> = Api::namespaced(ctx.client.clone(), &member_namespace(&placement.member));
     let wname = work_name(&ns, &intent.name_any());
@@ -917,6 +942,20 @@ mod tests {
             });
         }
         c
+    }
+
+    #[test]
+    fn a_cluster_fails_over_only_after_after_seconds_plus_the_margin_on_the_hub_s_clock() {
+        let since = jiff::Timestamp::from_second(1_000_000).expect("time");
+        let at = |s: i64| since.checked_add(jiff::SignedDuration::from_secs(s)).expect("time");
+        let margin = Duration::from_secs(10);
+        assert!(!may_fail_over(since, at(0), 10, margin));
+        assert!(!may_fail_over(since, at(19), 10, margin));
+        assert!(may_fail_over(since, at(20), 10, margin));
+        assert!(may_fail_over(since, at(300), 10, margin));
+        // A hub clock that went backwards since never fails over early.
+        assert!(!may_fail_over(since, at(-60), 10, margin));
+        assert!(may_fail_over(since, at(10), 10, Duration::ZERO));
     }
 
     #[test]

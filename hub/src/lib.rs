@@ -31,7 +31,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     let version = client.apiserver_version().await.context("connect to the hub's API server")?;
     info!(version = %version.git_version, "connected to the hub API server");
     admin.set_ready(true);
-    tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5)));
+    let grace = Duration::from_secs(settings.heartbeat_grace_seconds);
+    tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5), grace));
     if let Some(addr) = settings
         .webhook
         .start(&client, &settings.system_namespace, "kdfed-hub", webhook_metrics, false)
@@ -40,7 +41,6 @@ pub async fn run(settings: Settings) -> Result<()> {
     {
         info!(%addr, "admission webhook serving");
     }
-    let grace = Duration::from_secs(settings.heartbeat_grace_seconds);
     let identity = format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into()), std::process::id());
     let elector = if settings.leader_election {
         let e = leader::Elector::new(
@@ -61,6 +61,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         client: client.clone(),
         system_namespace: settings.system_namespace.clone(),
         grace,
+        failover_margin: Duration::from_secs(settings.failover_skew_margin_seconds),
         recorder: kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub"),
         metrics: hub_metrics.clone(),
     });

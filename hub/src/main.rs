@@ -32,6 +32,9 @@ struct Args {
     /// Seconds without heartbeat before a member is Available=Unknown.
     #[arg(long)]
     heartbeat_grace_seconds: Option<String>,
+    /// Seconds added to grace + afterSeconds before a cluster fails over (clock skew).
+    #[arg(long)]
+    failover_skew_margin_seconds: Option<String>,
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() -> ExitCode {
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("heartbeat_grace_seconds", args.heartbeat_grace_seconds),
+        ("failover_skew_margin_seconds", args.failover_skew_margin_seconds),
     ];
     overrides.extend(args.webhook.overrides());
     kdfed_common::settings::launch::<Settings, _, _>(

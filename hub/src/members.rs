@@ -13,12 +13,50 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use kdfed_common::conditions::set_condition;
+use kdfed_common::conditions::{condition, set_condition};
 
 /// Field manager of the hub's writes to member status.
 pub const FIELD_MANAGER: &str = "kdfed-hub";
 
-/// The availability a member's last renewal implies.
+/// A member's heartbeat as the hub saw it: the Lease's `renewTime` (written on the
+/// member's clock, so only ever compared with itself) and when the hub first saw that value,
+/// on the hub's clock. Availability and failover are timed from `seen`, so a member whose
+/// wall clock is off neither looks dead while it renews nor alive while it does not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seen {
+    /// The Lease's `renewTime` (member clock).
+    pub renew_time: jiff::Timestamp,
+    /// When the hub first read that `renewTime` (hub clock).
+    pub at: jiff::Timestamp,
+}
+
+/// Folds one read of a member's Lease (`renewed`, at hub time `now`) into what the hub saw
+/// before. A value seen for the first time since this hub started counts from `now`, unless
+/// the member was already marked as having missed its heartbeat (`old_available`): then it
+/// counts from when that previous decision says the hub last saw a renewal, so a hub
+/// restart neither revives a silent member nor delays or hastens its failover.
+pub fn observe(
+    previous: Option<&Seen>,
+    renewed: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    old_available: Option<&Condition>,
+    grace: Duration,
+) -> Option<Seen> {
+    let renew_time = renewed?;
+    match previous {
+        Some(p) if p.renew_time == renew_time => Some(*p),
+        Some(_) => Some(Seen { renew_time, at: now }),
+        None => {
+            let missed = old_available.filter(|c| c.status != "True" && c.reason == "HeartbeatMissed");
+            let at = missed
+                .and_then(|c| c.last_transition_time.0.checked_sub(jiff::SignedDuration::try_from(grace).ok()?).ok())
+                .map_or(now, |t| t.min(now));
+            Some(Seen { renew_time, at })
+        }
+    }
+}
+
+/// The availability a member's last renewal implies (`renewed`: when the hub saw it).
 pub fn availability(
     renewed: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
@@ -57,8 +95,9 @@ pub async fn last_renewal(client: &Client, member: &str) -> Result<Option<jiff::
 /// with an Event on the member when its availability changes.
 pub async fn run(client: Client, grace: Duration, period: Duration) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub");
+    let mut seen = BTreeMap::new();
     loop {
-        if let Err(e) = sync_once(&client, &recorder, grace).await {
+        if let Err(e) = sync_once(&client, &recorder, grace, &mut seen).await {
             warn!("member availability: {e}");
         }
         tokio::time::sleep(period).await;
@@ -69,6 +108,7 @@ async fn sync_once(
     client: &Client,
     recorder: &kdfed_common::events::Recorder,
     grace: Duration,
+    seen: &mut BTreeMap<String, Seen>,
 ) -> Result<(), kube::Error> {
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
     let intents: Api<KubeDirectorCluster> = Api::all(client.clone());
@@ -78,12 +118,20 @@ async fn sync_once(
             *placed.entry(p.member).or_default() += 1;
         }
     }
-    let now = jiff::Timestamp::now();
-    for member in members.list(&Default::default()).await?.items {
+    let all = members.list(&Default::default()).await?.items;
+    seen.retain(|name, _| all.iter().any(|m| &m.name_any() == name));
+    for member in all {
         let name = member.name_any();
         let renewed = last_renewal(client, &name).await?;
-        let (status, reason, message) = availability(renewed, now, member_grace(&member, grace));
+        let now = jiff::Timestamp::now();
         let old = member.status.clone().unwrap_or_default();
+        let grace = member_grace(&member, grace);
+        let observed = observe(seen.get(&name), renewed, now, condition(&old.conditions, "Available"), grace);
+        match observed {
+            Some(o) => seen.insert(name.clone(), o),
+            None => seen.remove(&name),
+        };
+        let (status, reason, message) = availability(observed.map(|o| o.at), now, grace);
         let conditions =
             set_condition(&old.conditions, "Available", status, reason, &message, member.metadata.generation);
         let count = placed.get(&name).copied().unwrap_or(0);
@@ -116,6 +164,17 @@ async fn sync_once(
 mod tests {
     use super::*;
 
+    fn available(status: &str, reason: &str, since: jiff::Timestamp) -> Condition {
+        Condition {
+            type_: "Available".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(since),
+            observed_generation: None,
+        }
+    }
+
     #[test]
     fn availability_follows_the_heartbeat() {
         let now = jiff::Timestamp::from_second(1_000_000).expect("time");
@@ -127,6 +186,57 @@ mod tests {
         let (status, reason, message) = availability(Some(stale), now, grace);
         assert_eq!((status, reason), ("Unknown", "HeartbeatMissed"));
         assert!(message.contains("31s"), "{message}");
+    }
+
+    #[test]
+    fn the_hub_times_heartbeats_on_its_own_clock_whatever_the_member_s_clock_says() {
+        let grace = Duration::from_secs(5);
+        let hub_start = jiff::Timestamp::from_second(1_000_000).expect("time");
+        let at = |s: i64| hub_start.checked_add(jiff::SignedDuration::from_secs(s)).expect("time");
+        for skew in [-600, -30, 0, 30, 600] {
+            // The member renews every second, writing its own (skewed) clock into renewTime,
+            // until a partition at hub time 100; the hub reads the Lease every 2 s.
+            let mut seen: Option<Seen> = None;
+            let mut available: Option<Condition> = None;
+            let mut unavailable_since = None;
+            for t in (0..200).step_by(2) {
+                let renewed = at(t.min(100) + skew);
+                seen = observe(seen.as_ref(), Some(renewed), at(t), available.as_ref(), grace);
+                let (status, reason, message) = availability(seen.map(|s| s.at), at(t), grace);
+                if t <= 100 {
+                    assert_eq!(status, "True", "skew {skew}s at {t}: {message}");
+                }
+                if status != "True" && unavailable_since.is_none() {
+                    unavailable_since = Some(t);
+                }
+                available = Some(self::available(status, reason, at(t)));
+            }
+            // Unavailable one grace after the last renewal the hub saw, never sooner.
+            assert_eq!(unavailable_since, Some(106), "skew {skew}s");
+        }
+    }
+
+    #[test]
+    fn a_restarted_hub_neither_revives_a_silent_member_nor_forgets_when_it_went_silent() {
+        let grace = Duration::from_secs(5);
+        let now = jiff::Timestamp::from_second(1_000_000).expect("time");
+        let renewed = Some(jiff::Timestamp::from_second(42).expect("member clock"));
+        let ago = |s: i64| now.checked_sub(jiff::SignedDuration::from_secs(s)).expect("time");
+        let missed = available("Unknown", "HeartbeatMissed", ago(60));
+        let first = observe(None, renewed, now, Some(&missed), grace).expect("seen");
+        assert_eq!(first.at, ago(65), "last seen a grace before it was marked unavailable");
+        assert_eq!(availability(Some(first.at), now, grace).0, "Unknown");
+        // The member renews again: available from that moment.
+        let later = now.checked_add(jiff::SignedDuration::from_secs(2)).expect("time");
+        let next = jiff::Timestamp::from_second(43).ok();
+        let again = observe(Some(&first), next, later, Some(&missed), grace).expect("seen");
+        assert_eq!(again.at, later);
+        assert_eq!(availability(Some(again.at), later, grace).0, "True");
+        // A member that was available counts from the first read, as does a new one.
+        let ok = available("True", "HeartbeatRenewed", ago(60));
+        assert_eq!(observe(None, renewed, now, Some(&ok), grace).map(|s| s.at), Some(now));
+        assert_eq!(observe(None, renewed, now, None, grace).map(|s| s.at), Some(now));
+        assert_eq!(observe(Some(&first), None, now, None, grace), None);
     }
 
     #[test]

@@ -176,16 +176,23 @@ fn q(map: &std::collections::BTreeMap<String, Quantity>, key: &str) -> f64 {
 }
 
 /// Refreshes the fleet gauges from the API every `period`.
-pub async fn collect(client: Client, metrics: Arc<HubMetrics>, period: Duration) {
+pub async fn collect(client: Client, metrics: Arc<HubMetrics>, period: Duration, grace: Duration) {
+    // Heartbeat ages on this replica's clock (see `members::observe`), not the members'.
+    let mut seen = std::collections::BTreeMap::new();
     loop {
-        if let Err(e) = collect_once(&client, &metrics).await {
+        if let Err(e) = collect_once(&client, &metrics, grace, &mut seen).await {
             warn!("metrics: {e}");
         }
         tokio::time::sleep(period).await;
     }
 }
 
-async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error> {
+async fn collect_once(
+    client: &Client,
+    m: &HubMetrics,
+    grace: Duration,
+    seen: &mut std::collections::BTreeMap<String, crate::members::Seen>,
+) -> Result<(), kube::Error> {
     let members = kube::Api::<KubeDirectorMember>::all(client.clone()).list(&Default::default()).await?.items;
     let clusters = kube::Api::<KubeDirectorCluster>::all(client.clone()).list(&Default::default()).await?.items;
     let works = kube::Api::<KubeDirectorWork>::all(client.clone()).list(&Default::default()).await?.items;
@@ -211,8 +218,18 @@ async fn collect_once(client: &Client, m: &HubMetrics) -> Result<(), kube::Error
         let available = condition(&status.conditions, "Available").map_or("Unknown".to_string(), |c| c.status.clone());
         m.available.get_or_create(&label).set(i64::from(available == "True"));
         m.members.get_or_create(&ConditionLabels { condition: "Available".into(), status: available }).inc();
-        if let Ok(Some(t)) = crate::members::last_renewal(client, &member.name_any()).await {
-            m.heartbeat_age.get_or_create(&label).set(now.duration_since(t).as_secs_f64().max(0.0));
+        if let Ok(renewed) = crate::members::last_renewal(client, &member.name_any()).await {
+            let grace = crate::members::member_grace(member, grace);
+            let available = condition(&status.conditions, "Available");
+            match crate::members::observe(seen.get(&label.member), renewed, now, available, grace) {
+                Some(o) => {
+                    m.heartbeat_age.get_or_create(&label).set(now.duration_since(o.at).as_secs_f64().max(0.0));
+                    seen.insert(label.member.clone(), o);
+                }
+                None => {
+                    seen.remove(&label.member);
+                }
+            }
         }
         let cap = status.capacity.unwrap_or_default();
         m.allocatable_cpu.get_or_create(&label).set(q(&cap.allocatable, "cpu"));

@@ -20,6 +20,9 @@ pub struct Settings {
     pub log_level: String,
     /// Seconds without a heartbeat before a member is `Available=Unknown`.
     pub heartbeat_grace_seconds: u64,
+    /// Seconds a failover waits beyond the heartbeat grace and `afterSeconds`, for clock
+    /// skew and the member's fence to take effect.
+    pub failover_skew_margin_seconds: u64,
     /// Run controllers only while holding the `kdfed-hub` Lease in the system namespace.
     pub leader_election: bool,
     /// Seconds a leader's Lease lasts without renewal before another replica takes over.
@@ -38,6 +41,7 @@ impl Default for Settings {
             log_format: "text".into(),
             log_level: "info".into(),
             heartbeat_grace_seconds: 30,
+            failover_skew_margin_seconds: 10,
             system_namespace: "kdfed-system".into(),
             webhook: kdfed_common::admission::WebhookSettings::default(),
             leader_election: true,

@@ -55,6 +55,9 @@ pub struct Options {
     pub metrics: Option<std::sync::Arc<crate::metrics::SpokeMetrics>>,
     /// Counts requests to the hub's API server (`server="hub"`).
     pub api_metrics: Option<std::sync::Arc<kdfed_common::observe::ApiMetrics>>,
+    /// How long before its `afterSeconds` a failover-enabled copy stops when the heartbeat
+    /// cannot be renewed (see [`crate::fencing`]).
+    pub self_fence_margin: Duration,
 }
 
 /// Errors of hub sync.
@@ -116,8 +119,24 @@ fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
 pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
     let hub = hub_client(&opts).await?;
     info!(member = %opts.member, "hub sync starting");
-    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone() });
-    tokio::join!(renew_tokens(ctx.clone()), heartbeat(ctx.clone()), report(ctx.clone()), works(ctx));
+    let beats = Arc::new(crate::fencing::Heartbeat::default());
+    let fencing = crate::fencing::Fencing {
+        hub: hub.clone(),
+        local: local.clone(),
+        member: opts.member.clone(),
+        margin: opts.self_fence_margin,
+        interval: opts.lease_interval,
+        heartbeat: beats.clone(),
+    };
+    let access = Arc::new(crate::hubaccess::HubAccess::default());
+    let ctx = Arc::new(SyncContext { hub: hub.clone(), local: local.clone(), opts: opts.clone(), beats, access });
+    tokio::join!(
+        renew_tokens(ctx.clone()),
+        heartbeat(ctx.clone()),
+        report(ctx.clone()),
+        works(ctx),
+        crate::fencing::run(fencing)
+    );
     Ok(())
 }
 
@@ -125,6 +144,10 @@ struct SyncContext {
     hub: Client,
     local: Client,
     opts: Options,
+    /// Successful heartbeat renewals, for self-fencing.
+    beats: Arc<crate::fencing::Heartbeat>,
+    /// Whether the hub accepts this member's credentials.
+    access: Arc<crate::hubaccess::HubAccess>,
 }
 
 impl SyncContext {
@@ -138,10 +161,16 @@ async fn renew_tokens(ctx: Arc<SyncContext>) {
     loop {
         tokio::time::sleep(ctx.opts.token_renew).await;
         match kdfed_common::tokens::issue(&ctx.hub, &ctx.namespace(), MEMBER_SERVICE_ACCOUNT, lifetime).await {
-            Ok(token) => match write_token(&ctx.opts.token_file, &token) {
-                Ok(()) => info!("hub token renewed"),
-                Err(e) => warn!("cannot store the renewed hub token: {e}"),
-            },
+            Ok(token) => {
+                ctx.access.accepted();
+                match write_token(&ctx.opts.token_file, &token) {
+                    Ok(()) => info!("hub token renewed"),
+                    Err(e) => warn!("cannot store the renewed hub token: {e}"),
+                }
+            }
+            Err(kdfed_common::tokens::TokenError::Kube { source, .. }) if crate::hubaccess::is_refusal(&source) => {
+                ctx.access.refused(&ctx.opts.member, "token renewal");
+            }
             Err(e) => warn!("cannot renew the hub token: {e}"),
         }
     }
@@ -160,12 +189,16 @@ async fn heartbeat(ctx: Arc<SyncContext>) {
                 "renewTime": MicroTime(jiff::Timestamp::now()),
             }
         });
-        if let Err(e) =
-            leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await
-        {
-            warn!("heartbeat not renewed: {e}");
+        let sent = std::time::Instant::now();
+        match leases.patch(MEMBER_LEASE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(lease)).await {
+            Ok(_) => {
+                ctx.beats.renewed(sent);
+                ctx.access.accepted();
+            }
+            Err(e) if crate::hubaccess::is_refusal(&e) => ctx.access.refused(&ctx.opts.member, "heartbeat"),
+            Err(e) => warn!("heartbeat not renewed: {e}"),
         }
-        tokio::time::sleep(ctx.opts.lease_interval).await;
+        tokio::time::sleep(ctx.access.pause(ctx.opts.lease_interval)).await;
     }
 }
 
@@ -304,7 +337,9 @@ async fn report(ctx: Arc<SyncContext>) {
         let fenced = match fence_orphans(&ctx).await {
             Ok(f) => Some(f),
             Err(e) => {
-                warn!("cannot check for moved placements: {e}");
+                if !ctx.access.is_refused() {
+                    warn!("cannot check for moved placements: {e}");
+                }
                 None
             }
         };
@@ -326,13 +361,14 @@ async fn report(ctx: Arc<SyncContext>) {
                 let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
                 match members.patch_status(&ctx.opts.member, &pp, &Patch::Merge(patch)).await {
                     Ok(_) => last = Some(r),
+                    Err(e) if crate::hubaccess::is_refusal(&e) => ctx.access.refused(&ctx.opts.member, "report"),
                     Err(e) => warn!("member status not reported: {e}"),
                 }
             }
             Ok(_) => {}
             Err(e) => warn!("cannot build the member report: {e}"),
         }
-        tokio::time::sleep(ctx.opts.report_interval).await;
+        tokio::time::sleep(ctx.access.pause(ctx.opts.report_interval)).await;
     }
 }
 
@@ -347,13 +383,32 @@ async fn works(ctx: Arc<SyncContext>) {
         })
         .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
-        .run(reconcile_work, kdfed_common::reconcile::retry, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                warn!("work sync: {e}");
+        .run(reconcile_work, work_retry, ctx.clone())
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = r {
+                    // While the hub refuses the credentials, that was said once already.
+                    let text = e.to_string();
+                    if !(ctx.access.is_refused() && crate::hubaccess::text_is_refusal(&text)) {
+                        warn!("work sync: {text}");
+                    }
+                }
             }
         })
         .await;
+}
+
+/// The error policy of Work sync: [`kdfed_common::reconcile::retry`], except while the hub
+/// refuses this member's credentials (a 401): then quietly, backing off.
+fn work_retry(work: Arc<KubeDirectorWork>, error: &Error, ctx: Arc<SyncContext>) -> Action {
+    let refused =
+        matches!(error, Error::Kube(kdfed_common::ApiError { source, .. }) if crate::hubaccess::is_refusal(source));
+    if refused {
+        ctx.access.refused(&ctx.opts.member, "work sync");
+        return Action::requeue(ctx.access.pause(kdfed_common::reconcile::RETRY_AFTER));
+    }
+    kdfed_common::reconcile::retry(work, error, ctx)
 }
 
 async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Result<Action, Error> {
@@ -364,6 +419,7 @@ async fn reconcile_work(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) ->
     }
     if let Err(e) = &result
         && cached.metadata.deletion_timestamp.is_none()
+        && !ctx.access.is_refused()
     {
         report_failure(&ctx, &cached, &e.to_string()).await;
     }

@@ -1,6 +1,8 @@
 //! The kdfed spoke: hub sync and the director (KubeDirector semantics on one cluster).
 
 pub mod director;
+pub mod fencing;
+pub mod hubaccess;
 pub mod hubsync;
 pub mod metrics;
 pub mod settings;
@@ -72,6 +74,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             report_interval: Duration::from_secs(settings.report_interval_seconds),
             metrics: Some(spoke_metrics.clone()),
             api_metrics: Some(api_metrics.clone()),
+            self_fence_margin: Duration::from_secs(settings.self_fence_margin_seconds),
         };
         info!(member = %opts.member, "starting the director and hub sync");
         let sync = tokio::spawn(async move {

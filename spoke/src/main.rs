@@ -44,6 +44,9 @@ struct Args {
     /// Seconds between heartbeat renewals.
     #[arg(long)]
     lease_interval_seconds: Option<String>,
+    /// Seconds before a cluster's failover.afterSeconds that its copy stops when the hub is unreachable.
+    #[arg(long)]
+    self_fence_margin_seconds: Option<String>,
     /// configcli package (tgz) to install in members of roles with a setup package.
     #[arg(long)]
     configcli_package: Option<String>,
@@ -61,6 +64,7 @@ async fn main() -> ExitCode {
         ("log_format", args.log_format),
         ("log_level", args.log_level),
         ("lease_interval_seconds", args.lease_interval_seconds),
+        ("self_fence_margin_seconds", args.self_fence_margin_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),
         ("hub_token_file", args.hub_token_file),
         ("configcli_package", args.configcli_package),

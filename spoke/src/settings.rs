@@ -28,6 +28,10 @@ pub struct Settings {
     pub lease_interval_seconds: u64,
     /// Seconds between capacity reports (written to the hub only when something changed).
     pub report_interval_seconds: u64,
+    /// Seconds before its `failover.afterSeconds` that a failover-enabled copy is stopped
+    /// when this member cannot renew its heartbeat on the hub (never sooner than two
+    /// heartbeat intervals after the last renewal).
+    pub self_fence_margin_seconds: u64,
     /// File holding the current hub token, renewed in place (default: `<hub_kubeconfig>.token`).
     pub hub_token_file: Option<PathBuf>,
     /// Lifetime of renewed hub tokens in seconds (at least 600).
@@ -55,6 +59,7 @@ impl Default for Settings {
             log_level: "info".into(),
             lease_interval_seconds: 10,
             report_interval_seconds: 10,
+            self_fence_margin_seconds: 5,
             hub_token_file: None,
             hub_token_seconds: 3600,
             hub_token_renew_seconds: None,

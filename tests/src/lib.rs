@@ -321,14 +321,20 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `program args`, logging to `log_dir/<name>.log`.
     pub fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Daemon> {
-        let process = Process::spawn(
-            name,
-            program,
-            args,
-            log_dir,
-            Lifetime::TiedToParent,
-            &[("RUST_LOG".into(), "info".into())],
-        )?;
+        Daemon::start_with_env(name, program, args, log_dir, &[])
+    }
+
+    /// Starts `program args` with extra environment variables (e.g. libfaketime's).
+    pub fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        envs: &[(String, String)],
+    ) -> Result<Daemon> {
+        let mut all = vec![("RUST_LOG".to_string(), "info".to_string())];
+        all.extend_from_slice(envs);
+        let process = Process::spawn(name, program, args, log_dir, Lifetime::TiedToParent, &all)?;
         Ok(Daemon { process, log: log_dir.join(format!("{name}.log")) })
     }
 

@@ -696,6 +696,308 @@ async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anythin
     );
 }
 
+/// libfaketime (Debian's `libfaketime`): preloaded, it shifts a process's wall clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Waits until every certificate under `dir` is older than `age`, so that a process whose
+/// clock runs `age` behind still finds them valid.
+async fn wait_until_certificates_are_older_than(dir: &std::path::Path, age: Duration) {
+    fn newest(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    newest(&path)
+                } else if path.extension().is_some_and(|x| x == "crt" || x == "pem") {
+                    e.metadata().ok()?.modified().ok()
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+    let newest = newest(dir).expect("the test bed has certificates");
+    let wait = (newest + age).duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(wait).await;
+}
+
+fn claim_uids(claims: Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>) -> BTreeMap<String, String> {
+    claims
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.name_any(), c.metadata.uid.unwrap_or_default()))
+        .collect()
+}
+
+/// What [`a_partitioned_failover_cluster`] leaves for further steps.
+struct Partitioned {
+    fleet: Fleet,
+    link: Partition,
+}
+
+/// A cluster with failover (`mobile`, afterSeconds 10) and one without (`steady`) run on
+/// west, whose spoke reaches the hub through a link the test cuts; the spoke keeps running
+/// (with its wall clock `skew` seconds off, through libfaketime, if given). West stops
+/// `mobile` on its own before the hub places it on east: at no sampled moment do both copies
+/// have pods, the hub's new Work is created after west's pods are gone, the data PVCs are
+/// kept, `steady` keeps running, and after the link is back the old copy stays fenced.
+async fn a_partitioned_failover_cluster(skew: Option<i64>) -> Partitioned {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    let link = Partition::to(&fleet.bed.cluster("hub").server).await;
+    fleet.spokes.get_mut("west").expect("west").kill();
+    let join = fleet.join_file("west");
+    let text = std::fs::read_to_string(&join).expect("join");
+    let text = text.replace(&fleet.bed.cluster("hub").server, &format!("https://127.0.0.1:{}", link.port));
+    std::fs::write(&join, text).expect("rewrite join");
+    let mut envs = Vec::new();
+    if let Some(skew) = skew {
+        wait_until_certificates_are_older_than(&fleet.dir, Duration::from_secs(skew.unsigned_abs() + 5)).await;
+        envs = vec![
+            ("LD_PRELOAD".to_string(), LIBFAKETIME.to_string()),
+            ("FAKETIME".to_string(), format!("{skew:+}")),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+        ];
+    }
+    fleet.start_spoke_with_env("west", &envs);
+    if let Some(skew) = skew {
+        // The spoke really runs on the skewed clock: it writes it into its Lease.
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(hub.clone(), "kdfed-member-west");
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let lease = leases.get("kdfed-spoke").await.expect("lease");
+            let renewed = lease.spec.and_then(|s| s.renew_time).expect("renewTime").0;
+            let offset = renewed.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+            if (offset - skew).abs() <= 3 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "west's Lease is {offset}s off, not {skew}s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    wait_member(&hub, "west", "True").await;
+    if skew.is_some() {
+        // The heartbeat age the platform team watches is the hub's own measure too.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let text = http_get(fleet.hub_admin, "/metrics").await;
+            let age = sample(&text, r#"kdfed_hub_member_heartbeat_age_seconds{member="west"}"#);
+            if age.is_some_and(|a| a < 3.0) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "west's heartbeat age on the hub: {age:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    seed_catalog(&hub).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut mobile = cluster("mobile", 1, "1", None);
+    mobile["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
+    mobile["spec"]["placement"] = json!({
+        "preferences": [{"weight": 50, "preference": {"matchLabels": {"region": "west"}}}],
+        "failover": {"policy": "Reschedule", "afterSeconds": 10}
+    });
+    clusters.create(&PostParams::default(), &serde_json::from_value(mobile).expect("c")).await.expect("create");
+    let steady = cluster("steady", 1, "1", Some(("region", "west")));
+    clusters.create(&PostParams::default(), &serde_json::from_value(steady).expect("c")).await.expect("create");
+    let c = wait_cluster(&clusters, "mobile", "ready on west", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"));
+    wait_cluster(&clusters, "steady", "ready on west", |c| ready_with(c, "2/2")).await;
+
+    let west = fleet.bed.client("west").await.expect("west");
+    let east = fleet.bed.client("east").await.expect("east");
+    let mobile_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
+    let steady_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=steady");
+    let west_pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let east_pods: Api<Pod> = Api::namespaced(east.clone(), "default");
+    let west_sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(west.clone(), "default");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(west.clone(), "default");
+    let data = claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items);
+    assert!(!data.is_empty(), "mobile has a data PVC on west");
+    let pod_uids = |list: Vec<Pod>| {
+        list.into_iter().map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default())).collect::<BTreeMap<_, _>>()
+    };
+    let steady_before = pod_uids(west_pods.list(&steady_pods).await.expect("pods").items);
+    assert_eq!(steady_before.len(), 2);
+    let east_works: Api<KubeDirectorWork> = Api::namespaced(hub.clone(), "kdfed-member-east");
+
+    // Cut west's link to the hub; its spoke keeps running.
+    let cut = tokio::time::Instant::now();
+    link.cut();
+    let mut fenced: Option<(Duration, k8s_openapi::jiff::Timestamp)> = None;
+    let mut placed: Option<(Duration, k8s_openapi::jiff::Timestamp)> = None;
+    let mut east_started: Option<Duration> = None;
+    let mut samples = 0;
+    loop {
+        let on_west = west_pods.list(&mobile_pods).await.expect("west pods").items.len();
+        let on_east = east_pods.list(&mobile_pods).await.expect("east pods").items.len();
+        let work = east_works.get_opt("default.mobile").await.expect("work");
+        let (t, now) = (cut.elapsed(), k8s_openapi::jiff::Timestamp::now());
+        samples += 1;
+        assert!(
+            on_west == 0 || on_east == 0,
+            "two live copies {t:?} after the cut: {on_west} pods on west, {on_east} on east"
+        );
+        if on_west == 0 && fenced.is_none() {
+            fenced = Some((t, now));
+        }
+        assert!(on_west == 0 || fenced.is_none(), "west's copy started again {t:?} after the cut while partitioned");
+        if let Some(w) = &work
+            && placed.is_none()
+        {
+            let created = w.metadata.creation_timestamp.as_ref().expect("created").0;
+            placed = Some((t, created));
+        }
+        if on_east > 0 && east_started.is_none() {
+            east_started = Some(t);
+        }
+        let c = clusters.get("mobile").await.expect("mobile");
+        if member_of(&c).as_deref() == Some("east") && ready_with(&c, "2/2") {
+            break;
+        }
+        assert!(cut.elapsed() < TIMEOUT, "mobile did not fail over to east: {:#?}", c.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (fenced_after, fenced_at) = fenced.expect("west's copy went down");
+    let (placed_after, work_created) = placed.expect("the hub placed mobile on east");
+    eprintln!(
+        "partition (west clock skew {skew:?} s): west's copy down {fenced_after:?} after the cut, the hub's Work on \
+         east seen {placed_after:?} after (created {work_created}, west down at {fenced_at}), east's pods from \
+         {east_started:?}; {samples} samples, never both running"
+    );
+    assert!(fenced_after < placed_after, "west was fenced only after the hub placed the new copy");
+    // The hub's own record agrees: its new Work (creation time in whole seconds, rounded
+    // down) was created after west's copy was observed down.
+    assert!(fenced_at < work_created, "east's Work created at {work_created}, west's copy down only at {fenced_at}");
+    // West stops on its own clock (afterSeconds 10 - margin 5 s, plus the director's work)...
+    assert!(fenced_after < Duration::from_secs(15), "west took {fenced_after:?} to fence its copy");
+    // ...and the hub waits grace (5 s) + afterSeconds (10 s) + skew margin (10 s) from the
+    // last renewal it saw (at most a heartbeat interval and a poll before the cut).
+    assert!(placed_after >= Duration::from_secs(20), "the hub failed over after only {placed_after:?}");
+
+    // While partitioned: west's copy is self-fenced, scaled to zero, its data kept, and the
+    // cluster without failover runs on, untouched.
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let copy = local.get("mobile").await.expect("west's copy is kept");
+    assert!(copy.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced"), "{:?}", copy.annotations());
+    let fenced_condition = copy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fenced"));
+    assert_eq!(fenced_condition.map(|c| (c.status.as_str(), c.reason.as_str())), Some(("True", "HubUnreachable")));
+    assert_eq!(copy.status.as_ref().and_then(|s| s.state.as_deref()), Some("fenced"));
+    let sets = west_sets.list(&mobile_pods).await.expect("statefulsets").items;
+    assert!(!sets.is_empty());
+    for sts in &sets {
+        assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(0), "{} not scaled to zero", sts.name_any());
+    }
+    assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "data PVCs kept");
+    assert_eq!(pod_uids(west_pods.list(&steady_pods).await.expect("pods").items), steady_before);
+    assert!(fleet.spokes.get_mut("west").expect("west").running(), "west's spoke stayed up");
+
+    // The link comes back: the Work is gone, so the old copy stays fenced for good.
+    link.heal();
+    wait_member(&hub, "west", "True").await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let copy = local.get("mobile").await.expect("copy");
+        let annotation = copy.annotations().get("federation.kubedirector.hpe.com/fenced").cloned();
+        assert_eq!(west_pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "west's copy restarted");
+        if annotation.as_deref() == Some("true") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "west's copy not marked fenced after the link came back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // It stays down (sampled for longer than the spoke's lift confirmation).
+    for _ in 0..20 {
+        assert_eq!(west_pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "west's copy restarted");
+        assert_eq!(east_pods.list(&mobile_pods).await.expect("pods").items.len(), 2, "east's copy keeps running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for sts in west_sets.list(&mobile_pods).await.expect("statefulsets").items {
+        assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    }
+    assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "data PVCs kept");
+    assert_eq!(pod_uids(west_pods.list(&steady_pods).await.expect("pods").items), steady_before);
+    wait_cluster(&clusters, "steady", "ready again", |c| ready_with(c, "2/2")).await;
+    Partitioned { fleet, link }
+}
+
+#[tokio::test]
+async fn a_partitioned_member_stops_its_failover_copy_before_the_hub_places_the_new_one() {
+    let Partitioned { mut fleet, link } = a_partitioned_failover_cluster(None).await;
+    let hub = fleet.hub.clone();
+    // A short partition: west fences a copy on its own clock, the link comes back before
+    // the hub's failover time, and the same copy runs again on west with its data.
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut patient = cluster("patient", 1, "1", None);
+    patient["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
+    patient["spec"]["placement"] = json!({
+        "memberSelector": {"matchLabels": {"region": "west"}},
+        "failover": {"policy": "Reschedule", "afterSeconds": 30}
+    });
+    clusters.create(&PostParams::default(), &serde_json::from_value(patient).expect("c")).await.expect("create");
+    wait_cluster(&clusters, "patient", "ready on west", |c| ready_with(c, "2/2")).await;
+    let west = fleet.bed.client("west").await.expect("west");
+    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let lp = ListParams::default().labels("kubedirector.hpe.com/kdcluster=patient");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(west.clone(), "default");
+    let data = claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items);
+
+    let cut = tokio::time::Instant::now();
+    link.cut();
+    while !pods.list(&lp).await.expect("pods").items.is_empty() {
+        assert!(cut.elapsed() < TIMEOUT, "west did not fence patient");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fenced_after = cut.elapsed();
+    link.heal();
+    eprintln!("short partition: patient fenced {fenced_after:?} after the cut; link back");
+    // The hub would fail over only 5 + 30 + 10 s after the last renewal it saw.
+    assert!(fenced_after < Duration::from_secs(40), "fenced only after {fenced_after:?}");
+    // The spoke lifts its fence once the hub confirms the placement; the copy runs again.
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let healed = tokio::time::Instant::now();
+    loop {
+        let copy = local.get("patient").await.expect("copy");
+        let lifted = !copy.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced");
+        let configured = copy
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("2/2"));
+        if lifted && configured {
+            let fenced_condition = copy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fenced"));
+            assert_eq!(fenced_condition.map(|c| (c.status.as_str(), c.reason.as_str())), Some(("False", "Lifted")));
+            break;
+        }
+        assert!(
+            healed.elapsed() < TIMEOUT,
+            "west's copy not running again: {:?} {:#?}",
+            copy.annotations(),
+            copy.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("short partition: patient running again on west {:?} after the link came back", healed.elapsed());
+    let c = wait_cluster(&clusters, "patient", "ready on west", |c| {
+        ready_with(c, "2/2") && cond(c, "MemberAvailable").is_some_and(|k| k.status == "True")
+    })
+    .await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"), "the hub did not move it");
+    assert_eq!(c.status.as_ref().and_then(|s| s.placement.as_ref()).map(|p| p.epoch), Some(1));
+    assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "same PVCs");
+    assert_eq!(pods.list(&lp).await.expect("pods").items.len(), 2);
+    assert!(fleet.spokes.get_mut("west").expect("west").running());
+}
+
+#[tokio::test]
+async fn a_partitioned_member_with_a_skewed_clock_still_stops_its_copy_first() {
+    // West's wall clock runs 30 s behind the hub's: a hub that trusted the member's
+    // renewTime would see west's heartbeat 30 s old and move its clusters at once.
+    a_partitioned_failover_cluster(Some(-30)).await;
+}
+
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

@@ -274,6 +274,14 @@ async fn every_identity_may_do_exactly_what_its_committed_table_says_and_no_more
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("west refused {:.1}s after `member remove` began", started.elapsed().as_secs_f64());
+    // West's spoke, still running, says once that it was refused and backs off, instead of
+    // warning every few seconds from each of its loops.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let log = std::fs::read_to_string(&fleet.spokes["west"].log).expect("west's log");
+    let said = log.lines().filter(|l| l.contains("the hub refuses this member's credentials")).count();
+    let noise = log.lines().filter(|l| l.contains("Unauthorized") || l.contains(" 401")).count();
+    assert_eq!(said, 1, "west's spoke should say once that it was refused:\n{log}");
+    assert!(noise <= 4, "west's spoke logs {noise} lines about the refusal in 15 s");
     fleet.spokes.remove("west");
 }
 

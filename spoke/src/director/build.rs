@@ -378,7 +378,6 @@ impl Inputs<'_> {
             );
         }
         templates.extend(block_templates);
-        let retention = |retain: bool| if retain { "Retain" } else { "Delete" };
         let mut sts_labels = self.role_labels(&role.id);
         sts_labels.insert(names::LABEL_HEADLESS.to_string(), self.cluster.name_any());
         let obj = json!({
@@ -396,10 +395,11 @@ impl Inputs<'_> {
                 "podManagementPolicy": "Parallel",
                 "serviceName": self.headless,
                 "selector": {"matchLabels": selector},
-                "persistentVolumeClaimRetentionPolicy": {
-                    "whenDeleted": retention(self.spec.retain_pvcs_when_deleted()),
-                    "whenScaled": retention(self.spec.retain_pvcs_when_scaled()),
-                },
+                // The StatefulSet never takes claims with it: the director deletes a
+                // member's claim itself when the member is removed, and a cluster's claims
+                // when the cluster is deleted (per the cluster's retention policy), so a
+                // StatefulSet deleted or scaled behind its back loses no data.
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
                 "template": {
                     "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                     "spec": pod_spec,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use kdfed_crds::app::KubeDirectorAppSpec;
 use kdfed_crds::cluster::{Connections, KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus};
 use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
-use kdfed_crds::federation::ANNOTATION_FENCED;
+use kdfed_crds::federation::{ANNOTATION_FENCED, ANNOTATION_SELF_FENCED};
 use kdfed_crds::{defaults, validate};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
@@ -207,8 +207,8 @@ async fn reconcile_cluster(
         return Ok(Action::requeue(Duration::from_millis(50)));
     }
 
-    if cluster.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true") {
-        return fence(cluster, &api, &ctx).await;
+    if let Some(why) = fence_reason(cluster) {
+        return fence(cluster, &api, &ctx, &why).await;
     }
 
     // Connections: a new hash bumps the connection version (annotation), and the status
@@ -409,6 +409,17 @@ async fn reconcile_cluster(
         "the member's API server took every object",
         cluster.metadata.generation,
     );
+    // A lifted fence is history, not a current state.
+    if kdfed_common::conditions::condition(&status.conditions, "Fenced").is_some_and(|c| c.status == "True") {
+        status.conditions = kdfed_common::conditions::set_condition(
+            &status.conditions,
+            "Fenced",
+            "False",
+            "Lifted",
+            "the fence was lifted: this copy runs again",
+            cluster.metadata.generation,
+        );
+    }
     let written = status != old_status;
     if written {
         write_status(&ctx, &api, cluster, &status).await?;
@@ -1090,9 +1101,40 @@ async fn invalid(
     Ok(())
 }
 
-/// A fenced copy (its placement moved to another member): every StatefulSet goes to zero
-/// replicas with its PVCs retained, and nothing else happens until the fence is lifted.
-async fn fence(cluster: &KubeDirectorCluster, api: &Api<KubeDirectorCluster>, ctx: &Context) -> Result<Action, Error> {
+/// Why a copy must not run, if it must not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FenceReason {
+    /// Reason of the `Fenced` condition and of the Event.
+    pub reason: &'static str,
+    /// Message of the `Fenced` condition and of the Event.
+    pub message: String,
+}
+
+/// Whether hub sync fenced this copy: its placement moved to another member (it stays down
+/// for good), or its spoke went too long without a heartbeat renewal while the cluster may
+/// fail over (until the spoke lifts it).
+pub fn fence_reason(cluster: &KubeDirectorCluster) -> Option<FenceReason> {
+    if cluster.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true") {
+        return Some(FenceReason {
+            reason: "PlacementMoved",
+            message: "this copy's placement moved to another member: scaled to zero, PVCs kept".into(),
+        });
+    }
+    cluster.annotations().get(ANNOTATION_SELF_FENCED).map(|why| FenceReason {
+        reason: "HubUnreachable",
+        message: format!("{why}: scaled to zero, PVCs kept, until the hub is reachable again"),
+    })
+}
+
+/// A fenced copy (its placement moved to another member, or its member lost the hub for
+/// too long): every StatefulSet goes to zero replicas with its PVCs retained, and nothing
+/// else happens until the fence is lifted.
+async fn fence(
+    cluster: &KubeDirectorCluster,
+    api: &Api<KubeDirectorCluster>,
+    ctx: &Context,
+    why: &FenceReason,
+) -> Result<Action, Error> {
     let ns = cluster.namespace().unwrap_or_else(|| "default".into());
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let lp = ListParams::default().labels(&format!("{}={}", names::LABEL_CLUSTER, cluster.name_any()));
@@ -1120,15 +1162,15 @@ async fn fence(cluster: &KubeDirectorCluster, api: &Api<KubeDirectorCluster>, ct
         &old.conditions,
         "Fenced",
         "True",
-        "PlacementMoved",
-        "this copy's placement moved to another member: scaled to zero, PVCs kept",
+        why.reason,
+        &why.message,
         cluster.metadata.generation,
     );
     if status != old {
         write_status(ctx, api, cluster, &status).await?;
-        ctx.recorder
-            .publish(cluster, true, "Cluster", "fenced: placement moved to another member; scaled to zero, PVCs kept")
-            .await;
+        warn!(reason = why.reason, "fenced: {}", why.message);
+        let event = if why.reason == "PlacementMoved" { "Cluster" } else { "SelfFenced" };
+        ctx.recorder.publish(cluster, true, event, &format!("fenced: {}", why.message)).await;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -1175,4 +1217,27 @@ async fn cleanup(
     ctx.own_writes.forget(&reconcile::key(cluster));
     info!("cleanup done");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_placement_outranks_a_self_fence_and_both_say_why() {
+        let mut copy = KubeDirectorCluster::new("db", Default::default());
+        assert_eq!(fence_reason(&copy), None);
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_SELF_FENCED.into(), "no heartbeat renewal on the hub for 5s".into());
+        let why = fence_reason(&copy).expect("self-fenced");
+        assert_eq!(why.reason, "HubUnreachable");
+        assert!(why.message.starts_with("no heartbeat renewal on the hub for 5s: scaled to zero, PVCs kept"));
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_FENCED.into(), "true".into());
+        assert_eq!(fence_reason(&copy).expect("fenced").reason, "PlacementMoved");
+        let annotations = copy.metadata.annotations.get_or_insert_default();
+        annotations.remove(ANNOTATION_SELF_FENCED);
+        annotations.insert(ANNOTATION_FENCED.into(), "false".into());
+        assert_eq!(fence_reason(&copy), None);
+    }
 }

@@ -157,6 +157,11 @@ impl Fleet {
     }
 
     pub fn start_spoke(&mut self, member: &str) {
+        self.start_spoke_with_env(member, &[]);
+    }
+
+    /// Starts `member`'s spoke with extra environment variables (e.g. a skewed clock).
+    pub fn start_spoke_with_env(&mut self, member: &str, envs: &[(String, String)]) {
         let admin = *self.spoke_admin.entry(member.to_string()).or_insert_with(free_port);
         let args: Vec<String> = vec![
             "--kubeconfig".into(),
@@ -178,11 +183,12 @@ impl Fleet {
             args.extend(certs::webhook_flags(*port, files, &format!("https://127.0.0.1:{port}")));
         }
         let n = self.spokes.len();
-        let spoke = Daemon::start(
+        let spoke = Daemon::start_with_env(
             &format!("spoke-{member}-{n}"),
             &workspace_binary("kdfed-spoke").expect("spoke"),
             &args,
             &self.dir,
+            envs,
         )
         .expect("start spoke");
         self.spokes.insert(member.to_string(), spoke);

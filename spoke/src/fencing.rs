@@ -1,0 +1,287 @@
+//! Self-fencing: a member that cannot renew its heartbeat on the hub stops its
+//! failover-enabled copies on its own clock, before the hub may place them elsewhere.
+//!
+//! The spoke times the silence with its monotonic clock, from the moment it *sent* its last
+//! renewal that succeeded (the hub saw that renewal no earlier), so neither a skewed wall
+//! clock nor a slow answer makes it fence late. A copy whose `spec.placement.failover` says
+//! `Reschedule` is fenced (annotation [`ANNOTATION_SELF_FENCED`]: the director scales it to
+//! zero and keeps its PVCs) once the silence reaches [`fence_after`]: its `afterSeconds`
+//! minus the spoke's `self_fence_margin_seconds`, but never less than two heartbeat
+//! intervals. The hub fails a cluster over only a heartbeat grace + `afterSeconds` + its
+//! clock-skew margin after it last saw the Lease change on its own clock, so the old copy is
+//! down first. Copies without failover keep running through any partition.
+//!
+//! The fence is lifted only when the link is back on both sides: the spoke renews again,
+//! the hub shows the member `Available=True`, and the copy's Work is still there with the
+//! copy's epoch, all confirmed twice [`LIFT_CONFIRMATION`] apart (a failover the hub had
+//! already decided is then visible as a missing Work). A copy whose Work is gone stays
+//! fenced, and hub sync marks it fenced for good, as after any failover.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kdfed_common::Doing;
+use kdfed_common::conditions::condition;
+use kdfed_crds::cluster::KubeDirectorCluster;
+use kdfed_crds::federation::{
+    ANNOTATION_EPOCH, ANNOTATION_SELF_FENCED, KubeDirectorMember, KubeDirectorWork, LABEL_WORK, member_namespace,
+};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Field manager of the self-fence annotation.
+pub const FIELD_MANAGER: &str = "kdfed-self-fence";
+/// How often the spoke checks its copies against the heartbeat.
+pub const CHECK_PERIOD: Duration = Duration::from_secs(1);
+/// How long the hub must keep confirming a copy's placement before its fence is lifted.
+pub const LIFT_CONFIRMATION: Duration = Duration::from_secs(3);
+
+/// When the spoke last renewed its heartbeat, on its monotonic clock.
+#[derive(Debug)]
+pub struct Heartbeat {
+    started: Instant,
+    renewed: Mutex<Option<Instant>>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { started: Instant::now(), renewed: Mutex::new(None) }
+    }
+}
+
+impl Heartbeat {
+    /// Records a renewal that succeeded; `sent` is when its request left, so the hub wrote
+    /// it no earlier than that.
+    pub fn renewed(&self, sent: Instant) {
+        let mut last = self.renewed.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|l| l < sent) {
+            *last = Some(sent);
+        }
+    }
+
+    /// Time without a successful renewal: since the last one, or since the spoke started.
+    pub fn silence(&self, now: Instant) -> Duration {
+        let last = *self.renewed.lock().unwrap_or_else(PoisonError::into_inner);
+        now.saturating_duration_since(last.unwrap_or(self.started))
+    }
+}
+
+/// How long a copy failing over after `after_seconds` may run without a heartbeat renewal:
+/// `after_seconds - margin`, but never less than two heartbeat intervals, so that one late
+/// renewal does not stop an app.
+pub fn fence_after(after_seconds: i64, margin: Duration, interval: Duration) -> Duration {
+    let after = Duration::from_secs(u64::try_from(after_seconds).unwrap_or(0));
+    after.saturating_sub(margin).max(interval.saturating_mul(2))
+}
+
+/// What the spoke does with one local copy on its own, without asking the hub.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Leave it as it is.
+    Keep,
+    /// Fence it now (the message says why).
+    Fence(String),
+    /// Its self-fence may go if the hub confirms its placement.
+    LiftIfConfirmed,
+}
+
+/// Whether a copy (failover after `after_seconds`, if any; self-fenced or not) is fenced
+/// after `silence` without a heartbeat renewal.
+pub fn verdict(
+    after_seconds: Option<i64>,
+    self_fenced: bool,
+    silence: Duration,
+    margin: Duration,
+    interval: Duration,
+) -> Verdict {
+    match after_seconds {
+        Some(after) if silence >= fence_after(after, margin, interval) => {
+            if self_fenced {
+                Verdict::Keep
+            } else {
+                Verdict::Fence(format!(
+                    "no heartbeat renewal on the hub for {}s; the cluster fails over after {after}s, so this \
+                     member stopped its copy after {}s",
+                    silence.as_secs(),
+                    fence_after(after, margin, interval).as_secs()
+                ))
+            }
+        }
+        _ if self_fenced => Verdict::LiftIfConfirmed,
+        _ => Verdict::Keep,
+    }
+}
+
+/// Whether the hub still places a copy of epoch `copy_epoch` on this member: the member is
+/// available again and the Work is there, not being deleted, with the same epoch.
+pub fn placement_confirmed(member_available: bool, work: Option<&KubeDirectorWork>, copy_epoch: Option<&str>) -> bool {
+    member_available
+        && work.is_some_and(|w| {
+            w.metadata.deletion_timestamp.is_none()
+                && copy_epoch.is_some_and(|e| e == w.spec.placement_epoch.to_string())
+        })
+}
+
+/// What the self-fencing loop needs.
+pub struct Fencing {
+    /// Client of the hub (with the member's identity).
+    pub hub: Client,
+    /// Client of the member's own API server.
+    pub local: Client,
+    /// This member's name.
+    pub member: String,
+    /// `self_fence_margin_seconds`.
+    pub margin: Duration,
+    /// Heartbeat interval.
+    pub interval: Duration,
+    /// The heartbeat's last renewal.
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+/// Checks every local copy against the heartbeat every [`CHECK_PERIOD`], until the process
+/// stops. Only the member's own API server is needed to fence; lifting asks the hub.
+pub async fn run(fencing: Fencing) {
+    let mut confirmed_since = BTreeMap::new();
+    loop {
+        if let Err(e) = pass(&fencing, &mut confirmed_since).await {
+            warn!("self-fencing: {e}");
+        }
+        tokio::time::sleep(CHECK_PERIOD).await;
+    }
+}
+
+async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> Result<(), kdfed_common::ApiError> {
+    let silence = f.heartbeat.silence(Instant::now());
+    let clusters: Api<KubeDirectorCluster> = Api::all(f.local.clone());
+    let copies = clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items;
+    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    let mut to_lift = Vec::new();
+    for copy in copies {
+        if copy.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = format!("{}/{}", copy.namespace().unwrap_or_default(), copy.name_any());
+        let after = copy.spec.placement.as_ref().and_then(|p| p.failover_after());
+        let self_fenced = copy.annotations().contains_key(ANNOTATION_SELF_FENCED);
+        match verdict(after, self_fenced, silence, f.margin, f.interval) {
+            Verdict::Keep => {
+                confirmed_since.remove(&key);
+            }
+            Verdict::Fence(why) => {
+                confirmed_since.remove(&key);
+                let api: Api<KubeDirectorCluster> =
+                    Api::namespaced(f.local.clone(), &copy.namespace().unwrap_or_default());
+                let patch = json!({"metadata": {"annotations": {ANNOTATION_SELF_FENCED: why}}});
+                api.patch(&copy.name_any(), &pp, &Patch::Merge(patch)).await.doing("self-fence local copy")?;
+                warn!(cluster = %key, "self-fenced (scaled to zero, PVCs kept): {why}");
+            }
+            Verdict::LiftIfConfirmed => to_lift.push((key, copy)),
+        }
+    }
+    confirmed_since.retain(|k, _| to_lift.iter().any(|(key, _)| key == k));
+    if to_lift.is_empty() {
+        return Ok(());
+    }
+    let member = Api::<KubeDirectorMember>::all(f.hub.clone()).get_opt(&f.member).await.doing("read member")?;
+    let available = member
+        .and_then(|m| m.status)
+        .is_some_and(|s| condition(&s.conditions, "Available").is_some_and(|c| c.status == "True"));
+    let works: Api<KubeDirectorWork> = Api::namespaced(f.hub.clone(), &member_namespace(&f.member));
+    for (key, copy) in to_lift {
+        let Some(work_name) = copy.labels().get(LABEL_WORK) else { continue };
+        let work = works.get_opt(work_name).await.doing("read work")?;
+        if !placement_confirmed(available, work.as_ref(), copy.annotations().get(ANNOTATION_EPOCH).map(String::as_str))
+        {
+            confirmed_since.remove(&key);
+            continue;
+        }
+        let now = Instant::now();
+        let since = *confirmed_since.entry(key.clone()).or_insert(now);
+        if now.saturating_duration_since(since) < LIFT_CONFIRMATION {
+            continue;
+        }
+        let api: Api<KubeDirectorCluster> = Api::namespaced(f.local.clone(), &copy.namespace().unwrap_or_default());
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_SELF_FENCED: null}}});
+        api.patch(&copy.name_any(), &pp, &Patch::Merge(patch)).await.doing("lift self-fence")?;
+        confirmed_since.remove(&key);
+        info!(cluster = %key, "the hub still places this copy here: self-fence lifted");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARGIN: Duration = Duration::from_secs(5);
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_copy_is_fenced_after_its_failover_time_minus_the_margin() {
+        assert_eq!(fence_after(300, MARGIN, INTERVAL), secs(295));
+        assert_eq!(verdict(Some(300), false, secs(294), MARGIN, INTERVAL), Verdict::Keep);
+        let Verdict::Fence(why) = verdict(Some(300), false, secs(295), MARGIN, INTERVAL) else {
+            panic!("not fenced at 295 s of silence");
+        };
+        assert!(why.contains("for 295s") && why.contains("after 300s"), "{why}");
+        // Already fenced: nothing more to do while the silence lasts.
+        assert_eq!(verdict(Some(300), true, secs(400), MARGIN, INTERVAL), Verdict::Keep);
+    }
+
+    #[test]
+    fn one_late_renewal_never_fences() {
+        // afterSeconds 10 with a 10 s heartbeat: 10 - 5 = 5 s would fence between renewals.
+        let interval = secs(10);
+        assert_eq!(fence_after(10, MARGIN, interval), secs(20));
+        assert_eq!(verdict(Some(10), false, secs(19), MARGIN, interval), Verdict::Keep);
+        assert!(matches!(verdict(Some(10), false, secs(20), MARGIN, interval), Verdict::Fence(_)));
+        // A margin larger than afterSeconds saturates instead of wrapping.
+        assert_eq!(fence_after(10, secs(60), INTERVAL), secs(2));
+        assert_eq!(fence_after(-1, MARGIN, INTERVAL), secs(2));
+    }
+
+    #[test]
+    fn copies_without_failover_keep_running_through_any_partition() {
+        assert_eq!(verdict(None, false, secs(86_400), MARGIN, INTERVAL), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_self_fence_is_lifted_only_once_renewals_resume_and_the_hub_confirms() {
+        assert_eq!(verdict(Some(10), true, secs(5), MARGIN, INTERVAL), Verdict::Keep);
+        assert_eq!(verdict(Some(10), true, secs(1), MARGIN, INTERVAL), Verdict::LiftIfConfirmed);
+        // Failover switched off while fenced: the copy may run again once the hub agrees.
+        assert_eq!(verdict(None, true, secs(100), MARGIN, INTERVAL), Verdict::LiftIfConfirmed);
+
+        let mut work = KubeDirectorWork::new("default.db", Default::default());
+        work.spec.placement_epoch = 2;
+        assert!(placement_confirmed(true, Some(&work), Some("2")));
+        assert!(!placement_confirmed(false, Some(&work), Some("2")), "the hub still sees the member unavailable");
+        assert!(!placement_confirmed(true, Some(&work), Some("1")), "the placement moved on (newer epoch)");
+        assert!(!placement_confirmed(true, Some(&work), None));
+        assert!(!placement_confirmed(true, None, Some("2")), "failed over: the Work is gone");
+        work.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::from_second(1_000_000).expect("time"),
+        ));
+        assert!(!placement_confirmed(true, Some(&work), Some("2")), "the Work is being released");
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_renewal_sent_or_from_the_start() {
+        let beat = Heartbeat::default();
+        let start = beat.started;
+        assert_eq!(beat.silence(start + secs(7)), secs(7));
+        beat.renewed(start + secs(3));
+        assert_eq!(beat.silence(start + secs(7)), secs(4));
+        // A slow answer to an older request never moves the last renewal back.
+        beat.renewed(start + secs(1));
+        assert_eq!(beat.silence(start + secs(7)), secs(4));
+        assert_eq!(beat.silence(start), Duration::ZERO);
+    }
+}
