@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kdfed_crds::KubeDirectorCluster;
-use kdfed_crds::federation::{ANNOTATION_FENCED, KubeDirectorWork, MEMBER_LEASE, member_namespace};
+use kdfed_crds::federation::{
+    ANNOTATION_FENCED, ANNOTATION_SELF_FENCED, KubeDirectorWork, MEMBER_LEASE, member_namespace,
+};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -74,6 +76,10 @@ impl Rng {
         self.next() % 100 < p
     }
 
+    fn pick_copy<T: Copy>(&mut self, items: &[T]) -> T {
+        *self.pick(items)
+    }
+
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[(self.next() % items.len() as u64) as usize]
     }
@@ -112,20 +118,21 @@ impl Fault {
 
     fn draw(rng: &mut Rng, kind: u64) -> Fault {
         match kind % 6 {
-            0 => Fault::Spoke(*rng.pick(&MEMBERS)),
+            0 => Fault::Spoke(rng.pick_copy(&MEMBERS)),
             1 => Fault::HubLeader,
             2 => Fault::BothHubs,
-            3 => Fault::MemberApiServer(*rng.pick(&MEMBERS)),
+            3 => Fault::MemberApiServer(rng.pick_copy(&MEMBERS)),
             4 => Fault::HubApiServer,
-            _ => Fault::Etcd(*rng.pick(&["hub", "east", "west"])),
+            _ => Fault::Etcd(rng.pick_copy(&["hub", "east", "west"])),
         }
     }
 
-    /// How long it stays down: a spoke sometimes past grace + afterSeconds, so failover-enabled
-    /// clusters move and the old copy must be fenced when it returns.
+    /// How long it stays down: a spoke often past grace + afterSeconds + the hub's skew
+    /// margin (5 + 10..20 + 10 s), so failover-enabled clusters move and the old copy must be
+    /// fenced when it returns.
     fn outage(self, rng: &mut Rng) -> Duration {
         match self {
-            Fault::Spoke(_) => Duration::from_millis(rng.range(2_000, 28_000)),
+            Fault::Spoke(_) => Duration::from_millis(rng.range(2_000, 45_000)),
             _ => Duration::from_millis(rng.range(1_000, 12_000)),
         }
     }
@@ -243,8 +250,7 @@ async fn sample(clients: &Clients, shared: &Mutex<Shared>) {
         if let (Ok(copies), Ok(pods)) = (copies, pods) {
             let running = running_pods(&pods.items);
             for c in copies.items {
-                let fenced = c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true");
-                if !fenced && running.get(&c.name_any()).is_some_and(|n| *n > 0) {
+                if !is_fenced(&c) && running.get(&c.name_any()).is_some_and(|n| *n > 0) {
                     live.entry(c.name_any()).or_default().push(m.to_string());
                 }
             }
@@ -271,6 +277,13 @@ async fn sample(clients: &Clients, shared: &Mutex<Shared>) {
         }
     }
     s.samples += 1;
+}
+
+/// Whether a member's copy is fenced: its placement moved away, or its member fenced it on
+/// its own while cut off from the hub.
+fn is_fenced(copy: &KubeDirectorCluster) -> bool {
+    copy.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true")
+        || copy.annotations().contains_key(ANNOTATION_SELF_FENCED)
 }
 
 /// Running, not terminating pods per cluster.
@@ -674,7 +687,7 @@ impl Chaos {
                 }
                 for m in MEMBERS {
                     if let Some(c) = copies[m].get(name) {
-                        let fenced = c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true");
+                        let fenced = is_fenced(c);
                         let running = pods[m].get(name).copied().unwrap_or(0);
                         if !fenced || running > 0 {
                             out.push(format!(
@@ -732,7 +745,7 @@ impl Chaos {
             for m in MEMBERS {
                 let copy = copies[m].get(name);
                 let running = pods[m].get(name).copied().unwrap_or(0);
-                let fenced = copy.is_some_and(|c| c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true"));
+                let fenced = copy.is_some_and(is_fenced);
                 if m == member {
                     let Some(copy) = copy else {
                         out.push(format!("{name}: no copy on its member {m}"));
