@@ -165,6 +165,7 @@ struct Shared {
     pvcs_seen: usize,
     pvcs_deleted_by_user: usize,
     violations: Vec<String>,
+    reported: BTreeSet<String>,
     /// Overlaps of two live copies while one member's spoke was dead (known open defect).
     dead_spoke_overlaps: BTreeSet<String>,
     /// Until when the hub may show stale data because its side was down.
@@ -178,9 +179,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn violation(&mut self, what: String) {
-        eprintln!("VIOLATION: {what}");
-        if !self.violations.contains(&what) {
+    /// Records a violation once per `key` (a cluster and what went wrong).
+    fn violation(&mut self, key: String, what: String) {
+        if self.reported.insert(key) {
+            eprintln!("VIOLATION: {what}");
             self.violations.push(what);
         }
     }
@@ -224,7 +226,10 @@ async fn sample(clients: &Clients, shared: &Mutex<Shared>) {
                     let opted = s.intents.get(&c.name_any()).is_some_and(|i| i.failover.is_some());
                     eprintln!("  {} moved from {before:?} to {member}", c.name_any());
                     if !opted {
-                        s.violation(format!("{}: moved from {before:?} to {member} without failover", c.name_any()));
+                        s.violation(
+                            format!("moved {}", c.name_any()),
+                            format!("{}: moved from {before:?} to {member} without failover", c.name_any()),
+                        );
                     }
                 }
             }
@@ -232,7 +237,7 @@ async fn sample(clients: &Clients, shared: &Mutex<Shared>) {
             if let (true, true, Some(t)) = (settled, ready, renewed.get(&member)) {
                 let age = now.duration_since(*t).as_secs_f64();
                 if age > GRACE_SECONDS as f64 + STALE_READY_SLACK {
-                    shared.lock().expect("lock").violation(format!(
+                    shared.lock().expect("lock").violation(format!("stale-ready {} {member}", c.name_any()), format!(
                         "{}: Ready=True on the hub while {member}'s heartbeat is {age:.0}s old (grace {GRACE_SECONDS}s)",
                         c.name_any()
                     ));
@@ -272,7 +277,7 @@ async fn sample(clients: &Clients, shared: &Mutex<Shared>) {
                     eprintln!("KNOWN OPEN DEFECT (dead spoke cannot fence): {what}");
                 }
             } else {
-                s.violation(what);
+                s.violation(format!("overlap {name}"), what);
             }
         }
     }
@@ -336,10 +341,13 @@ fn check_pvcs(member: &str, pvcs: &[PersistentVolumeClaim], s: &mut Shared) {
         if by_user {
             s.pvcs_deleted_by_user += 1;
         } else {
-            s.violation(format!(
-                "PVC {} (uid {uid}) of {} on {} deleted, not by the user (intent {intent:?})",
-                p.name, p.cluster, p.member
-            ));
+            s.violation(
+                format!("pvc {uid}"),
+                format!(
+                    "PVC {} (uid {uid}) of {} on {} deleted, not by the user (intent {intent:?})",
+                    p.name, p.cluster, p.member
+                ),
+            );
         }
     }
 }
