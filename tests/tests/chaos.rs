@@ -990,3 +990,60 @@ async fn random_kills_repeated_lose_nothing_and_run_nothing_twice() {
     assert!(s.samples > rounds, "the sampler hardly ran: {} samples", s.samples);
     assert_eq!(chaos.faults.values().sum::<u32>() as u64, rounds, "one fault per round");
 }
+
+/// Regressions of what the suite found, each on its own: a hub whose API server restarts
+/// under it places new clusters within seconds (its watches used to stay paused for 2–3
+/// minutes), and a cluster whose spoke dies stops showing `Ready=True` within the heartbeat
+/// grace (it used to wait for its next periodic pass, up to 30 s).
+#[tokio::test]
+async fn the_hub_keeps_up_after_its_api_server_restarts_and_when_a_spoke_dies() {
+    let mut fleet = fleet().await;
+    // A Lease of 30 s, so the hub surely stays leader through the outage below: a replica
+    // that exits and starts again would start fresh watches and hide the defect.
+    let lease = fleet.hub_args[0].iter().position(|a| a == "--lease-duration-seconds").expect("lease flag") + 1;
+    fleet.hub_args[0][lease] = "30".into();
+    fleet.start_hub(0);
+    let admin = fleet.hub_admin;
+    fleet.wait_hub_ready(admin).await;
+    wait_admission(&fleet.hub).await;
+    let hub = fleet.hub.clone();
+    seed_catalog(&hub).await;
+    let api: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), NS);
+    let create = |name: &str, region: &str| {
+        let c: KubeDirectorCluster =
+            serde_json::from_value(cluster(name, 1, "100m", Some(("region", region)))).expect("cluster");
+        c
+    };
+    api.create(&PostParams::default(), &create("before", "east")).await.expect("create");
+    wait_cluster(&api, "before", "ready", |c| ready_with(c, "2/2")).await;
+
+    // The API server restarts; the hub stays leader through it.
+    fleet.control_plane_restarts.push(k8s_openapi::jiff::Timestamp::now());
+    fleet.bed.kill("hub", "kube-apiserver").expect("kill");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.bed.restart("hub", "kube-apiserver").expect("restart");
+    fleet.bed.wait_api_ready("hub", TIMEOUT).await.expect("back");
+    assert!(fleet.hubs[0].running(), "the hub kept its lease through the outage");
+    let created = Instant::now();
+    let after = create("after", "west");
+    let deadline = Instant::now() + TIMEOUT;
+    while let Err(e) = api.create(&PostParams::default(), &after).await {
+        assert!(Instant::now() < deadline, "create after the restart: {e}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_cluster(&api, "after", "placed", |c| member_of(c).is_some()).await;
+    let placed = created.elapsed();
+    assert!(placed < Duration::from_secs(45), "placed {placed:?} after creation (was 2-3 min when watches stalled)");
+
+    // East's spoke dies right after its cluster's status was folded: Ready leaves True
+    // within grace + the availability loop's period + slack, not at the next 30 s pass.
+    let c = wait_cluster(&api, "before", "ready", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("east"));
+    fleet.spokes.get_mut("east").expect("east").kill();
+    let killed = Instant::now();
+    wait_cluster(&api, "before", "no longer Ready", |c| cond(c, "Ready").is_some_and(|k| k.status != "True")).await;
+    let stale = killed.elapsed();
+    let bound = Duration::from_secs(GRACE_SECONDS + 13);
+    assert!(stale < bound, "Ready=True for {stale:?} after the spoke died (bound {bound:?})");
+    eprintln!("placed {placed:?} after the API server restart; Ready left True {stale:?} after the spoke died");
+}
