@@ -60,7 +60,27 @@ pub fn validate(docs: &[Value]) -> Report {
                     lines.push(format!("kubedirectorconfig/{name}: {e}"));
                 }
             },
-            _ => {}
+            "KubeDirectorCluster" => {}
+            other => {
+                let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+                let ours = api_version.starts_with("kubedirector.hpe.com/")
+                    || api_version.starts_with("federation.kubedirector.hpe.com/");
+                if ours && !matches!(other, "KubeDirectorMember" | "KubeDirectorWork") {
+                    failed = true;
+                    lines.push(format!(
+                        "{}/{name}: kind: unknown kind {other:?} of {api_version} (rule: known-kind); kdfed validates KubeDirectorApp, KubeDirectorCluster and KubeDirectorConfig",
+                        other.to_lowercase()
+                    ));
+                } else if api_version.starts_with("kubedirector.bluedata.io/") {
+                    lines.push(format!(
+                        "{}/{name}: skipped: {api_version} is upstream's first format; run `kdfed convert` first",
+                        other.to_lowercase()
+                    ));
+                } else {
+                    lines
+                        .push(format!("{}/{name}: skipped (kdfed validates only its own kinds)", other.to_lowercase()));
+                }
+            }
         }
     }
     for doc in docs {
@@ -94,4 +114,27 @@ pub fn validate(docs: &[Value]) -> Report {
         }
     }
     Report { lines, failed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_misspelt_kind_of_kdfed_s_api_fails_and_other_kinds_are_said_to_be_skipped() {
+        let docs = vec![
+            json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorClustr", "metadata": {"name": "typo"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+        ];
+        let report = validate(&docs);
+        assert!(report.failed);
+        assert!(
+            report.lines[0].contains("unknown kind \"KubeDirectorClustr\"")
+                && report.lines[0].contains("(rule: known-kind)")
+        );
+        assert_eq!(report.lines[1], "configmap/cm: skipped (kdfed validates only its own kinds)");
+        let report = validate(&docs[1..]);
+        assert!(!report.failed);
+    }
 }

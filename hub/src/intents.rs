@@ -110,7 +110,7 @@ pub async fn run(ctx: Arc<Context>) {
         .run(timed_reconcile, reconcile::retry, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                warn!("intents: {e}");
+                reconcile::log_run_error("intents", &e);
             }
         })
         .await;
