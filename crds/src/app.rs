@@ -94,7 +94,8 @@ pub struct SetupPackageUrl {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
-    /// Unique id of the service within the app.
+    /// Unique id of the service within the app; ports are named after it.
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub id: String,
     /// Name shown to users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +133,8 @@ pub struct ServiceEndpoint {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRole {
-    /// Unique id of the role within the app.
+    /// Unique id of the role within the app (upstream's form: capitals, `_` and `.` allowed).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"))]
     pub id: String,
     /// Member count: `N` (exactly N) or `N+` (at least N).
     #[schemars(regex(pattern = r"^\d+\+?$"))]
@@ -208,6 +210,7 @@ pub struct RoleService {
     pub service_ids: Vec<String>,
     /// The role.
     #[serde(rename = "roleID")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"))]
     pub role_id: String,
 }
 

@@ -219,7 +219,8 @@ pub struct VolumeProjection {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Role {
-    /// Role id from the app.
+    /// Role id from the app (checked against the app at admission).
+    #[schemars(length(min = 1, max = 63))]
     pub id: String,
     /// Labels added to the role's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -90,6 +90,29 @@ pub fn is_dns_label(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// Upstream's pattern for a role id: `^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`, 1 to
+/// [`MAX_ROLE_ID_LENGTH`] characters. The same form as a label value, so a role id can be
+/// the value of the role label as it is; object names derived from it are munged.
+pub const ROLE_ID_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// Longest role id upstream accepts.
+pub const MAX_ROLE_ID_LENGTH: usize = 63;
+/// Upstream's pattern for a service id (a DNS label); ports are named after it.
+pub const SERVICE_ID_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Longest service id upstream accepts (a container port name has at most 15 characters).
+pub const MAX_SERVICE_ID_LENGTH: usize = 15;
+
+/// Whether `id` is a role id upstream accepts: letters, digits, '-', '_' and '.', starting
+/// and ending with a letter or digit, 1 to 63 characters.
+pub fn is_role_id(id: &str) -> bool {
+    !id.is_empty() && is_label_segment(id)
+}
+
+/// Whether `text` is a valid label value (empty, or 1-63 alphanumerics, '-', '_' and '.',
+/// starting and ending with an alphanumeric).
+pub fn is_label_value(text: &str) -> bool {
+    is_label_segment(text)
+}
+
 fn is_label_segment(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() <= 63
@@ -267,12 +290,12 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     for (i, role) in spec.roles.iter().enumerate() {
         let path = format!("spec.roles[{i}]");
-        if !is_dns_label(&role.id) {
+        if !is_role_id(&role.id) {
             errors.push(
                 format!("{path}.id"),
                 "role-id-format",
                 format!(
-                    "Role id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    "Role id({}) must be 1-{MAX_ROLE_ID_LENGTH} letters, digits, '-', '_' or '.', starting and ending with a letter or digit (pattern {ROLE_ID_PATTERN}).",
                     role.id
                 ),
             );
@@ -337,12 +360,12 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     for (i, service) in spec.services.iter().enumerate() {
         let path = format!("spec.services[{i}]");
-        if !is_dns_label(&service.id) {
+        if !is_dns_label(&service.id) || service.id.len() > MAX_SERVICE_ID_LENGTH {
             errors.push(
                 format!("{path}.id"),
                 "service-id-format",
                 format!(
-                    "Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    "Service id({}) must be a DNS label of at most {MAX_SERVICE_ID_LENGTH} characters: lowercase letters, digits and '-' (pattern {SERVICE_ID_PATTERN}); ports are named after it.",
                     service.id
                 ),
             );

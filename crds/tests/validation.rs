@@ -436,3 +436,73 @@ fn version_is_required_and_bounded() {
     a.version = String::new();
     assert_eq!(only(&errors_of(validate::app(&a)), "required").path, "spec.version");
 }
+
+#[test]
+fn role_ids_take_upstreams_form_with_capitals_underscores_and_dots() {
+    // Real role ids from upstream's example catalog and what the pattern allows besides.
+    for id in ["vanilla_centos", "LoadBalancer", "RESTServer", "a", "spark.worker-2", &"R".repeat(63)] {
+        assert!(validate::is_role_id(id), "{id} is a role id upstream accepts");
+        let mut a = app();
+        let old = a.roles[0].id.clone();
+        a.roles[0].id = id.to_string();
+        for rs in &mut a.config.role_services {
+            if rs.role_id == old {
+                rs.role_id = id.to_string();
+            }
+        }
+        for sel in &mut a.config.selected_roles {
+            if *sel == old {
+                *sel = id.to_string();
+            }
+        }
+        assert_eq!(validate::app(&a), Ok(()), "{id}");
+    }
+    // Refused, as upstream's CRD pattern (and length bound) refuses them.
+    for id in ["", "_lead", "trail.", "-x", "has space", "ünicode", &"R".repeat(64)] {
+        assert!(!validate::is_role_id(id), "{id:?} is not a role id");
+        let mut a = app();
+        a.roles[0].id = id.to_string();
+        let e = only(&errors_of(validate::app(&a)), "role-id-format");
+        assert_eq!(e.path, "spec.roles[0].id");
+        assert!(e.message.contains("pattern ^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), "{}", e.message);
+    }
+}
+
+#[test]
+fn a_cluster_of_an_app_with_upstream_role_ids_validates() {
+    let mut a = app();
+    a.roles[0].id = "vanilla_centos".into();
+    a.roles[1].id = "RESTServer".into();
+    a.config.role_services[0].role_id = "vanilla_centos".into();
+    a.config.role_services[1].role_id = "RESTServer".into();
+    a.config.selected_roles = vec!["vanilla_centos".into(), "RESTServer".into()];
+    assert_eq!(validate::app(&a), Ok(()));
+    let c = KubeDirectorClusterSpec {
+        app: "cassandra".into(),
+        ..cluster(&[("vanilla_centos", Some(2)), ("RESTServer", Some(1))])
+    };
+    assert_eq!(validate::cluster(&c, "cassandra", &a), Ok(()));
+    // Role ids are case-sensitive, as upstream's comparisons are.
+    let c = cluster(&[("Vanilla_Centos", Some(2))]);
+    assert_eq!(only(&errors_of(validate::cluster(&c, "cassandra", &a)), "known-role").path, "spec.roles[0].id");
+}
+
+#[test]
+fn service_ids_are_dns_labels_of_at_most_15_characters_as_upstream() {
+    let mut a = app();
+    a.services[0].id = "a".repeat(15);
+    a.config
+        .role_services
+        .iter_mut()
+        .flat_map(|rs| rs.service_ids.iter_mut())
+        .filter(|s| *s == "cql")
+        .for_each(|s| *s = "a".repeat(15));
+    assert_eq!(validate::app(&a), Ok(()));
+    for id in ["a".repeat(16), "Upper".into(), "under_score".into()] {
+        let mut a = app();
+        a.services[0].id = id.clone();
+        let e = only(&errors_of(validate::app(&a)), "service-id-format");
+        assert_eq!(e.path, "spec.services[0].id", "{id}");
+        assert!(e.message.contains("at most 15 characters"), "{}", e.message);
+    }
+}
