@@ -42,7 +42,7 @@ pub struct KubeDirectorAppSpec {
     #[schemars(schema_with = "crate::schema::nullable_setup_package")]
     pub default_config_package: Option<Option<SetupPackageUrl>>,
     /// Network endpoints that roles may expose.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub services: Vec<Service>,
     /// The roles (groups of identical members) the app can run.
     pub roles: Vec<NodeRole>,
@@ -59,7 +59,7 @@ pub struct KubeDirectorAppSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_max_log_size_dump: Option<i32>,
     /// Linux capabilities added to every container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub capabilities: Vec<String>,
     /// Whether the app's containers need systemd.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -104,13 +104,13 @@ impl KubeDirectorClusterSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Connections {
     /// Connected `KubeDirectorCluster` names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub clusters: Vec<String>,
     /// Connected ConfigMap names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub configmaps: Vec<String>,
     /// Connected Secret names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub secrets: Vec<String>,
 }
 
@@ -239,7 +239,7 @@ pub struct Role {
     #[schemars(range(min = 0))]
     pub members: Option<i32>,
     /// Resources of each member.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub resources: ResourceRequirements,
     /// Pod affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,19 +251,19 @@ pub struct Role {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_storage: Option<BlockStorage>,
     /// Environment of the containers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub env: Vec<EnvVar>,
     /// Files downloaded into each member.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub file_injections: Vec<FileInjection>,
     /// Secret mounted into each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<KdSecret>,
     /// Values given only to the setup package.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub secret_keys: Vec<SecretKey>,
     /// Existing PVCs mounted into each member.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub volume_projections: Vec<VolumeProjection>,
 }
 
@@ -275,13 +275,13 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_selector: Option<LabelSelector>,
     /// Soft preferences; matching members score the weight.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub preferences: Vec<PlacementPreference>,
     /// Only these members (by name).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub members: Vec<String>,
     /// Member taints this cluster tolerates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub tolerations: Vec<Toleration>,
     /// What happens when the member is lost; default: never move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,7 +339,7 @@ pub struct KubeDirectorClusterStatus {
     #[serde(default, rename = "lastNodeID", skip_serializing_if = "Option::is_none")]
     pub last_node_id: Option<i64>,
     /// Per-role state.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub roles: Vec<RoleStatus>,
     /// Hash of the connected objects last announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,7 +357,7 @@ pub struct KubeDirectorClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// kdfed: conditions `Placed`, `Applied`, `Ready`, `MemberAvailable`, `Valid`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub conditions: Vec<Condition>,
 }
 
@@ -396,7 +396,7 @@ pub struct RestoreProgress {
     /// Waiting for resources.
     pub awaiting_resources: bool,
     /// Error text.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub error: String,
 }
 
@@ -425,10 +425,10 @@ pub struct RoleStatus {
     /// Role id.
     pub id: String,
     /// StatefulSet name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub stateful_set: String,
     /// Members of the role.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub members: Vec<MemberStatus>,
     /// Encrypted secret keys of the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,7 +442,7 @@ pub struct MemberStatus {
     /// Pod name.
     pub pod: String,
     /// Member Service name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub service: String,
     /// Auth token of endpoints with `hasAuthToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,7 +453,7 @@ pub struct MemberStatus {
     /// `create pending`, `creating`, `configured`, `config error`, `delete pending`, `deleting`.
     pub state: String,
     /// Progress of setup and notifications.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub state_detail: MemberStateDetail,
     /// Member id within the cluster.
     #[serde(rename = "nodeID")]
@@ -462,7 +462,7 @@ pub struct MemberStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
     /// Block device paths.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub block_device_paths: Vec<String>,
 }
 
@@ -489,7 +489,7 @@ pub struct MemberStateDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_container_state: Option<String>,
     /// Lifecycle notifications not yet delivered.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub pending_notify_cmds: Vec<NotificationDesc>,
     /// Connection version last announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -507,6 +507,6 @@ pub struct MemberStateDetail {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct NotificationDesc {
     /// `startscript` arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub arguments: Vec<String>,
 }
