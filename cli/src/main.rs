@@ -1,5 +1,7 @@
 //! `kdfed`: the user and admin command line.
 
+#[cfg(test)]
+mod corpus;
 mod fleet;
 mod manifest;
 mod offline;

@@ -575,3 +575,73 @@ async fn a_cluster_the_api_server_refuses_is_reported_on_the_cluster_and_does_no
     assert_eq!((applied.status.as_str(), applied.reason.as_str()), ("True", "Applied"));
     wait_event(&client, "refused", "Applied", |(t, r, _)| t == "Normal" && r == "Applied").await;
 }
+
+/// A corpus manifest (`tests/compat/`) as written, nulls and all.
+fn corpus(rel: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat").join(rel);
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("read corpus file")).expect("parse corpus file")
+}
+
+/// Creates `manifest` exactly as written (a typed round trip would drop its nulls).
+async fn create_raw<K>(client: &Client, manifest: Value)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(manifest).expect("object");
+    api.create(&PostParams::default(), &object).await.expect("the API server accepts the manifest");
+}
+
+#[tokio::test]
+async fn clusters_of_apps_with_upstream_role_ids_and_nulls_become_configured() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    for app in ["apps/centos.json", "apps/restserver.yaml", "apps/nulls.yaml"] {
+        create_raw::<KubeDirectorApp>(&client, corpus(app)).await;
+    }
+    // centos.json: JSON with tabs, role `vanilla_centos`, `connections: {secrets: null}`;
+    // nulls.yaml: role `web.Server` and null wherever upstream's types allow nil.
+    create_raw::<KubeDirectorCluster>(&client, corpus("clusters/centos.json")).await;
+    create_raw::<KubeDirectorCluster>(&client, corpus("clusters/nulls.yaml")).await;
+    // Capitals in both schemes: CrNameRole derives StatefulSet names from the role ids.
+    create_raw::<KubeDirectorCluster>(
+        &client,
+        json!({
+            "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+            "metadata": {"name": "rest-live"},
+            "spec": {
+                "app": "restserver-compat", "namingScheme": "CrNameRole", "connections": {"configmaps": null},
+                "roles": [
+                    {"id": "LoadBalancer", "members": 1, "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}},
+                    {"id": "RESTServer", "members": 2, "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}, "env": null}
+                ]
+            }
+        }),
+    )
+    .await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+
+    let c = wait_for(&clusters, "centos-compat", "configured", |c| configured_with(c, &[("vanilla_centos", 2)])).await;
+    let sts = &c.status.as_ref().expect("status").roles[0].stateful_set;
+    assert!(sts.starts_with("kdss-"), "UID scheme: {sts}");
+    wait_for(&clusters, "nulls", "configured", |c| configured_with(c, &[("web.Server", 1)])).await;
+    let c = wait_for(&clusters, "rest-live", "configured", |c| {
+        configured_with(c, &[("LoadBalancer", 1), ("RESTServer", 2)])
+    })
+    .await;
+    let status = c.status.expect("status");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    for (role, prefix) in [("LoadBalancer", "rest-live-loadbalancer-"), ("RESTServer", "rest-live-restserver-")] {
+        let name = &status.roles.iter().find(|r| r.id == role).expect("role status").stateful_set;
+        assert!(name.starts_with(prefix), "{role}: {name} (munged as upstream: lowercase)");
+        let sts = statefulsets.get(name).await.expect("statefulset");
+        let labels = sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        assert_eq!(labels.get("kubedirector.hpe.com/role").map(String::as_str), Some(role), "the id as label value");
+    }
+    let pods = live_pods(&client, "rest-live").await;
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let services = names::<Service>(&client, "rest-live").await;
+    assert!(services.iter().any(|s| s.starts_with("s-rest-live-restserver-")), "member services: {services:?}");
+}
