@@ -31,7 +31,7 @@ pub fn validate(docs: &[Value]) -> Report {
             "KubeDirectorApp" => match serde_json::from_value::<KubeDirectorApp>(doc.clone()) {
                 Ok(mut app) => {
                     defaults::app(&mut app.spec);
-                    match validate::app(&app.spec) {
+                    match validate::app_name(name).and_then(|()| validate::app(&app.spec)) {
                         Ok(()) => lines.push(format!("kubedirectorapp/{name}: valid")),
                         Err(e) => {
                             failed = true;
@@ -47,7 +47,7 @@ pub fn validate(docs: &[Value]) -> Report {
             },
             "KubeDirectorConfig" => match serde_json::from_value::<KubeDirectorConfig>(doc.clone()) {
                 Ok(c) => {
-                    if let Err(e) = validate::config(&c.spec) {
+                    if let Err(e) = validate::config_name(name).and_then(|()| validate::config(&c.spec)) {
                         failed = true;
                         lines.extend(e.0.iter().map(|e| format!("kubedirectorconfig/{name}: {e}")));
                     } else {

@@ -44,14 +44,15 @@ pub const APP_CATALOG_SYSTEM: &str = "system";
 ]))]
 pub struct KubeDirectorClusterSpec {
     /// Name of the `KubeDirectorApp` to instantiate. Immutable.
+    #[schemars(length(min = 1))]
     pub app: String,
     /// Where the app is found: `local` (cluster's namespace) or `system`. Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(local|system)$"))]
+    #[schemars(regex(pattern = r"^local$|^system$"))]
     pub app_catalog: Option<String>,
     /// Service type for member services: `ClusterIP`, `NodePort` or `LoadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(ClusterIP|NodePort|LoadBalancer)$"))]
+    #[schemars(regex(pattern = r"^ClusterIP$|^NodePort$|^LoadBalancer$"))]
     pub service_type: Option<String>,
     /// Requested roles and their members.
     pub roles: Vec<Role>,
@@ -63,7 +64,7 @@ pub struct KubeDirectorClusterSpec {
     pub connections: Option<Connections>,
     /// `UID` or `CrNameRole`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(UID|CrNameRole)$"))]
+    #[schemars(regex(pattern = r"^UID$|^CrNameRole$"))]
     pub naming_scheme: Option<String>,
     /// kdfed extension: where in the fleet the cluster may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,11 +120,14 @@ pub struct Connections {
 #[serde(rename_all = "camelCase")]
 pub struct KdSecret {
     /// Secret name.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// File mode of the mounted keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 511))]
     pub default_mode: Option<i32>,
     /// Mount path in the container.
+    #[schemars(length(min = 1), regex(pattern = r"^/[a-zA-Z0-9\/-_]*"))]
     pub mount_path: String,
     /// Mount read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,8 +155,10 @@ pub struct FilePermissions {
 pub struct FileInjection {
     /// Source URL.
     #[serde(rename = "srcURL")]
+    #[schemars(regex(pattern = r"^https?://.+$"))]
     pub src_url: String,
     /// Destination directory in the container.
+    #[schemars(length(min = 1), regex(pattern = r"^/.*$"))]
     pub dest_dir: String,
     /// Mode and ownership.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,9 +184,11 @@ pub struct SecretKey {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStorage {
     /// Size, a Kubernetes quantity such as `10Gi`.
+    #[schemars(regex(pattern = r"^([0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"))]
     pub size: String,
     /// Storage class; defaults from `KubeDirectorConfig` or the platform.
     #[serde(default, rename = "storageClassName", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub storage_class_name: Option<String>,
 }
 
@@ -220,7 +228,7 @@ pub struct VolumeProjection {
 #[serde(rename_all = "camelCase")]
 pub struct Role {
     /// Role id from the app (checked against the app at admission).
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"))]
     pub id: String,
     /// Labels added to the role's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,10 @@ use crate::cluster::{
 use crate::config::KubeDirectorConfigSpec;
 use crate::quantity;
 
+/// Lowest `configSchemaVersion` upstream's CRD accepts.
+pub const MIN_CONFIG_SCHEMA_VERSION: i32 = 7;
+/// Highest file mode of a mounted Secret upstream's CRD accepts (0777).
+pub const MAX_FILE_MODE: i32 = 511;
 /// Most members one cluster may have (upstream's limit).
 pub const MAX_MEMBERS: i32 = 1000;
 /// Lifecycle events a role may ask for.
@@ -142,6 +146,37 @@ pub fn is_package_url(url: &str) -> bool {
     rest.is_some_and(|r| !r.contains('\n') && r.len() > ".tgz".len() && r.ends_with(".tgz"))
 }
 
+/// Upstream's CRD pattern for an app logo: `^(file|https|http?)://.+\.(jpeg|png)$` (its
+/// `http?` also lets `htt://` through; kdfed accepts exactly what upstream accepts).
+pub fn is_logo_url(url: &str) -> bool {
+    let rest = ["file://", "https://", "http://", "htt://"].iter().find_map(|scheme| url.strip_prefix(scheme));
+    rest.is_some_and(|r| {
+        !r.contains('\n') && [".jpeg", ".png"].iter().any(|ext| r.len() > ext.len() && r.ends_with(ext))
+    })
+}
+
+/// Upstream's CRD rules for a Secret mounted into members: `mountPath` starts with `/`
+/// (pattern `^/[a-zA-Z0-9\/-_]*`, which matches any path starting with `/`), `defaultMode`
+/// at most 511 (0777).
+fn mounted_secret_errors(secret: &crate::cluster::KdSecret, path: &str, errors: &mut ValidationErrors) {
+    if !secret.mount_path.starts_with('/') {
+        errors.push(
+            format!("{path}.mountPath"),
+            "absolute-path",
+            format!("mountPath({}) must be an absolute path (pattern ^/[a-zA-Z0-9\\/-_]*).", secret.mount_path),
+        );
+    }
+    if let Some(mode) = secret.default_mode
+        && !(0..=MAX_FILE_MODE).contains(&mode)
+    {
+        errors.push(
+            format!("{path}.defaultMode"),
+            "file-mode",
+            format!("defaultMode({mode}) must be between 0 and {MAX_FILE_MODE} (0777)."),
+        );
+    }
+}
+
 /// Upstream's CRD pattern for a persistent directory: `^/.*[^/]$` (absolute, not `/`, no
 /// trailing slash).
 pub fn is_persist_dir(dir: &str) -> bool {
@@ -245,6 +280,41 @@ pub fn annotation_errors(annotations: &BTreeMap<String, String>, path: &str, err
     }
 }
 
+/// Longest app name upstream's CRD accepts: the name is the value of the
+/// `kubedirector.hpe.com/kdapp` label of everything the director creates.
+pub const MAX_APP_NAME_LENGTH: usize = 63;
+
+/// Checks an app's `metadata.name` as upstream's CRD does (the API server checks it too;
+/// this is for `kdfed validate`).
+pub fn app_name(name: &str) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if name.chars().count() > MAX_APP_NAME_LENGTH {
+        errors.push(
+            "metadata.name",
+            "max-length",
+            format!("App name({name}) must be at most {MAX_APP_NAME_LENGTH} characters: it is the value of the kubedirector.hpe.com/kdapp label."),
+        );
+    }
+    errors.into_result()
+}
+
+/// Checks a config's `metadata.name`: upstream's one config is `kd-global-config`.
+pub fn config_name(name: &str) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if name != crate::config::CONFIG_NAME {
+        errors.push(
+            "metadata.name",
+            "config-name",
+            format!(
+                "KubeDirectorConfig name({name}) must be {} (pattern ^{}$).",
+                crate::config::CONFIG_NAME,
+                crate::config::CONFIG_NAME
+            ),
+        );
+    }
+    errors.into_result()
+}
+
 /// Validates a `KubeDirectorApp` spec (after or before defaulting).
 pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
@@ -255,6 +325,33 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
 
     if spec.label.name.is_empty() {
         errors.push("spec.label.name", "required", "The app must have a name.");
+    }
+    if spec.distro_id.is_empty() {
+        errors.push("spec.distroID", "required", "The app must have a distroID.");
+    }
+    if spec.config_schema_version < MIN_CONFIG_SCHEMA_VERSION {
+        errors.push(
+            "spec.configSchemaVersion",
+            "min",
+            format!(
+                "configSchemaVersion({}) must be at least {MIN_CONFIG_SCHEMA_VERSION}.",
+                spec.config_schema_version
+            ),
+        );
+    }
+    if let Some(url) = &spec.logo_url
+        && !is_logo_url(url)
+    {
+        errors.push(
+            "spec.logoURL",
+            "logo-url",
+            format!("logoURL({url}) must be a file://, http:// or https:// URL of a .jpeg or .png file (pattern ^(file|https|http?)://.+\\.(jpeg|png)$)."),
+        );
+    }
+    for (i, cap) in spec.capabilities.iter().enumerate() {
+        if cap.is_empty() {
+            errors.push(format!("spec.capabilities[{i}]"), "required", "A capability must not be empty.");
+        }
     }
     if spec.roles.is_empty() {
         errors.push("spec.roles", "required", "The app must define at least one role.");
@@ -538,6 +635,7 @@ pub fn cluster(
         }
         if let Some(secret) = &role.secret {
             object_name_errors(&secret.name, "Secret", format!("{path}.secret.name"), &mut errors);
+            mounted_secret_errors(secret, &format!("{path}.secret"), &mut errors);
         }
         for (j, projection) in role.volume_projections.iter().enumerate() {
             let p = format!("{path}.volumeProjections[{j}]");
@@ -612,6 +710,15 @@ pub fn cluster(
         for (j, inj) in role.file_injections.iter().enumerate() {
             if inj.src_url.is_empty() {
                 errors.push(format!("{path}.fileInjections[{j}].srcURL"), "required", "srcURL must not be empty.");
+            } else if !["http://", "https://"]
+                .iter()
+                .any(|scheme| inj.src_url.strip_prefix(scheme).is_some_and(|r| !r.is_empty() && !r.contains('\n')))
+            {
+                errors.push(
+                    format!("{path}.fileInjections[{j}].srcURL"),
+                    "src-url",
+                    format!("srcURL({}) must be an http:// or https:// URL (pattern ^https?://.+$).", inj.src_url),
+                );
             }
             if !inj.dest_dir.starts_with('/') {
                 errors.push(
@@ -640,6 +747,7 @@ pub fn cluster(
     }
     if let Some(secret) = &spec.default_secret {
         object_name_errors(&secret.name, "Secret", "spec.defaultSecret.name", &mut errors);
+        mounted_secret_errors(secret, "spec.defaultSecret", &mut errors);
     }
     if let Some(connections) = &spec.connections {
         for (field, kind, names) in [

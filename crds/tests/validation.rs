@@ -506,3 +506,53 @@ fn service_ids_are_dns_labels_of_at_most_15_characters_as_upstream() {
         assert!(e.message.contains("at most 15 characters"), "{}", e.message);
     }
 }
+
+#[test]
+fn upstreams_crd_rules_hold_offline_too() {
+    let mut a = app();
+    a.config_schema_version = 6;
+    a.distro_id = String::new();
+    a.logo_url = Some("https://example.invalid/logo.gif".into());
+    a.capabilities = vec![String::new()];
+    let errors = errors_of(validate::app(&a));
+    let e = only(&errors, "min");
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("spec.configSchemaVersion", "configSchemaVersion(6) must be at least 7.")
+    );
+    assert_eq!(only(&errors, "logo-url").path, "spec.logoURL");
+    let required: Vec<&str> = errors.iter().filter(|e| e.rule == "required").map(|e| e.path.as_str()).collect();
+    assert_eq!(required, vec!["spec.distroID", "spec.capabilities[0]"]);
+    for ok in ["file:///logo.png", "http://x/l.jpeg", "https://x/l.png"] {
+        assert!(validate::is_logo_url(ok), "{ok}");
+    }
+    for bad in ["ftp://x/l.png", "https://x/l.svg", "https://.png"] {
+        assert!(!validate::is_logo_url(bad), "{bad}");
+    }
+
+    let mut c = cluster(&[("seed", Some(2))]);
+    c.default_secret = Some(kdfed_crds::cluster::KdSecret {
+        name: "s".into(),
+        mount_path: "etc/secret".into(),
+        default_mode: Some(512),
+        ..Default::default()
+    });
+    c.roles[0].file_injections = vec![kdfed_crds::cluster::FileInjection {
+        src_url: "ftp://x/f".into(),
+        dest_dir: "/etc".into(),
+        permissions: None,
+    }];
+    let errors = errors_of(validate::cluster(&c, "cassandra", &app()));
+    assert_eq!(only(&errors, "absolute-path").path, "spec.defaultSecret.mountPath");
+    let e = only(&errors, "file-mode");
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("spec.defaultSecret.defaultMode", "defaultMode(512) must be between 0 and 511 (0777).")
+    );
+    assert_eq!(only(&errors, "src-url").path, "spec.roles[0].fileInjections[0].srcURL");
+
+    assert!(validate::app_name(&"a".repeat(63)).is_ok());
+    assert_eq!(only(&errors_of(validate::app_name(&"a".repeat(64))), "max-length").path, "metadata.name");
+    assert!(validate::config_name("kd-global-config").is_ok());
+    assert_eq!(only(&errors_of(validate::config_name("other")), "config-name").path, "metadata.name");
+}
