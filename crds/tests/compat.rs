@@ -354,3 +354,177 @@ fn the_table_reads_what_it_claims() {
         .is_err()
     );
 }
+
+// Upstream's validating webhook (pkg/validator): the rules a schema cannot say, each with
+// the message upstream gives (values filled in), and how kdfed holds it. Pure rules are
+// checked here against kdfed's validation; rules that need the API server are checked by
+// the webhooks (tests/tests/admission.rs) or differ, with the reason in docs/compatibility.md.
+
+use kdfed_crds::validate::{self, FieldError};
+use kdfed_crds::{KubeDirectorAppSpec, KubeDirectorClusterSpec};
+
+fn corpus_app() -> KubeDirectorAppSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/apps/restserver.yaml");
+    let app: kdfed_crds::KubeDirectorApp =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse");
+    app.spec
+}
+
+fn corpus_cluster() -> KubeDirectorClusterSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/clusters/restserver.yaml");
+    let cluster: kdfed_crds::KubeDirectorCluster =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse");
+    cluster.spec
+}
+
+fn app_errors(change: impl FnOnce(&mut KubeDirectorAppSpec)) -> Vec<FieldError> {
+    let mut app = corpus_app();
+    change(&mut app);
+    validate::app(&app).err().map(|e| e.0).unwrap_or_default()
+}
+
+fn cluster_errors(change: impl FnOnce(&mut KubeDirectorClusterSpec, &mut KubeDirectorAppSpec)) -> Vec<FieldError> {
+    let (mut cluster, mut app) = (corpus_cluster(), corpus_app());
+    change(&mut cluster, &mut app);
+    validate::cluster(&cluster, "restserver-compat", &app).err().map(|e| e.0).unwrap_or_default()
+}
+
+fn update_errors(change: impl FnOnce(&mut KubeDirectorClusterSpec)) -> Vec<FieldError> {
+    let old = corpus_cluster();
+    let mut new = old.clone();
+    change(&mut new);
+    let status = kdfed_crds::KubeDirectorClusterStatus {
+        state: Some("configured".into()),
+        roles: vec![kdfed_crds::cluster::RoleStatus {
+            id: "RESTServer".into(),
+            members: vec![kdfed_crds::cluster::MemberStatus { pod: "p".into(), ..Default::default() }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    validate::cluster_update(&old, &new, Some(&status)).err().map(|e| e.0).unwrap_or_default()
+}
+
+type Check = fn() -> Vec<FieldError>;
+
+/// Upstream's message, kdfed's rule name, and an input that breaks the rule.
+const WEBHOOK: &[(&str, &str, Check)] = &[
+    ("Each id in the roles array must be unique.", "unique-role-id", || {
+        app_errors(|a| a.roles[1].id = "LoadBalancer".into())
+    }),
+    ("Each id in the services array must be unique.", "unique-service-id", || {
+        app_errors(|a| a.services[1].id = "http".into())
+    }),
+    ("Each element of selectedRoles array in config section must be unique.", "unique-selected-role", || {
+        app_errors(|a| a.config.selected_roles.push("RESTServer".into()))
+    }),
+    ("Each roleID in roleServices array in config section must be unique.", "unique-role-services", || {
+        app_errors(|a| a.config.role_services[1].role_id = "LoadBalancer".into())
+    }),
+    (
+        "Invalid roleID(Ghost) in roleServices array in config section. Valid roles: \"LoadBalancer,RESTServer,spark.worker\"",
+        "known-role",
+        || app_errors(|a| a.config.role_services[0].role_id = "Ghost".into()),
+    ),
+    (
+        "Invalid element(Ghost) in selectedRoles array in config section. Valid roles: \"LoadBalancer,RESTServer,spark.worker\"",
+        "known-role",
+        || app_errors(|a| a.config.selected_roles[0] = "Ghost".into()),
+    ),
+    (
+        "Invalid service_id(ghost) in roleServices array in config section. Valid services: \"http,lb-admin,metrics\"",
+        "known-service",
+        || app_errors(|a| a.config.role_services[0].service_ids[0] = "ghost".into()),
+    ),
+    ("Role(RESTServer) has no specified image, and no top-level default image is specified.", "image-required", || {
+        app_errors(|a| a.default_image_repo_tag = None)
+    }),
+    ("Role(LoadBalancer) requested TTY without STDIN.", "tty-needs-stdin", || {
+        app_errors(|a| {
+            a.roles[0].container_spec = Some(kdfed_crds::app::ContainerSpec { stdin: None, tty: Some(true) })
+        })
+    }),
+    (
+        "The endpoint for service(lb-admin) must include a urlScheme value because isDashboard is true.",
+        "dashboard-needs-url-scheme",
+        || {
+            app_errors(|a| {
+                let ep = a.services[1].endpoint.as_mut().expect("endpoint");
+                ep.url_scheme = None;
+                ep.is_dashboard = Some(true);
+            })
+        },
+    ),
+    ("Invalid member count for role(LoadBalancer). Specified member count:2 Role cardinality:1", "cardinality", || {
+        cluster_errors(|c, _| c.roles[0].members = Some(2))
+    }),
+    (
+        "Invalid role(Ghost) in app(restserver-compat) specified. Valid roles: \"LoadBalancer,RESTServer,spark.worker\"",
+        "known-role",
+        || cluster_errors(|c, _| c.roles[0].id = "Ghost".into()),
+    ),
+    (
+        "Active role(LoadBalancer) in app(restserver-compat) must have its configuration included in the roles array.",
+        "selected-role-required",
+        || {
+            cluster_errors(|c, _| {
+                c.roles.remove(0);
+            })
+        },
+    ),
+    ("Storage size for role (RESTServer) is incorrectly defined.", "quantity", || {
+        cluster_errors(|c, _| c.roles[1].storage.as_mut().expect("storage").size = "lots".into())
+    }),
+    ("Storage size for role (RESTServer) should be greater than zero.", "positive", || {
+        cluster_errors(|c, _| c.roles[1].storage.as_mut().expect("storage").size = "0".into())
+    }),
+    (
+        "Specified resource(\"memory\") value(\"32Mi\") for role(\"LoadBalancer\") is invalid. Minimum value must be \"64Mi\".",
+        "min-resources",
+        || {
+            cluster_errors(|c, _| {
+                let limits = c.roles[0].resources.limits.get_or_insert_with(Default::default);
+                limits.insert("memory".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("32Mi".into()));
+            })
+        },
+    ),
+    ("Maximum number of total members per KD cluster supported is 1000.", "max-members", || {
+        cluster_errors(|c, _| c.roles[1].members = Some(1001))
+    }),
+    ("The app property is read-only.", "immutable", || update_errors(|c| c.app = "other".into())),
+    (
+        "Role(RESTServer) properties other than the members count cannot be modified while role members exist.",
+        "role-immutable-while-members-exist",
+        || update_errors(|c| c.roles[1].pod_labels = Some([("a".to_string(), "b".to_string())].into())),
+    ),
+];
+
+#[test]
+fn upstreams_webhook_rules_give_upstreams_messages() {
+    let mut failures = Vec::new();
+    for (message, rule, check) in WEBHOOK {
+        let errors = check();
+        if !errors.iter().any(|e| e.rule == *rule && e.message == *message) {
+            failures.push(format!("{rule}: expected {message:?}, got {errors:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn upstreams_webhook_rules_that_need_the_api_server_are_documented() {
+    // Upstream's messages for the rules kdfed's webhooks check against the API server (or
+    // does not check); each must be in docs/compatibility.md with what kdfed does.
+    let doc = compatibility_doc();
+    for message in [
+        "Unable to find defaultSecret",
+        "does not have the required name prefix",
+        "cannot be deleted or modified while referenced",
+        "manually setting secret key",
+        "Unable to fetch storageClassName",
+        "Unable to access the specified URL",
+        "Change to spec not allowed before previous spec change has been processed.",
+    ] {
+        assert!(doc.contains(message), "docs/compatibility.md does not say what kdfed does for {message:?}");
+    }
+}
