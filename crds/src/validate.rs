@@ -466,6 +466,17 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
                     service.id
                 ),
             );
+        } else if !service.id.bytes().any(|b| b.is_ascii_lowercase()) || service.id.contains("--") {
+            // Upstream's pattern allows these, but a container port named after such an id
+            // (an IANA service name) is refused by the API server when the pods are built.
+            errors.push(
+                format!("{path}.id"),
+                "service-id-port-name",
+                format!(
+                    "Service id({}) must contain a letter and no \"--\": containers' ports are named after it, and Kubernetes requires port names (IANA service names) to.",
+                    service.id
+                ),
+            );
         }
         if let Some(ep) = &service.endpoint {
             if ep.is_dashboard == Some(true) && ep.url_scheme.as_deref().is_none_or(str::is_empty) {

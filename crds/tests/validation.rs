@@ -556,3 +556,20 @@ fn upstreams_crd_rules_hold_offline_too() {
     assert!(validate::config_name("kd-global-config").is_ok());
     assert_eq!(only(&errors_of(validate::config_name("other")), "config-name").path, "metadata.name");
 }
+
+#[test]
+fn service_ids_that_cannot_name_a_container_port_are_refused_with_the_reason() {
+    for id in ["8080", "a--b"] {
+        let mut a = app();
+        a.services[0].id = id.into();
+        a.config
+            .role_services
+            .iter_mut()
+            .flat_map(|rs| rs.service_ids.iter_mut())
+            .filter(|s| *s == "cql")
+            .for_each(|s| *s = id.into());
+        let e = only(&errors_of(validate::app(&a)), "service-id-port-name");
+        assert_eq!(e.path, "spec.services[0].id", "{id}");
+        assert!(e.message.contains("port names (IANA service names)"), "{}", e.message);
+    }
+}
