@@ -131,3 +131,20 @@ fn v1alpha1_forms_convert_then_validate_and_render() {
     let objects = kdfed_spoke::director::render::render(&app, &cluster, None).expect("render");
     assert_valid_names(&objects, "centos-v1alpha1");
 }
+
+#[test]
+fn type_errors_name_their_field_offline() {
+    let mut docs = manifest::read_all(&[corpus("apps/bare.yaml"), corpus("clusters/bare.yaml")]).expect("read");
+    docs[1]["spec"]["roles"][0]["members"] = serde_json::json!("seven");
+    let report = offline::validate(&docs);
+    assert!(report.failed);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("kubedirectorcluster/bare: spec.roles[0].members: invalid type: string \"seven\"")
+                && l.ends_with("(rule: type)")),
+        "{:#?}",
+        report.lines
+    );
+}
