@@ -64,7 +64,7 @@ const QUANTITY: &str = "^([0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 const MOUNT_PATH: &str = r"^/[a-zA-Z0-9\/-_]*";
 const SERVICE_TYPE: &str = "^ClusterIP$|^NodePort$|^LoadBalancer$";
 
-const RECONNECT: &str = "kdfed delivers the reconnect event (startscript --reconnect when connected objects change), which upstream's later releases added; configure, addnodes and delnodes are as upstream";
+const RECONNECT: &str = "kdfed delivers the reconnect event (startscript --reconnect when connected objects change) to roles that ask for it; configure, addnodes and delnodes are as upstream";
 const QUANTITIES: &str = "quantities of any resource name are Kubernetes' ResourceRequirements values; validation parses each with Kubernetes' quantity rules and refuses it naming the field (rule quantity, non-negative, resource-name)";
 
 const APP: &[Field] = &[
@@ -94,7 +94,7 @@ const APP: &[Field] = &[
         "spec.services[].endpoint.port",
         &[Required, Minimum(1), Maximum(65535)],
         &[Minimum(1), Maximum(65535)],
-        "optional in the schema, required by validation: an endpoint without a port is refused with upstream's validator message (rule required)",
+        "optional in the schema, required by validation: an endpoint without a port is refused naming the field (rule required)",
     ),
     differs(
         "spec.services[].endpoint.urlScheme",
