@@ -1,5 +1,7 @@
 //! `kdfed`: the user and admin command line.
 
+#[cfg(test)]
+mod corpus;
 mod fleet;
 mod manifest;
 mod offline;
@@ -170,11 +172,15 @@ async fn run(cli: Cli) -> Result<()> {
                     .find(|d| d.get("kind").and_then(serde_json::Value::as_str) == Some(kind))
                     .ok_or_else(|| anyhow::anyhow!("{}: no {kind} in this file", path.display()))
             };
-            let app: kdfed_crds::KubeDirectorApp = serde_json::from_value(one(&app, "KubeDirectorApp")?)?;
-            let cluster: kdfed_crds::KubeDirectorCluster =
-                serde_json::from_value(one(&cluster, "KubeDirectorCluster")?)?;
+            let app: kdfed_crds::KubeDirectorApp =
+                offline::typed(&one(&app, "KubeDirectorApp")?).map_err(|e| anyhow::anyhow!("kubedirectorapp: {e}"))?;
+            let cluster: kdfed_crds::KubeDirectorCluster = offline::typed(&one(&cluster, "KubeDirectorCluster")?)
+                .map_err(|e| anyhow::anyhow!("kubedirectorcluster: {e}"))?;
             let config: Option<kdfed_crds::KubeDirectorConfig> = config
-                .map(|c| one(&c, "KubeDirectorConfig").and_then(|v| Ok(serde_json::from_value(v)?)))
+                .map(|c| {
+                    offline::typed(&one(&c, "KubeDirectorConfig")?)
+                        .map_err(|e| anyhow::anyhow!("kubedirectorconfig: {e}"))
+                })
                 .transpose()?;
             let config = config.as_ref().map(|c| &c.spec);
             if configmeta {

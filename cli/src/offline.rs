@@ -19,6 +19,15 @@ fn kind_of(doc: &Value) -> (&str, &str) {
     (kind, name)
 }
 
+/// `doc` as the API type `T`; a type error names its field, as the admission webhooks do:
+/// `spec.roles[0].members: invalid type: string "seven", expected i32 (rule: type)`.
+pub fn typed<T: serde::de::DeserializeOwned>(doc: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {} (rule: type)", e.into_inner())
+    })
+}
+
 /// Validates every app, cluster and config among `docs`.
 pub fn validate(docs: &[Value]) -> Report {
     let mut lines = Vec::new();
@@ -28,10 +37,10 @@ pub fn validate(docs: &[Value]) -> Report {
     for doc in docs {
         let (kind, name) = kind_of(doc);
         match kind {
-            "KubeDirectorApp" => match serde_json::from_value::<KubeDirectorApp>(doc.clone()) {
+            "KubeDirectorApp" => match typed::<KubeDirectorApp>(doc) {
                 Ok(mut app) => {
                     defaults::app(&mut app.spec);
-                    match validate::app(&app.spec) {
+                    match validate::app_name(name).and_then(|()| validate::app(&app.spec)) {
                         Ok(()) => lines.push(format!("kubedirectorapp/{name}: valid")),
                         Err(e) => {
                             failed = true;
@@ -45,9 +54,9 @@ pub fn validate(docs: &[Value]) -> Report {
                     lines.push(format!("kubedirectorapp/{name}: {e}"));
                 }
             },
-            "KubeDirectorConfig" => match serde_json::from_value::<KubeDirectorConfig>(doc.clone()) {
+            "KubeDirectorConfig" => match typed::<KubeDirectorConfig>(doc) {
                 Ok(c) => {
-                    if let Err(e) = validate::config(&c.spec) {
+                    if let Err(e) = validate::config_name(name).and_then(|()| validate::config(&c.spec)) {
                         failed = true;
                         lines.extend(e.0.iter().map(|e| format!("kubedirectorconfig/{name}: {e}")));
                     } else {
@@ -88,7 +97,7 @@ pub fn validate(docs: &[Value]) -> Report {
         if kind != "KubeDirectorCluster" {
             continue;
         }
-        let mut cluster = match serde_json::from_value::<KubeDirectorCluster>(doc.clone()) {
+        let mut cluster = match typed::<KubeDirectorCluster>(doc) {
             Ok(c) => c,
             Err(e) => {
                 failed = true;
