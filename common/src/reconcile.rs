@@ -25,6 +25,51 @@ use crate::{ApiError, Doing};
 /// How long a failed reconcile waits before it runs again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// The pause after a watch error of a controller's triggers: doubling from
+/// [`TriggerBackoff::FIRST`] up to [`TriggerBackoff::MAX`], back to the first after any event.
+///
+/// kube-runtime pauses *all* of a controller's watches (its own and those of `owns` and
+/// `watches`) after an error of any one of them, and its default pause grows to 30 s and only
+/// shrinks after 120 s without errors. After an API server restart every watch fails a few
+/// times (connection refused, then `410 Expired` as it resumes from a resource version the
+/// new watch cache no longer has), so a controller with five watches saw nothing new for
+/// minutes (found by the chaos suite: clusters created after the hub's API server came back
+/// were not placed for 2–3 minutes). A short cap keeps that to seconds; a watch re-established
+/// every few seconds costs the API server nothing worth saving.
+#[derive(Clone, Debug)]
+pub struct TriggerBackoff {
+    next: Duration,
+}
+
+impl TriggerBackoff {
+    /// The first pause.
+    pub const FIRST: Duration = Duration::from_millis(250);
+    /// The longest pause.
+    pub const MAX: Duration = Duration::from_secs(3);
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        TriggerBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// The object a reconcile was triggered for, read fresh from the API server, with the API
 /// of its namespace; `None` when it is gone or malformed.
 ///
@@ -221,6 +266,18 @@ pub fn retry<K, E: Display, C>(_: Arc<K>, error: &E, _: Arc<C>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_errors_pause_the_triggers_briefly_and_never_for_long() {
+        use kube::runtime::utils::Backoff;
+        let mut b = TriggerBackoff::default();
+        let pauses: Vec<Duration> = b.by_ref().take(8).collect();
+        assert_eq!(pauses[0], TriggerBackoff::FIRST);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses[7], TriggerBackoff::MAX, "capped: {pauses:?}");
+        b.reset();
+        assert_eq!(b.next(), Some(TriggerBackoff::FIRST), "an event resets it");
+    }
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
 

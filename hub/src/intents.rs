@@ -97,15 +97,23 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(secrets, watcher::Config::default().labels("kubedirector.hpe.com/secretType"), move |s: Secret| {
             by_secret(s.namespace(), s.name_any())
         })
-        .watches(members, watcher::Config::default(), move |_member: KubeDirectorMember| {
-            // Any member change (joined, capacity, availability) may make unplaced clusters fit.
+        .watches(members, watcher::Config::default(), move |member: KubeDirectorMember| {
+            // Any member change (joined, capacity, availability) may make unplaced clusters
+            // fit; clusters placed on it whose status shows another availability are folded
+            // again now, not at their next periodic pass.
             store
                 .state()
                 .into_iter()
-                .filter(|i| i.0.as_ref().is_ok_and(|c| c.status.as_ref().and_then(|s| s.placement.as_ref()).is_none()))
+                .filter(|i| {
+                    i.0.as_ref().is_ok_and(|c| {
+                        c.status.as_ref().and_then(|s| s.placement.as_ref()).is_none()
+                            || availability_outdated(c, &member)
+                    })
+                })
                 .map(|i| ObjectRef::from_obj(&*i))
                 .collect::<Vec<_>>()
         })
+        .trigger_backoff(reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
         .run(timed_reconcile, reconcile::retry, ctx)
         .for_each(|r| async move {
@@ -114,6 +122,24 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// Whether a cluster placed on `member` shows another availability of it than the member's
+/// `Available` condition has now (its heartbeat stopped or came back since the cluster's
+/// status was written). Without this, `Ready=True` would stay on a cluster until its next
+/// periodic pass (30 s) although its member's heartbeat is gone.
+pub fn availability_outdated(intent: &KubeDirectorCluster, member: &KubeDirectorMember) -> bool {
+    let status = intent.status.as_ref();
+    if status.and_then(|s| s.placement.as_ref()).is_none_or(|p| p.member != member.name_any()) {
+        return false;
+    }
+    let now = member
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Available"))
+        .map_or("Unknown", |c| c.status.as_str());
+    let shown = status.and_then(|s| condition(&s.conditions, "MemberAvailable")).map(|c| c.status.as_str());
+    shown != Some(now)
 }
 
 /// Writes the intent's whole status (see [`reconcile::apply_status`]).
@@ -776,6 +802,28 @@ async fn referenced_secrets(
     Ok((out, material))
 }
 
+/// The conditions of a cluster waiting for its member's cleanup: while the member is not
+/// `Available=True` (or is gone), `MemberAvailable` says so and `Ready` turns `Unknown`, as for
+/// a cluster that is not being deleted (found by the chaos suite: a cluster deleted while its
+/// spoke was dead stayed `Ready=True` until the spoke returned).
+pub fn unavailable_while_deleting(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    member: &str,
+    member_exists: bool,
+    available: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    generation: Option<i64>,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let (status, reason, message) = match (member_exists, available) {
+        (false, _) => ("False", "MemberGone", format!("member {member} is not registered")),
+        (true, Some(c)) if c.status == "True" => return conditions.to_vec(),
+        (true, Some(c)) => (c.status.as_str(), c.reason.as_str(), format!("member {member}: {}", c.message)),
+        (true, None) => ("Unknown", "NotJoined", format!("member {member} has not joined yet")),
+    };
+    let conditions = set_condition(conditions, "MemberAvailable", status, reason, &message, generation);
+    let unknown = format!("member {member} is unavailable; waiting for it to clean up");
+    set_condition(&conditions, "Ready", "Unknown", "MemberUnavailable", &unknown, generation)
+}
+
 /// Deletion: delete the Work, wait for the member to release it, then let the intent go.
 async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDirectorCluster) -> Result<Action, Error> {
     if !intent.finalizers().iter().any(|f| f == FINALIZER_INTENT) {
@@ -793,11 +841,9 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
                 delete_work_secret(&ctx.client, &member_namespace(&p.member), &wname).await?;
             }
             let orphan = intent.annotations().get(ANNOTATION_ORPHAN).is_some_and(|v| v == "true");
-            let member_exists = Api::<KubeDirectorMember>::all(ctx.client.clone())
-                .get_opt(&p.member)
-                .await
-                .doing("read member")?
-                .is_some();
+            let member =
+                Api::<KubeDirectorMember>::all(ctx.client.clone()).get_opt(&p.member).await.doing("read member")?;
+            let member_exists = member.is_some();
             if orphan {
                 let patch = json!({"metadata": {"finalizers": null}});
                 works.patch(&wname, &PatchParams::default(), &Patch::Merge(patch)).await.doing("orphan work")?;
@@ -825,6 +871,17 @@ async fn delete(ctx: &Context, api: &Api<KubeDirectorCluster>, intent: &KubeDire
                     "True",
                     if member_exists { "WaitingForMember" } else { "MemberGone" },
                     &message,
+                    intent.metadata.generation,
+                );
+                // While it waits, the cluster still runs there: never show it Ready on data
+                // the member can no longer confirm.
+                let available =
+                    member.as_ref().and_then(|m| m.status.as_ref()).and_then(|s| condition(&s.conditions, "Available"));
+                status.conditions = unavailable_while_deleting(
+                    &status.conditions,
+                    &p.member,
+                    member_exists,
+                    available,
                     intent.metadata.generation,
                 );
                 if status != old {
@@ -877,6 +934,45 @@ mod tests {
         let copy_refused = applied_report(Some(("False", "ApplyFailed")), None);
         assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(3)).1, "ApplyFailed");
         assert_eq!(applied_condition("east", Some(2), false, &copy_refused, Some(4)).1, "Pending", "older generation");
+    }
+
+    #[test]
+    fn a_member_s_lost_heartbeat_wakes_the_clusters_that_still_show_it_available() {
+        let member_with = |available: &str| -> KubeDirectorMember {
+            serde_json::from_value(json!({
+                "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
+                "metadata": {"name": "east"}, "spec": {},
+                "status": {"conditions": [{"type": "Available", "status": available, "reason": "r", "message": "",
+                    "lastTransitionTime": "2026-12-01T00:00:00Z"}]}
+            }))
+            .expect("member")
+        };
+        let mut shown_available = intent("db", Some("east"), &[]);
+        if let Some(s) = shown_available.status.as_mut() {
+            s.conditions = set_condition(&[], "MemberAvailable", "True", "HeartbeatRenewed", "", Some(1));
+        }
+        assert!(availability_outdated(&shown_available, &member_with("Unknown")), "heartbeat lost: fold again");
+        assert!(!availability_outdated(&shown_available, &member_with("True")), "nothing changed");
+        let never_folded = intent("db", Some("east"), &[]);
+        assert!(availability_outdated(&never_folded, &member_with("True")));
+        assert!(!availability_outdated(&intent("db", Some("west"), &[]), &member_with("Unknown")), "another member");
+        assert!(!availability_outdated(&intent("db", None, &[]), &member_with("Unknown")), "not placed");
+    }
+
+    #[test]
+    fn a_cluster_waiting_for_a_dead_member_s_cleanup_is_not_shown_ready() {
+        let ready = set_condition(&[], "Ready", "True", "Configured", "every member is configured", Some(1));
+        let ready = set_condition(&ready, "MemberAvailable", "True", "HeartbeatRenewed", "", Some(1));
+        let lost = set_condition(&[], "Available", "Unknown", "HeartbeatMissed", "no heartbeat for 9s", None);
+        let after = unavailable_while_deleting(&ready, "east", true, lost.first(), Some(1));
+        let status = |t: &str| condition(&after, t).map(|c| (c.status.clone(), c.reason.clone()));
+        assert_eq!(status("Ready"), Some(("Unknown".into(), "MemberUnavailable".into())));
+        assert_eq!(status("MemberAvailable"), Some(("Unknown".into(), "HeartbeatMissed".into())));
+        let fine = set_condition(&[], "Available", "True", "HeartbeatRenewed", "", None);
+        assert_eq!(unavailable_while_deleting(&ready, "east", true, fine.first(), Some(1)), ready, "member fine");
+        let gone = unavailable_while_deleting(&ready, "east", false, None, Some(1));
+        assert_eq!(condition(&gone, "Ready").map(|c| c.status.as_str()), Some("Unknown"));
+        assert_eq!(condition(&gone, "MemberAvailable").map(|c| c.reason.as_str()), Some("MemberGone"));
     }
 
     fn intent(name: &str, member: Option<&str>, connects_to: &[&str]) -> KubeDirectorCluster {

@@ -287,6 +287,7 @@ pub async fn run(client: Client) {
     });
     let members: Api<KubeDirectorMember> = Api::all(client);
     Controller::new(members, watcher::Config::default())
+        .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

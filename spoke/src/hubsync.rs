@@ -381,6 +381,7 @@ async fn works(ctx: Arc<SyncContext>) {
             let work = c.labels().get(LABEL_WORK)?.clone();
             Some(ObjectRef::new(&work).within(&ns))
         })
+        .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
         .run(reconcile_work, work_retry, ctx.clone())
         .for_each(|r| {

@@ -195,6 +195,69 @@ impl Testbed {
         create_node_range(&client, name, existing, pool).await
     }
 
+    /// Kills one process of a cluster (`etcd`, `kube-apiserver`, `kwok`, ...) with SIGKILL,
+    /// its whole process group, as a crash would; [`Testbed::restart`] starts it again.
+    pub fn kill(&mut self, cluster: &str, process: &str) -> Result<()> {
+        let p = self.process_mut(cluster, process)?;
+        p.stop(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Starts a process of a cluster again with its first command line (same ports, data
+    /// folder and log file): after [`Testbed::kill`], or after it exited on its own.
+    pub fn restart(&mut self, cluster: &str, process: &str) -> Result<()> {
+        let p = self.process_mut(cluster, process)?;
+        if p.exited().is_none() {
+            p.stop(Duration::ZERO);
+        }
+        let fresh = p.respawn().with_context(|| format!("{cluster}/{process} cannot be started again"))??;
+        *p = fresh;
+        Ok(())
+    }
+
+    /// Starts again every process of `cluster` that has exited (a controller manager or kwok
+    /// that gave up while its API server was down); returns their names.
+    pub fn revive(&mut self, cluster: &str) -> Result<Vec<String>> {
+        let c =
+            self.clusters.iter_mut().find(|c| c.name == cluster).with_context(|| format!("no cluster {cluster}"))?;
+        let mut revived = Vec::new();
+        for p in &mut c.processes {
+            if p.exited().is_some() {
+                let fresh = p.respawn().with_context(|| format!("{cluster}/{} cannot be started again", p.name))??;
+                revived.push(p.name.clone());
+                *p = fresh;
+            }
+        }
+        Ok(revived)
+    }
+
+    /// Waits until `cluster`'s API server answers `/readyz` again (after a restart).
+    pub async fn wait_api_ready(&mut self, cluster: &str, within: Duration) -> Result<()> {
+        let kubeconfig = self.cluster(cluster).kubeconfig.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut last = String::new();
+        loop {
+            if let Ok(client) = client_for(&kubeconfig).await {
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                match client.request_text(req).await {
+                    Ok(text) if text.trim() == "ok" => return Ok(()),
+                    Ok(text) => last = text,
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{cluster}: API server not ready after {within:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn process_mut(&mut self, cluster: &str, process: &str) -> Result<&mut Process> {
+        let c =
+            self.clusters.iter_mut().find(|c| c.name == cluster).with_context(|| format!("no cluster {cluster}"))?;
+        c.processes.iter_mut().find(|p| p.name == process).with_context(|| format!("{cluster} runs no {process}"))
+    }
+
     /// Leaves every process running (for `testbed up`); `testbed down` stops them.
     pub fn detach(mut self) {
         for cluster in &mut self.clusters {

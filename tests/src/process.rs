@@ -19,6 +19,18 @@ pub struct Process {
     /// Process id, which is also its process-group id.
     pub pid: i32,
     child: Option<Child>,
+    /// How it was started, to start it again ([`Process::respawn`]).
+    recipe: Option<Recipe>,
+}
+
+/// A process's command line, log folder, lifetime and environment.
+#[derive(Clone, Debug)]
+struct Recipe {
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    logs: std::path::PathBuf,
+    lifetime: Lifetime,
+    envs: Vec<(String, String)>,
 }
 
 /// Whether the process dies with the test bed that started it.
@@ -63,12 +75,26 @@ impl Process {
         }
         let child = command.spawn().with_context(|| format!("start {name} ({})", program.display()))?;
         let pid = i32::try_from(child.id()).context("pid out of range")?;
-        Ok(Process { name: name.to_string(), pid, child: Some(child) })
+        let recipe = Recipe {
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            logs: logs.to_path_buf(),
+            lifetime,
+            envs: envs.to_vec(),
+        };
+        Ok(Process { name: name.to_string(), pid, child: Some(child), recipe: Some(recipe) })
+    }
+
+    /// Starts the same command again (same flags, ports, data folder and log file), e.g.
+    /// after a test killed it. `None` for an adopted process, whose command is unknown.
+    pub fn respawn(&self) -> Option<Result<Process>> {
+        let r = self.recipe.as_ref()?;
+        Some(Process::spawn(&self.name, &r.program, &r.args, &r.logs, r.lifetime, &r.envs))
     }
 
     /// A process known only by pid (from a `testbed up` state file).
     pub fn adopt(name: &str, pid: i32) -> Process {
-        Process { name: name.to_string(), pid, child: None }
+        Process { name: name.to_string(), pid, child: None, recipe: None }
     }
 
     /// Whether the process has exited (only known for our own children; others by signal 0).

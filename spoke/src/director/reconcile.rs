@@ -127,7 +127,7 @@ pub async fn run(
     let (reader, writer) = reflector::store();
     let own = ctx.clone();
     let changes = watcher(clusters.clone(), watcher::Config::default())
-        .default_backoff()
+        .backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .reflect(writer)
         .applied_objects()
         .try_filter(move |cluster| std::future::ready(!own.own_writes.is_own(cluster)));
@@ -156,6 +156,7 @@ pub async fn run(
         .watches(clusters, watcher::Config::default(), move |other: DeserializeGuard<KubeDirectorCluster>| {
             connecting(&by_cluster, other.namespace(), &other.name_any(), |k| &k.clusters)
         })
+        .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
         .shutdown_on_signal()
         .run(reconcile, retry, ctx)
         .for_each(|result| async move {
