@@ -1,5 +1,7 @@
 //! `kdfed`: the user and admin command line.
 
+#[cfg(test)]
+mod corpus;
 mod fleet;
 mod manifest;
 mod offline;
@@ -170,11 +172,15 @@ async fn run(cli: Cli) -> Result<()> {
                     .find(|d| d.get("kind").and_then(serde_json::Value::as_str) == Some(kind))
                     .ok_or_else(|| anyhow::anyhow!("{}: no {kind} in this file", path.display()))
             };
-            let app: kdfed_crds::KubeDirectorApp = serde_json::from_value(one(&app, "KubeDirectorApp")?)?;
-            let cluster: kdfed_crds::KubeDirectorCluster =
-                serde_json::from_value(one(&cluster, "KubeDirectorCluster")?)?;
+            let app: kdfed_crds::KubeDirectorApp =
+                offline::typed(&one(&app, "KubeDirectorApp")?).map_err(|e| anyhow::anyhow!("kubedirectorapp: {e}"))?;
+            let cluster: kdfed_crds::KubeDirectorCluster = offline::typed(&one(&cluster, "KubeDirectorCluster")?)
+                .map_err(|e| anyhow::anyhow!("kubedirectorcluster: {e}"))?;
             let config: Option<kdfed_crds::KubeDirectorConfig> = config
-                .map(|c| one(&c, "KubeDirectorConfig").and_then(|v| Ok(serde_json::from_value(v)?)))
+                .map(|c| {
+                    offline::typed(&one(&c, "KubeDirectorConfig")?)
+                        .map_err(|e| anyhow::anyhow!("kubedirectorconfig: {e}"))
+                })
                 .transpose()?;
             let config = config.as_ref().map(|c| &c.spec);
             if configmeta {
@@ -252,8 +258,53 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kdfed: {e:#}");
+            eprint!("{}", error_report(&e.chain().map(ToString::to_string).collect::<Vec<_>>()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes, each said once: a level whose message ends with its cause's
+/// (as many libraries' errors do) is cut before it, and a cause already said is skipped.
+fn error_report(chain: &[String]) -> String {
+    let mut levels: Vec<String> = Vec::new();
+    for (i, text) in chain.iter().enumerate() {
+        let mut text = text.clone();
+        if let Some(next) = chain.get(i + 1)
+            && !next.is_empty()
+            && text.ends_with(next.as_str())
+            && text.len() > next.len()
+        {
+            text.truncate(text.len() - next.len());
+            text = text.trim_end().trim_end_matches(':').trim_end().to_string();
+        }
+        if text.is_empty() || levels.iter().any(|l| l.contains(text.as_str())) {
+            continue;
+        }
+        levels.push(text);
+    }
+    let mut out = String::new();
+    for (i, l) in levels.iter().enumerate() {
+        out.push_str(&if i == 0 { format!("kdfed: {l}\n") } else { format!("  caused by: {l}\n") });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let chain = vec![
+            "cannot read kubeconfig /nonexistent: failed to read: No such file or directory (os error 2)".to_string(),
+            "failed to read: No such file or directory (os error 2)".to_string(),
+            "No such file or directory (os error 2)".to_string(),
+        ];
+        assert_eq!(
+            error_report(&chain),
+            "kdfed: cannot read kubeconfig /nonexistent\n  caused by: failed to read\n  caused by: No such file or directory (os error 2)\n"
+        );
+        assert_eq!(error_report(&["validation failed".to_string()]), "kdfed: validation failed\n");
     }
 }

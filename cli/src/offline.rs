@@ -19,6 +19,15 @@ fn kind_of(doc: &Value) -> (&str, &str) {
     (kind, name)
 }
 
+/// `doc` as the API type `T`; a type error names its field, as the admission webhooks do:
+/// `spec.roles[0].members: invalid type: string "seven", expected i32 (rule: type)`.
+pub fn typed<T: serde::de::DeserializeOwned>(doc: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {} (rule: type)", e.into_inner())
+    })
+}
+
 /// Validates every app, cluster and config among `docs`.
 pub fn validate(docs: &[Value]) -> Report {
     let mut lines = Vec::new();
@@ -28,10 +37,10 @@ pub fn validate(docs: &[Value]) -> Report {
     for doc in docs {
         let (kind, name) = kind_of(doc);
         match kind {
-            "KubeDirectorApp" => match serde_json::from_value::<KubeDirectorApp>(doc.clone()) {
+            "KubeDirectorApp" => match typed::<KubeDirectorApp>(doc) {
                 Ok(mut app) => {
                     defaults::app(&mut app.spec);
-                    match validate::app(&app.spec) {
+                    match validate::app_name(name).and_then(|()| validate::app(&app.spec)) {
                         Ok(()) => lines.push(format!("kubedirectorapp/{name}: valid")),
                         Err(e) => {
                             failed = true;
@@ -45,9 +54,9 @@ pub fn validate(docs: &[Value]) -> Report {
                     lines.push(format!("kubedirectorapp/{name}: {e}"));
                 }
             },
-            "KubeDirectorConfig" => match serde_json::from_value::<KubeDirectorConfig>(doc.clone()) {
+            "KubeDirectorConfig" => match typed::<KubeDirectorConfig>(doc) {
                 Ok(c) => {
-                    if let Err(e) = validate::config(&c.spec) {
+                    if let Err(e) = validate::config_name(name).and_then(|()| validate::config(&c.spec)) {
                         failed = true;
                         lines.extend(e.0.iter().map(|e| format!("kubedirectorconfig/{name}: {e}")));
                     } else {
@@ -60,7 +69,27 @@ pub fn validate(docs: &[Value]) -> Report {
                     lines.push(format!("kubedirectorconfig/{name}: {e}"));
                 }
             },
-            _ => {}
+            "KubeDirectorCluster" => {}
+            other => {
+                let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+                let ours = api_version.starts_with("kubedirector.hpe.com/")
+                    || api_version.starts_with("federation.kubedirector.hpe.com/");
+                if ours && !matches!(other, "KubeDirectorMember" | "KubeDirectorWork") {
+                    failed = true;
+                    lines.push(format!(
+                        "{}/{name}: kind: unknown kind {other:?} of {api_version} (rule: known-kind); kdfed validates KubeDirectorApp, KubeDirectorCluster and KubeDirectorConfig",
+                        other.to_lowercase()
+                    ));
+                } else if api_version.starts_with("kubedirector.bluedata.io/") {
+                    lines.push(format!(
+                        "{}/{name}: skipped: {api_version} is upstream's first format; run `kdfed convert` first",
+                        other.to_lowercase()
+                    ));
+                } else {
+                    lines
+                        .push(format!("{}/{name}: skipped (kdfed validates only its own kinds)", other.to_lowercase()));
+                }
+            }
         }
     }
     for doc in docs {
@@ -68,7 +97,7 @@ pub fn validate(docs: &[Value]) -> Report {
         if kind != "KubeDirectorCluster" {
             continue;
         }
-        let mut cluster = match serde_json::from_value::<KubeDirectorCluster>(doc.clone()) {
+        let mut cluster = match typed::<KubeDirectorCluster>(doc) {
             Ok(c) => c,
             Err(e) => {
                 failed = true;
@@ -94,4 +123,27 @@ pub fn validate(docs: &[Value]) -> Report {
         }
     }
     Report { lines, failed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_misspelt_kind_of_kdfed_s_api_fails_and_other_kinds_are_said_to_be_skipped() {
+        let docs = vec![
+            json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorClustr", "metadata": {"name": "typo"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+        ];
+        let report = validate(&docs);
+        assert!(report.failed);
+        assert!(
+            report.lines[0].contains("unknown kind \"KubeDirectorClustr\"")
+                && report.lines[0].contains("(rule: known-kind)")
+        );
+        assert_eq!(report.lines[1], "configmap/cm: skipped (kdfed validates only its own kinds)");
+        let report = validate(&docs[1..]);
+        assert!(!report.failed);
+    }
 }

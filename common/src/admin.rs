@@ -41,7 +41,18 @@ impl Default for Admin {
 
 /// Serves the admin endpoints on `addr`; returns the bound address.
 pub async fn serve(addr: SocketAddr, admin: Arc<Admin>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{addr} is in use (another kdfed process on this machine?): choose another address with --admin-address (admin_address in the settings file), or port 0 for a free one, logged at start"
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         loop {

@@ -242,6 +242,21 @@ impl OwnWrites {
     }
 }
 
+/// Logs what a controller's run reports: an object deleted while it waited in the queue
+/// (`ObjectNotFound`) is expected and only a debug line; anything else is a warning.
+pub fn log_run_error<RE, QE>(controller: &str, error: &kube::runtime::controller::Error<RE, QE>)
+where
+    RE: std::error::Error + 'static,
+    QE: std::error::Error + 'static,
+{
+    match error {
+        kube::runtime::controller::Error::ObjectNotFound(object) => {
+            tracing::debug!("{controller}: {object} was deleted while queued")
+        }
+        other => warn!("{controller}: {other}"),
+    }
+}
+
 /// The error policy of kdfed's controllers: log and try again after [`RETRY_AFTER`].
 pub fn retry<K, E: Display, C>(_: Arc<K>, error: &E, _: Arc<C>) -> Action {
     warn!("reconcile failed: {error}");

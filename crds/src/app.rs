@@ -38,13 +38,14 @@ pub struct KubeDirectorAppSpec {
     pub config_schema_version: i32,
     /// Image used by roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub default_image_repo_tag: Option<String>,
     /// Setup package used by roles that do not name their own. `null` means explicitly none.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "explicit_null")]
     #[schemars(schema_with = "crate::schema::nullable_setup_package")]
     pub default_config_package: Option<Option<SetupPackageUrl>>,
     /// Network endpoints that roles may expose.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub services: Vec<Service>,
     /// The roles (groups of identical members) the app can run.
     pub roles: Vec<NodeRole>,
@@ -56,18 +57,21 @@ pub struct KubeDirectorAppSpec {
     pub default_persist_dirs: Option<Vec<String>>,
     /// Lifecycle events delivered to roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^configure$|^addnodes$|^delnodes$|^reconnect$")))]
     pub default_event_list: Option<Vec<String>>,
     /// Bytes of setup-script output kept in a member's status, for roles that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_max_log_size_dump: Option<i32>,
     /// Linux capabilities added to every container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    #[schemars(inner(length(min = 1)))]
     pub capabilities: Vec<String>,
     /// Whether the app's containers need systemd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_required: Option<bool>,
     /// Logo shown by user interfaces.
     #[serde(default, rename = "logoURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^(file|https|http?)://.+\.(jpeg|png)$"))]
     pub logo_url: Option<String>,
 }
 
@@ -75,6 +79,7 @@ pub struct KubeDirectorAppSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Label {
     /// Short human-readable name.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Longer description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +101,8 @@ pub struct SetupPackageUrl {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
-    /// Unique id of the service within the app.
+    /// Unique id of the service within the app; ports are named after it.
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub id: String,
     /// Name shown to users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +124,7 @@ pub struct ServiceEndpoint {
     pub url_scheme: Option<String>,
     /// Container port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     /// Path appended to the URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,13 +141,15 @@ pub struct ServiceEndpoint {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRole {
-    /// Unique id of the role within the app.
+    /// Unique id of the role within the app (upstream's form: capitals, `_` and `.` allowed).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"))]
     pub id: String,
     /// Member count: `N` (exactly N) or `N+` (at least N).
     #[schemars(regex(pattern = r"^\d+\+?$"))]
     pub cardinality: String,
     /// Image of this role's containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub image_repo_tag: Option<String>,
     /// Setup package of this role; `null` means explicitly none.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "explicit_null")]
@@ -152,6 +161,7 @@ pub struct NodeRole {
     pub persist_dirs: Option<Vec<String>>,
     /// Lifecycle events (`configure`, `addnodes`, `delnodes`, `reconnect`) this role wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^configure$|^addnodes$|^delnodes$|^reconnect$")))]
     pub event_list: Option<Vec<String>>,
     /// Smallest resources a member of this role may request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +206,7 @@ pub struct NodeGroupConfig {
     /// Services run by each role.
     pub role_services: Vec<RoleService>,
     /// Roles that are active in this app.
+    #[schemars(inner(length(min = 1)))]
     pub selected_roles: Vec<String>,
     /// Free-form key/values passed to the setup package.
     #[serde(default, rename = "configMeta", skip_serializing_if = "Option::is_none")]
@@ -207,9 +218,11 @@ pub struct NodeGroupConfig {
 pub struct RoleService {
     /// Service ids run by the role.
     #[serde(rename = "serviceIDs")]
+    #[schemars(inner(length(min = 1, max = 15), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
     pub service_ids: Vec<String>,
     /// The role.
     #[serde(rename = "roleID")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"))]
     pub role_id: String,
 }
 

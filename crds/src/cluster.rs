@@ -44,14 +44,15 @@ pub const APP_CATALOG_SYSTEM: &str = "system";
 ]))]
 pub struct KubeDirectorClusterSpec {
     /// Name of the `KubeDirectorApp` to instantiate. Immutable.
+    #[schemars(length(min = 1))]
     pub app: String,
     /// Where the app is found: `local` (cluster's namespace) or `system`. Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(local|system)$"))]
+    #[schemars(regex(pattern = r"^local$|^system$"))]
     pub app_catalog: Option<String>,
     /// Service type for member services: `ClusterIP`, `NodePort` or `LoadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(ClusterIP|NodePort|LoadBalancer)$"))]
+    #[schemars(regex(pattern = r"^ClusterIP$|^NodePort$|^LoadBalancer$"))]
     pub service_type: Option<String>,
     /// Requested roles and their members.
     pub roles: Vec<Role>,
@@ -63,7 +64,7 @@ pub struct KubeDirectorClusterSpec {
     pub connections: Option<Connections>,
     /// `UID` or `CrNameRole`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(UID|CrNameRole)$"))]
+    #[schemars(regex(pattern = r"^UID$|^CrNameRole$"))]
     pub naming_scheme: Option<String>,
     /// kdfed extension: where in the fleet the cluster may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,13 +105,13 @@ impl KubeDirectorClusterSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Connections {
     /// Connected `KubeDirectorCluster` names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub clusters: Vec<String>,
     /// Connected ConfigMap names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub configmaps: Vec<String>,
     /// Connected Secret names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub secrets: Vec<String>,
 }
 
@@ -119,11 +120,14 @@ pub struct Connections {
 #[serde(rename_all = "camelCase")]
 pub struct KdSecret {
     /// Secret name.
+    #[schemars(length(min = 1))]
     pub name: String,
     /// File mode of the mounted keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 511))]
     pub default_mode: Option<i32>,
     /// Mount path in the container.
+    #[schemars(length(min = 1), regex(pattern = r"^/[a-zA-Z0-9\/-_]*"))]
     pub mount_path: String,
     /// Mount read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,8 +155,10 @@ pub struct FilePermissions {
 pub struct FileInjection {
     /// Source URL.
     #[serde(rename = "srcURL")]
+    #[schemars(regex(pattern = r"^https?://.+$"))]
     pub src_url: String,
     /// Destination directory in the container.
+    #[schemars(length(min = 1), regex(pattern = r"^/.*$"))]
     pub dest_dir: String,
     /// Mode and ownership.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,9 +184,11 @@ pub struct SecretKey {
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStorage {
     /// Size, a Kubernetes quantity such as `10Gi`.
+    #[schemars(regex(pattern = r"^([0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"))]
     pub size: String,
     /// Storage class; defaults from `KubeDirectorConfig` or the platform.
     #[serde(default, rename = "storageClassName", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub storage_class_name: Option<String>,
 }
 
@@ -219,7 +227,8 @@ pub struct VolumeProjection {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Role {
-    /// Role id from the app.
+    /// Role id from the app (checked against the app at admission).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"))]
     pub id: String,
     /// Labels added to the role's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,7 +247,7 @@ pub struct Role {
     #[schemars(range(min = 0))]
     pub members: Option<i32>,
     /// Resources of each member.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub resources: ResourceRequirements,
     /// Pod affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,19 +259,19 @@ pub struct Role {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_storage: Option<BlockStorage>,
     /// Environment of the containers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub env: Vec<EnvVar>,
     /// Files downloaded into each member.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub file_injections: Vec<FileInjection>,
     /// Secret mounted into each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<KdSecret>,
     /// Values given only to the setup package.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub secret_keys: Vec<SecretKey>,
     /// Existing PVCs mounted into each member.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub volume_projections: Vec<VolumeProjection>,
 }
 
@@ -274,13 +283,13 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_selector: Option<LabelSelector>,
     /// Soft preferences; matching members score the weight.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub preferences: Vec<PlacementPreference>,
     /// Only these members (by name).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub members: Vec<String>,
     /// Member taints this cluster tolerates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub tolerations: Vec<Toleration>,
     /// What happens when the member is lost; default: never move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,7 +347,7 @@ pub struct KubeDirectorClusterStatus {
     #[serde(default, rename = "lastNodeID", skip_serializing_if = "Option::is_none")]
     pub last_node_id: Option<i64>,
     /// Per-role state.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub roles: Vec<RoleStatus>,
     /// Hash of the connected objects last announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -356,7 +365,7 @@ pub struct KubeDirectorClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// kdfed: conditions `Placed`, `Applied`, `Ready`, `MemberAvailable`, `Valid`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub conditions: Vec<Condition>,
 }
 
@@ -395,7 +404,7 @@ pub struct RestoreProgress {
     /// Waiting for resources.
     pub awaiting_resources: bool,
     /// Error text.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub error: String,
 }
 
@@ -424,10 +433,10 @@ pub struct RoleStatus {
     /// Role id.
     pub id: String,
     /// StatefulSet name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub stateful_set: String,
     /// Members of the role.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub members: Vec<MemberStatus>,
     /// Encrypted secret keys of the role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,7 +450,7 @@ pub struct MemberStatus {
     /// Pod name.
     pub pod: String,
     /// Member Service name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub service: String,
     /// Auth token of endpoints with `hasAuthToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,7 +461,7 @@ pub struct MemberStatus {
     /// `create pending`, `creating`, `configured`, `config error`, `delete pending`, `deleting`.
     pub state: String,
     /// Progress of setup and notifications.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::nulls::or_default")]
     pub state_detail: MemberStateDetail,
     /// Member id within the cluster.
     #[serde(rename = "nodeID")]
@@ -461,7 +470,7 @@ pub struct MemberStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
     /// Block device paths.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub block_device_paths: Vec<String>,
 }
 
@@ -488,7 +497,7 @@ pub struct MemberStateDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_container_state: Option<String>,
     /// Lifecycle notifications not yet delivered.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub pending_notify_cmds: Vec<NotificationDesc>,
     /// Connection version last announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -506,6 +515,6 @@ pub struct MemberStateDetail {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct NotificationDesc {
     /// `startscript` arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub arguments: Vec<String>,
 }

@@ -26,10 +26,11 @@ pub const CONFIG_NAME: &str = "kd-global-config";
 pub struct KubeDirectorConfigSpec {
     /// Storage class for roles that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub default_storage_class_name: Option<String>,
     /// Service type for clusters that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(ClusterIP|NodePort|LoadBalancer)$"))]
+    #[schemars(regex(pattern = r"^ClusterIP$|^NodePort$|^LoadBalancer$"))]
     pub default_service_type: Option<String>,
     /// Whether the platform runs systemd containers natively.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,7 +43,7 @@ pub struct KubeDirectorConfigSpec {
     pub cluster_svc_domain_base: Option<String>,
     /// Naming scheme for clusters that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(UID|CrNameRole)$"))]
+    #[schemars(regex(pattern = r"^UID$|^CrNameRole$"))]
     pub default_naming_scheme: Option<String>,
     /// AES key (hex) that encrypts `secretKeys`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,20 +1,46 @@
 //! CRD generation. The committed YAML under `crds/yaml/` is what these functions
 //! produce; a test fails when it is stale.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
+use serde_json::json;
+
+use crate::config::CONFIG_NAME;
 
 use crate::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, KubeDirectorMember, KubeDirectorWork};
 
 /// Every CRD kdfed installs, with the file name it is committed under.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("kubedirectorapp.yaml", KubeDirectorApp::crd()),
+        ("kubedirectorapp.yaml", with_name_rule(KubeDirectorApp::crd(), json!({"maxLength": 63}))),
         ("kubedirectorcluster.yaml", KubeDirectorCluster::crd()),
-        ("kubedirectorconfig.yaml", KubeDirectorConfig::crd()),
+        (
+            "kubedirectorconfig.yaml",
+            with_name_rule(KubeDirectorConfig::crd(), json!({"pattern": format!("^{CONFIG_NAME}$")})),
+        ),
         ("kubedirectormember.yaml", KubeDirectorMember::crd()),
         ("kubedirectorwork.yaml", KubeDirectorWork::crd()),
     ]
+}
+
+/// Adds upstream's rule for `metadata.name` (the only metadata a CRD schema may
+/// constrain): an app's name becomes the value of the `kubedirector.hpe.com/kdapp` label, so
+/// at most 63 characters; the one `KubeDirectorConfig` is `kd-global-config`.
+fn with_name_rule(mut crd: CustomResourceDefinition, rule: serde_json::Value) -> CustomResourceDefinition {
+    let mut name = json!({"type": "string"});
+    if let (Some(name), Some(rule)) = (name.as_object_mut(), rule.as_object()) {
+        name.extend(rule.clone());
+    }
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let metadata = JSONSchemaProps {
+            type_: Some("object".into()),
+            properties: serde_json::from_value(json!({"name": name})).ok(),
+            ..Default::default()
+        };
+        schema.properties.get_or_insert_with(Default::default).insert("metadata".into(), metadata);
+    }
+    crd
 }
 
 /// One CRD as a YAML document.

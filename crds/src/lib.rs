@@ -10,6 +10,7 @@ pub mod convert;
 pub mod crdgen;
 pub mod defaults;
 pub mod federation;
+pub mod nulls;
 pub mod quantity;
 mod schema;
 pub mod validate;

@@ -9,7 +9,7 @@ pub fn nullable_setup_package(_: &mut SchemaGenerator) -> Schema {
         "nullable": true,
         "description": "Setup package; null means explicitly none.",
         "properties": {
-            "packageURL": {"type": "string", "minLength": 1, "pattern": r"^(file|https?)://.+\.tgz$"},
+            "packageURL": {"type": "string", "pattern": r"^(file|https?)://.+\.tgz$"},
             "useNewSetupLayout": {"type": "boolean"}
         },
         "required": ["packageURL"]

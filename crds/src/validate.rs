@@ -14,6 +14,10 @@ use crate::cluster::{
 use crate::config::KubeDirectorConfigSpec;
 use crate::quantity;
 
+/// Lowest `configSchemaVersion` upstream's CRD accepts.
+pub const MIN_CONFIG_SCHEMA_VERSION: i32 = 7;
+/// Highest file mode of a mounted Secret upstream's CRD accepts (0777).
+pub const MAX_FILE_MODE: i32 = 511;
 /// Most members one cluster may have (upstream's limit).
 pub const MAX_MEMBERS: i32 = 1000;
 /// Lifecycle events a role may ask for.
@@ -26,8 +30,7 @@ pub const MAX_VERSION_LENGTH: usize = 256;
 /// Longest `distroID` of an app: upstream's CRD sets no maximum (only `minLength: 1`);
 /// kdfed bounds it like `version` (it travels in configmeta and in every Work).
 pub const MAX_DISTRO_ID_LENGTH: usize = 256;
-/// Lowest `configSchemaVersion`, as upstream's CRD (`minimum: 7`).
-pub const MIN_CONFIG_SCHEMA_VERSION: i32 = 7;
+
 /// Resource names a container may ask for without a domain prefix (Kubernetes' standard
 /// container resources; `hugepages-<size>` too).
 pub const STANDARD_CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
@@ -95,6 +98,29 @@ pub fn is_dns_label(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// Upstream's pattern for a role id: `^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`, 1 to
+/// [`MAX_ROLE_ID_LENGTH`] characters. The same form as a label value, so a role id can be
+/// the value of the role label as it is; object names derived from it are munged.
+pub const ROLE_ID_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// Longest role id upstream accepts.
+pub const MAX_ROLE_ID_LENGTH: usize = 63;
+/// Upstream's pattern for a service id (a DNS label); ports are named after it.
+pub const SERVICE_ID_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Longest service id upstream accepts (a container port name has at most 15 characters).
+pub const MAX_SERVICE_ID_LENGTH: usize = 15;
+
+/// Whether `id` is a role id upstream accepts: letters, digits, '-', '_' and '.', starting
+/// and ending with a letter or digit, 1 to 63 characters.
+pub fn is_role_id(id: &str) -> bool {
+    !id.is_empty() && is_label_segment(id)
+}
+
+/// Whether `text` is a valid label value (empty, or 1-63 alphanumerics, '-', '_' and '.',
+/// starting and ending with an alphanumeric).
+pub fn is_label_value(text: &str) -> bool {
+    is_label_segment(text)
+}
+
 fn is_label_segment(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() <= 63
@@ -122,6 +148,37 @@ fn is_qualified_name(key: &str) -> bool {
 pub fn is_package_url(url: &str) -> bool {
     let rest = ["file://", "http://", "https://"].iter().find_map(|scheme| url.strip_prefix(scheme));
     rest.is_some_and(|r| !r.contains('\n') && r.len() > ".tgz".len() && r.ends_with(".tgz"))
+}
+
+/// Upstream's CRD pattern for an app logo: `^(file|https|http?)://.+\.(jpeg|png)$` (its
+/// `http?` also lets `htt://` through; kdfed accepts exactly what upstream accepts).
+pub fn is_logo_url(url: &str) -> bool {
+    let rest = ["file://", "https://", "http://", "htt://"].iter().find_map(|scheme| url.strip_prefix(scheme));
+    rest.is_some_and(|r| {
+        !r.contains('\n') && [".jpeg", ".png"].iter().any(|ext| r.len() > ext.len() && r.ends_with(ext))
+    })
+}
+
+/// Upstream's CRD rules for a Secret mounted into members: `mountPath` starts with `/`
+/// (pattern `^/[a-zA-Z0-9\/-_]*`, which matches any path starting with `/`), `defaultMode`
+/// at most 511 (0777).
+fn mounted_secret_errors(secret: &crate::cluster::KdSecret, path: &str, errors: &mut ValidationErrors) {
+    if !secret.mount_path.starts_with('/') {
+        errors.push(
+            format!("{path}.mountPath"),
+            "absolute-path",
+            format!("mountPath({}) must be an absolute path (pattern ^/[a-zA-Z0-9\\/-_]*).", secret.mount_path),
+        );
+    }
+    if let Some(mode) = secret.default_mode
+        && !(0..=MAX_FILE_MODE).contains(&mode)
+    {
+        errors.push(
+            format!("{path}.defaultMode"),
+            "file-mode",
+            format!("defaultMode({mode}) must be between 0 and {MAX_FILE_MODE} (0777)."),
+        );
+    }
 }
 
 /// Upstream's CRD pattern for a persistent directory: `^/.*[^/]$` (absolute, not `/`, no
@@ -227,6 +284,41 @@ pub fn annotation_errors(annotations: &BTreeMap<String, String>, path: &str, err
     }
 }
 
+/// Longest app name upstream's CRD accepts: the name is the value of the
+/// `kubedirector.hpe.com/kdapp` label of everything the director creates.
+pub const MAX_APP_NAME_LENGTH: usize = 63;
+
+/// Checks an app's `metadata.name` as upstream's CRD does (the API server checks it too;
+/// this is for `kdfed validate`).
+pub fn app_name(name: &str) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if name.chars().count() > MAX_APP_NAME_LENGTH {
+        errors.push(
+            "metadata.name",
+            "max-length",
+            format!("App name({name}) must be at most {MAX_APP_NAME_LENGTH} characters: it is the value of the kubedirector.hpe.com/kdapp label."),
+        );
+    }
+    errors.into_result()
+}
+
+/// Checks a config's `metadata.name`: upstream's one config is `kd-global-config`.
+pub fn config_name(name: &str) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if name != crate::config::CONFIG_NAME {
+        errors.push(
+            "metadata.name",
+            "config-name",
+            format!(
+                "KubeDirectorConfig name({name}) must be {} (pattern ^{}$).",
+                crate::config::CONFIG_NAME,
+                crate::config::CONFIG_NAME
+            ),
+        );
+    }
+    errors.into_result()
+}
+
 /// Validates a `KubeDirectorApp` spec (after or before defaulting).
 pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
@@ -237,6 +329,33 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
 
     if spec.label.name.is_empty() {
         errors.push("spec.label.name", "required", "The app must have a name.");
+    }
+    if spec.distro_id.is_empty() {
+        errors.push("spec.distroID", "required", "The app must have a distroID.");
+    }
+    if spec.config_schema_version < MIN_CONFIG_SCHEMA_VERSION {
+        errors.push(
+            "spec.configSchemaVersion",
+            "min",
+            format!(
+                "configSchemaVersion({}) must be at least {MIN_CONFIG_SCHEMA_VERSION}.",
+                spec.config_schema_version
+            ),
+        );
+    }
+    if let Some(url) = &spec.logo_url
+        && !is_logo_url(url)
+    {
+        errors.push(
+            "spec.logoURL",
+            "logo-url",
+            format!("logoURL({url}) must be a file://, http:// or https:// URL of a .jpeg or .png file (pattern ^(file|https|http?)://.+\\.(jpeg|png)$)."),
+        );
+    }
+    for (i, cap) in spec.capabilities.iter().enumerate() {
+        if cap.is_empty() {
+            errors.push(format!("spec.capabilities[{i}]"), "required", "A capability must not be empty.");
+        }
     }
     if spec.roles.is_empty() {
         errors.push("spec.roles", "required", "The app must define at least one role.");
@@ -253,25 +372,13 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
             ),
         );
     }
-    if spec.distro_id.is_empty() {
-        errors.push("spec.distroID", "required", "The app must have a distroID.");
-    } else if spec.distro_id.chars().count() > MAX_DISTRO_ID_LENGTH {
+    if spec.distro_id.chars().count() > MAX_DISTRO_ID_LENGTH {
         errors.push(
             "spec.distroID",
             "max-length",
             format!(
                 "distroID must be at most {MAX_DISTRO_ID_LENGTH} characters (it has {}).",
                 spec.distro_id.chars().count()
-            ),
-        );
-    }
-    if spec.config_schema_version < MIN_CONFIG_SCHEMA_VERSION {
-        errors.push(
-            "spec.configSchemaVersion",
-            "minimum",
-            format!(
-                "configSchemaVersion must be at least {MIN_CONFIG_SCHEMA_VERSION} (it is {}).",
-                spec.config_schema_version
             ),
         );
     }
@@ -294,12 +401,12 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     for (i, role) in spec.roles.iter().enumerate() {
         let path = format!("spec.roles[{i}]");
-        if !is_dns_label(&role.id) {
+        if !is_role_id(&role.id) {
             errors.push(
                 format!("{path}.id"),
                 "role-id-format",
                 format!(
-                    "Role id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    "Role id({}) must be 1-{MAX_ROLE_ID_LENGTH} letters, digits, '-', '_' or '.', starting and ending with a letter or digit (pattern {ROLE_ID_PATTERN}).",
                     role.id
                 ),
             );
@@ -364,12 +471,23 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
     }
     for (i, service) in spec.services.iter().enumerate() {
         let path = format!("spec.services[{i}]");
-        if !is_dns_label(&service.id) {
+        if !is_dns_label(&service.id) || service.id.len() > MAX_SERVICE_ID_LENGTH {
             errors.push(
                 format!("{path}.id"),
                 "service-id-format",
                 format!(
-                    "Service id({}) must be a DNS label: lowercase letters, digits and '-', at most 63 characters.",
+                    "Service id({}) must be a DNS label of at most {MAX_SERVICE_ID_LENGTH} characters: lowercase letters, digits and '-' (pattern {SERVICE_ID_PATTERN}); ports are named after it.",
+                    service.id
+                ),
+            );
+        } else if !service.id.bytes().any(|b| b.is_ascii_lowercase()) || service.id.contains("--") {
+            // Upstream's pattern allows these, but a container port named after such an id
+            // (an IANA service name) is refused by the API server when the pods are built.
+            errors.push(
+                format!("{path}.id"),
+                "service-id-port-name",
+                format!(
+                    "Service id({}) must contain a letter and no \"--\": containers' ports are named after it, and Kubernetes requires port names (IANA service names) to.",
                     service.id
                 ),
             );
@@ -561,6 +679,7 @@ pub fn cluster(
         }
         if let Some(secret) = &role.secret {
             object_name_errors(&secret.name, "Secret", format!("{path}.secret.name"), &mut errors);
+            mounted_secret_errors(secret, &format!("{path}.secret"), &mut errors);
         }
         for (j, projection) in role.volume_projections.iter().enumerate() {
             let p = format!("{path}.volumeProjections[{j}]");
@@ -635,6 +754,15 @@ pub fn cluster(
         for (j, inj) in role.file_injections.iter().enumerate() {
             if inj.src_url.is_empty() {
                 errors.push(format!("{path}.fileInjections[{j}].srcURL"), "required", "srcURL must not be empty.");
+            } else if !["http://", "https://"]
+                .iter()
+                .any(|scheme| inj.src_url.strip_prefix(scheme).is_some_and(|r| !r.is_empty() && !r.contains('\n')))
+            {
+                errors.push(
+                    format!("{path}.fileInjections[{j}].srcURL"),
+                    "src-url",
+                    format!("srcURL({}) must be an http:// or https:// URL (pattern ^https?://.+$).", inj.src_url),
+                );
             }
             if !inj.dest_dir.starts_with('/') {
                 errors.push(
@@ -663,6 +791,7 @@ pub fn cluster(
     }
     if let Some(secret) = &spec.default_secret {
         object_name_errors(&secret.name, "Secret", "spec.defaultSecret.name", &mut errors);
+        mounted_secret_errors(secret, "spec.defaultSecret", &mut errors);
     }
     if let Some(connections) = &spec.connections {
         for (field, kind, names) in [

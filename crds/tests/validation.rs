@@ -438,13 +438,150 @@ fn version_is_required_and_bounded() {
 }
 
 #[test]
+fn role_ids_take_upstreams_form_with_capitals_underscores_and_dots() {
+    // Real role ids from upstream's example catalog and what the pattern allows besides.
+    for id in ["vanilla_centos", "LoadBalancer", "RESTServer", "a", "spark.worker-2", &"R".repeat(63)] {
+        assert!(validate::is_role_id(id), "{id} is a role id upstream accepts");
+        let mut a = app();
+        let old = a.roles[0].id.clone();
+        a.roles[0].id = id.to_string();
+        for rs in &mut a.config.role_services {
+            if rs.role_id == old {
+                rs.role_id = id.to_string();
+            }
+        }
+        for sel in &mut a.config.selected_roles {
+            if *sel == old {
+                *sel = id.to_string();
+            }
+        }
+        assert_eq!(validate::app(&a), Ok(()), "{id}");
+    }
+    // Refused, as upstream's CRD pattern (and length bound) refuses them.
+    for id in ["", "_lead", "trail.", "-x", "has space", "ünicode", &"R".repeat(64)] {
+        assert!(!validate::is_role_id(id), "{id:?} is not a role id");
+        let mut a = app();
+        a.roles[0].id = id.to_string();
+        let e = only(&errors_of(validate::app(&a)), "role-id-format");
+        assert_eq!(e.path, "spec.roles[0].id");
+        assert!(e.message.contains("pattern ^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), "{}", e.message);
+    }
+}
+
+#[test]
+fn a_cluster_of_an_app_with_upstream_role_ids_validates() {
+    let mut a = app();
+    a.roles[0].id = "vanilla_centos".into();
+    a.roles[1].id = "RESTServer".into();
+    a.config.role_services[0].role_id = "vanilla_centos".into();
+    a.config.role_services[1].role_id = "RESTServer".into();
+    a.config.selected_roles = vec!["vanilla_centos".into(), "RESTServer".into()];
+    assert_eq!(validate::app(&a), Ok(()));
+    let c = KubeDirectorClusterSpec {
+        app: "cassandra".into(),
+        ..cluster(&[("vanilla_centos", Some(2)), ("RESTServer", Some(1))])
+    };
+    assert_eq!(validate::cluster(&c, "cassandra", &a), Ok(()));
+    // Role ids are case-sensitive, as upstream's comparisons are.
+    let c = cluster(&[("Vanilla_Centos", Some(2))]);
+    assert_eq!(only(&errors_of(validate::cluster(&c, "cassandra", &a)), "known-role").path, "spec.roles[0].id");
+}
+
+#[test]
+fn service_ids_are_dns_labels_of_at_most_15_characters_as_upstream() {
+    let mut a = app();
+    a.services[0].id = "a".repeat(15);
+    a.config
+        .role_services
+        .iter_mut()
+        .flat_map(|rs| rs.service_ids.iter_mut())
+        .filter(|s| *s == "cql")
+        .for_each(|s| *s = "a".repeat(15));
+    assert_eq!(validate::app(&a), Ok(()));
+    for id in ["a".repeat(16), "Upper".into(), "under_score".into()] {
+        let mut a = app();
+        a.services[0].id = id.clone();
+        let e = only(&errors_of(validate::app(&a)), "service-id-format");
+        assert_eq!(e.path, "spec.services[0].id", "{id}");
+        assert!(e.message.contains("at most 15 characters"), "{}", e.message);
+    }
+}
+
+#[test]
+fn upstreams_crd_rules_hold_offline_too() {
+    let mut a = app();
+    a.config_schema_version = 6;
+    a.distro_id = String::new();
+    a.logo_url = Some("https://example.invalid/logo.gif".into());
+    a.capabilities = vec![String::new()];
+    let errors = errors_of(validate::app(&a));
+    let e = only(&errors, "min");
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("spec.configSchemaVersion", "configSchemaVersion(6) must be at least 7.")
+    );
+    assert_eq!(only(&errors, "logo-url").path, "spec.logoURL");
+    let required: Vec<&str> = errors.iter().filter(|e| e.rule == "required").map(|e| e.path.as_str()).collect();
+    assert_eq!(required, vec!["spec.distroID", "spec.capabilities[0]"]);
+    for ok in ["file:///logo.png", "http://x/l.jpeg", "https://x/l.png"] {
+        assert!(validate::is_logo_url(ok), "{ok}");
+    }
+    for bad in ["ftp://x/l.png", "https://x/l.svg", "https://.png"] {
+        assert!(!validate::is_logo_url(bad), "{bad}");
+    }
+
+    let mut c = cluster(&[("seed", Some(2))]);
+    c.default_secret = Some(kdfed_crds::cluster::KdSecret {
+        name: "s".into(),
+        mount_path: "etc/secret".into(),
+        default_mode: Some(512),
+        ..Default::default()
+    });
+    c.roles[0].file_injections = vec![kdfed_crds::cluster::FileInjection {
+        src_url: "ftp://x/f".into(),
+        dest_dir: "/etc".into(),
+        permissions: None,
+    }];
+    let errors = errors_of(validate::cluster(&c, "cassandra", &app()));
+    assert_eq!(only(&errors, "absolute-path").path, "spec.defaultSecret.mountPath");
+    let e = only(&errors, "file-mode");
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("spec.defaultSecret.defaultMode", "defaultMode(512) must be between 0 and 511 (0777).")
+    );
+    assert_eq!(only(&errors, "src-url").path, "spec.roles[0].fileInjections[0].srcURL");
+
+    assert!(validate::app_name(&"a".repeat(63)).is_ok());
+    assert_eq!(only(&errors_of(validate::app_name(&"a".repeat(64))), "max-length").path, "metadata.name");
+    assert!(validate::config_name("kd-global-config").is_ok());
+    assert_eq!(only(&errors_of(validate::config_name("other")), "config-name").path, "metadata.name");
+}
+
+#[test]
+fn service_ids_that_cannot_name_a_container_port_are_refused_with_the_reason() {
+    for id in ["8080", "a--b"] {
+        let mut a = app();
+        a.services[0].id = id.into();
+        a.config
+            .role_services
+            .iter_mut()
+            .flat_map(|rs| rs.service_ids.iter_mut())
+            .filter(|s| *s == "cql")
+            .for_each(|s| *s = id.into());
+        let e = only(&errors_of(validate::app(&a)), "service-id-port-name");
+        assert_eq!(e.path, "spec.services[0].id", "{id}");
+        assert!(e.message.contains("port names (IANA service names)"), "{}", e.message);
+    }
+}
+
+#[test]
 fn distro_id_is_bounded_and_config_schema_version_is_at_least_upstream_s_minimum() {
     let mut a = app();
     a.distro_id = "d".repeat(257);
     a.config_schema_version = 6;
     let errors = errors_of(validate::app(&a));
     assert_eq!(only(&errors, "max-length").path, "spec.distroID");
-    let e = only(&errors, "minimum");
+    let e = only(&errors, "min");
     assert_eq!(e.path, "spec.configSchemaVersion");
     assert!(e.message.contains("at least 7"), "{}", e.message);
     a.distro_id = String::new();

@@ -36,6 +36,9 @@ pub const LABEL_ORIGIN_NAMESPACE: &str = "federation.kubedirector.hpe.com/origin
 /// Label on Works: the origin's name.
 pub const LABEL_ORIGIN_NAME: &str = "federation.kubedirector.hpe.com/origin-name";
 
+/// How often an unschedulable cluster looks again by itself; member changes wake it at once.
+pub const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(300);
+
 /// Errors of one reconcile (retried with backoff): the API call and what it was for.
 pub type Error = kdfed_common::ApiError;
 
@@ -118,7 +121,7 @@ pub async fn run(ctx: Arc<Context>) {
         .run(timed_reconcile, reconcile::retry, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                warn!("intents: {e}");
+                reconcile::log_run_error("intents", &e);
             }
         })
         .await;
@@ -284,7 +287,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
                         write_status(&api, &intent, &status).await?;
                         ctx.recorder.publish(&intent, true, "Unschedulable", &why.to_string()).await;
                     }
-                    return Ok(Action::requeue(Duration::from_secs(10)));
+                    // Waiting costs nothing: every member change (joined, cordoned,
+                    // capacity, availability) wakes unplaced clusters through the member
+                    // watch; this is only a backstop.
+                    return Ok(Action::requeue(UNSCHEDULABLE_RECHECK));
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The kdfed hub: app catalog, member registry, placement, Works and status aggregation.
 
+pub mod cache;
 pub mod intents;
 pub mod leader;
 pub mod members;
@@ -32,7 +33,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     info!(version = %version.git_version, "connected to the hub API server");
     admin.set_ready(true);
     let grace = Duration::from_secs(settings.heartbeat_grace_seconds);
-    tokio::spawn(metrics::collect(client.clone(), hub_metrics.clone(), Duration::from_secs(5), grace));
+    // One watch per kind keeps the fleet view the metrics and availability loops read.
+    let (cache, keep_current) = cache::FleetCache::start(&client);
+    tokio::spawn(keep_current);
+    tokio::spawn(metrics::collect(cache.clone(), hub_metrics.clone(), Duration::from_secs(5), grace));
     if let Some(addr) = settings
         .webhook
         .start(&client, &settings.system_namespace, "kdfed-hub", webhook_metrics, false)
@@ -65,7 +69,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         recorder: kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub"),
         metrics: hub_metrics.clone(),
     });
-    let availability = tokio::spawn(members::run(client.clone(), grace, Duration::from_secs(2)));
+    let availability = tokio::spawn(members::run(client.clone(), cache.clone(), grace, Duration::from_secs(2)));
     let lost = async {
         match &elector {
             Some(e) => e.hold().await,

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{KubeDirectorMember, MEMBER_LEASE, member_namespace};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -93,11 +92,12 @@ pub async fn last_renewal(client: &Client, member: &str) -> Result<Option<jiff::
 
 /// Updates every member's `Available` condition and placed-cluster count, every `period`,
 /// with an Event on the member when its availability changes.
-pub async fn run(client: Client, grace: Duration, period: Duration) {
+pub async fn run(client: Client, cache: std::sync::Arc<crate::cache::FleetCache>, grace: Duration, period: Duration) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub");
     let mut seen = BTreeMap::new();
+    cache.ready().await;
     loop {
-        if let Err(e) = sync_once(&client, &recorder, grace, &mut seen).await {
+        if let Err(e) = sync_once(&client, &cache, &recorder, grace, &mut seen).await {
             warn!("member availability: {e}");
         }
         tokio::time::sleep(period).await;
@@ -106,23 +106,23 @@ pub async fn run(client: Client, grace: Duration, period: Duration) {
 
 async fn sync_once(
     client: &Client,
+    cache: &crate::cache::FleetCache,
     recorder: &kdfed_common::events::Recorder,
     grace: Duration,
     seen: &mut BTreeMap<String, Seen>,
 ) -> Result<(), kube::Error> {
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
-    let intents: Api<KubeDirectorCluster> = Api::all(client.clone());
     let mut placed: BTreeMap<String, i64> = BTreeMap::new();
-    for intent in intents.list(&Default::default()).await?.items {
+    for intent in cache.intents() {
         if let Some(p) = intent.status.and_then(|s| s.placement) {
             *placed.entry(p.member).or_default() += 1;
         }
     }
-    let all = members.list(&Default::default()).await?.items;
+    let all: Vec<KubeDirectorMember> = cache.members.state().iter().map(|m| (**m).clone()).collect();
     seen.retain(|name, _| all.iter().any(|m| &m.name_any() == name));
     for member in all {
         let name = member.name_any();
-        let renewed = last_renewal(client, &name).await?;
+        let renewed = cache.last_renewal(&name);
         let now = jiff::Timestamp::now();
         let old = member.status.clone().unwrap_or_default();
         let grace = member_grace(&member, grace);

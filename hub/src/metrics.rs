@@ -11,7 +11,7 @@ use kdfed_common::conditions::condition;
 use kdfed_common::observe::ReconcileMetrics;
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -176,11 +176,17 @@ fn q(map: &std::collections::BTreeMap<String, Quantity>, key: &str) -> f64 {
 }
 
 /// Refreshes the fleet gauges from the API every `period`.
-pub async fn collect(client: Client, metrics: Arc<HubMetrics>, period: Duration, grace: Duration) {
+pub async fn collect(
+    cache: Arc<crate::cache::FleetCache>,
+    metrics: Arc<HubMetrics>,
+    period: Duration,
+    grace: Duration,
+) {
     // Heartbeat ages on this replica's clock (see `members::observe`), not the members'.
     let mut seen = std::collections::BTreeMap::new();
+    cache.ready().await;
     loop {
-        if let Err(e) = collect_once(&client, &metrics, grace, &mut seen).await {
+        if let Err(e) = collect_once(&cache, &metrics, grace, &mut seen).await {
             warn!("metrics: {e}");
         }
         tokio::time::sleep(period).await;
@@ -188,14 +194,14 @@ pub async fn collect(client: Client, metrics: Arc<HubMetrics>, period: Duration,
 }
 
 async fn collect_once(
-    client: &Client,
+    cache: &crate::cache::FleetCache,
     m: &HubMetrics,
     grace: Duration,
     seen: &mut std::collections::BTreeMap<String, crate::members::Seen>,
 ) -> Result<(), kube::Error> {
-    let members = kube::Api::<KubeDirectorMember>::all(client.clone()).list(&Default::default()).await?.items;
-    let clusters = kube::Api::<KubeDirectorCluster>::all(client.clone()).list(&Default::default()).await?.items;
-    let works = kube::Api::<KubeDirectorWork>::all(client.clone()).list(&Default::default()).await?.items;
+    let members: Vec<KubeDirectorMember> = cache.members.state().iter().map(|m| (**m).clone()).collect();
+    let clusters: Vec<KubeDirectorCluster> = cache.intents();
+    let works: Vec<KubeDirectorWork> = cache.works.state().iter().map(|w| (**w).clone()).collect();
     let now = jiff::Timestamp::now();
     for f in [
         &m.heartbeat_age,
@@ -218,7 +224,8 @@ async fn collect_once(
         let available = condition(&status.conditions, "Available").map_or("Unknown".to_string(), |c| c.status.clone());
         m.available.get_or_create(&label).set(i64::from(available == "True"));
         m.members.get_or_create(&ConditionLabels { condition: "Available".into(), status: available }).inc();
-        if let Ok(renewed) = crate::members::last_renewal(client, &member.name_any()).await {
+        {
+            let renewed = cache.last_renewal(&member.name_any());
             let grace = crate::members::member_grace(member, grace);
             let available = condition(&status.conditions, "Available");
             match crate::members::observe(seen.get(&label.member), renewed, now, available, grace) {

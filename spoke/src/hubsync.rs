@@ -391,7 +391,7 @@ async fn works(ctx: Arc<SyncContext>) {
                     // While the hub refuses the credentials, that was said once already.
                     let text = e.to_string();
                     if !(ctx.access.is_refused() && crate::hubaccess::text_is_refusal(&text)) {
-                        warn!("work sync: {text}");
+                        kdfed_common::reconcile::log_run_error("work sync", &e);
                     }
                 }
             }

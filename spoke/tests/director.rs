@@ -575,3 +575,171 @@ async fn a_cluster_the_api_server_refuses_is_reported_on_the_cluster_and_does_no
     assert_eq!((applied.status.as_str(), applied.reason.as_str()), ("True", "Applied"));
     wait_event(&client, "refused", "Applied", |(t, r, _)| t == "Normal" && r == "Applied").await;
 }
+
+/// A corpus manifest (`tests/compat/`) as written, nulls and all.
+fn corpus(rel: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat").join(rel);
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("read corpus file")).expect("parse corpus file")
+}
+
+/// Creates `manifest` exactly as written (a typed round trip would drop its nulls).
+async fn create_raw<K>(client: &Client, manifest: Value)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(manifest).expect("object");
+    api.create(&PostParams::default(), &object).await.expect("the API server accepts the manifest");
+}
+
+#[tokio::test]
+async fn clusters_of_apps_with_upstream_role_ids_and_nulls_become_configured() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    for app in ["apps/centos.json", "apps/restserver.yaml", "apps/nulls.yaml"] {
+        create_raw::<KubeDirectorApp>(&client, corpus(app)).await;
+    }
+    // centos.json: JSON with tabs, role `vanilla_centos`, `connections: {secrets: null}`;
+    // nulls.yaml: role `web.Server` and null wherever upstream's types allow nil.
+    create_raw::<KubeDirectorCluster>(&client, corpus("clusters/centos.json")).await;
+    create_raw::<KubeDirectorCluster>(&client, corpus("clusters/nulls.yaml")).await;
+    // Capitals in both schemes: CrNameRole derives StatefulSet names from the role ids.
+    create_raw::<KubeDirectorCluster>(
+        &client,
+        json!({
+            "apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+            "metadata": {"name": "rest-live"},
+            "spec": {
+                "app": "restserver-compat", "namingScheme": "CrNameRole", "connections": {"configmaps": null},
+                "roles": [
+                    {"id": "LoadBalancer", "members": 1, "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}},
+                    {"id": "RESTServer", "members": 2, "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}, "env": null}
+                ]
+            }
+        }),
+    )
+    .await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+
+    let c = wait_for(&clusters, "centos-compat", "configured", |c| configured_with(c, &[("vanilla_centos", 2)])).await;
+    let sts = &c.status.as_ref().expect("status").roles[0].stateful_set;
+    assert!(sts.starts_with("kdss-"), "UID scheme: {sts}");
+    wait_for(&clusters, "nulls", "configured", |c| configured_with(c, &[("web.Server", 1)])).await;
+    let c = wait_for(&clusters, "rest-live", "configured", |c| {
+        configured_with(c, &[("LoadBalancer", 1), ("RESTServer", 2)])
+    })
+    .await;
+    let status = c.status.expect("status");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    for (role, prefix) in [("LoadBalancer", "rest-live-loadbalancer-"), ("RESTServer", "rest-live-restserver-")] {
+        let name = &status.roles.iter().find(|r| r.id == role).expect("role status").stateful_set;
+        assert!(name.starts_with(prefix), "{role}: {name} (munged as upstream: lowercase)");
+        let sts = statefulsets.get(name).await.expect("statefulset");
+        let labels = sts.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        assert_eq!(labels.get("kubedirector.hpe.com/role").map(String::as_str), Some(role), "the id as label value");
+    }
+    let pods = live_pods(&client, "rest-live").await;
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let services = names::<Service>(&client, "rest-live").await;
+    assert!(services.iter().any(|s| s.starts_with("s-rest-live-restserver-")), "member services: {services:?}");
+}
+
+/// The objects of `cluster` as the director would build them, renamed as another controller
+/// (upstream KubeDirector's random suffixes) would have named them.
+fn prebuilt_objects(app: &Value, cluster: &KubeDirectorCluster, sts: &str, headless: &str) -> Vec<Value> {
+    let app: KubeDirectorApp = serde_json::from_value(app.clone()).expect("app");
+    let objects = kdfed_spoke::director::render::render(&app, cluster, None).expect("render");
+    let text = serde_json::to_string(&objects).expect("json");
+    let kdss = objects
+        .iter()
+        .find(|o| o["kind"] == "StatefulSet")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .expect("statefulset")
+        .to_string();
+    let kdhs = objects[0]["metadata"]["name"].as_str().expect("headless").to_string();
+    serde_json::from_str(&text.replace(&kdss, sts).replace(&kdhs, headless)).expect("renamed")
+}
+
+#[tokio::test]
+async fn a_running_cluster_whose_status_records_other_names_is_adopted_without_restarting_pods() {
+    // What a migration relies on: names recorded in a cluster's status win over the names the
+    // director would derive, and a member whose objects already match is not restarted.
+    let env = env().await;
+    let client = env.client.clone();
+    let app = corpus("apps/centos.json");
+    create::<KubeDirectorApp>(&client, app.clone()).await;
+    let mut manifest = corpus("clusters/centos.json");
+    manifest["spec"]["roles"][0]["members"] = json!(1);
+    manifest["spec"]["connections"] = json!({});
+    let cluster: KubeDirectorCluster = create(&client, manifest).await;
+    let (sts, headless) = ("kdss-upstr", "kdhs-upstr");
+
+    // Built before the director starts, under other names.
+    for object in prebuilt_objects(&app, &cluster, sts, headless) {
+        let kind = object["kind"].as_str().expect("kind");
+        let name = object["metadata"]["name"].as_str().expect("name").to_string();
+        match kind {
+            "StatefulSet" => {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+                api.create(&PostParams::default(), &serde_json::from_value(object).expect("sts")).await.expect(&name);
+            }
+            _ => {
+                let api: Api<Service> = Api::namespaced(client.clone(), "default");
+                api.create(&PostParams::default(), &serde_json::from_value(object).expect("svc")).await.expect(&name);
+            }
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod_name = format!("{sts}-0");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let (pod_uid, container) = loop {
+        if let Some(p) = pods.get_opt(&pod_name).await.expect("get pod") {
+            let container = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.name == "app"))
+                .and_then(|c| c.container_id.clone());
+            if let Some(container) = container.filter(|c| !c.is_empty()) {
+                break (p.metadata.uid.clone().expect("uid"), container);
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pod_name} not running");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // The status another controller left: configured, with its names.
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let status = json!({"status": {
+        "state": "configured", "clusterService": headless, "lastNodeID": 1, "specGenerationToProcess": 1,
+        "roles": [{"id": "vanilla_centos", "statefulSet": sts, "members": [{
+            "pod": pod_name, "service": format!("s-{pod_name}"), "state": "configured", "nodeID": 1,
+            "stateDetail": {"lastConfiguredContainer": container, "lastConfigDataGeneration": 1, "lastSetupGeneration": 1}
+        }]}]
+    }});
+    clusters
+        .patch_status("centos-compat", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status as another controller left it");
+
+    let _director = env.director();
+    let c = wait_for(&clusters, "centos-compat", "adopted", |c| {
+        configured_with(c, &[("vanilla_centos", 1)])
+            && c.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == "kubedirector.hpe.com/cleanup"))
+    })
+    .await;
+    let status = c.status.expect("status");
+    assert_eq!(status.cluster_service.as_deref(), Some(headless));
+    assert_eq!(status.roles[0].stateful_set, sts);
+    // A few more passes: still the same objects and the same pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(names::<StatefulSet>(&client, "centos-compat").await, BTreeSet::from([sts.to_string()]));
+    let services = names::<Service>(&client, "centos-compat").await;
+    assert_eq!(services, BTreeSet::from([headless.to_string(), format!("s-{pod_name}")]), "no second headless Service");
+    let pod = pods.get(&pod_name).await.expect("pod");
+    assert_eq!(pod.metadata.uid.as_deref(), Some(pod_uid.as_str()), "the member's pod was not recreated");
+    let restarts: i32 =
+        pod.status.and_then(|s| s.container_statuses).unwrap_or_default().iter().map(|c| c.restart_count).sum();
+    assert_eq!(restarts, 0);
+}

@@ -314,3 +314,130 @@ async fn the_standalone_director_rejects_a_cardinality_violation() {
     let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
     assert!(refused.is_empty(), "deploy/standalone's RBAC refused calls:\n{}", refused.join("\n"));
 }
+
+/// A manifest of the compatibility corpus (`tests/compat/`), as written.
+fn corpus(rel: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat").join(rel);
+    serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse")
+}
+
+/// Every document of a corpus file converted by `kdfed convert`'s function.
+fn converted(rel: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat").join(rel);
+    let text = kdfed_crds::convert::convert_yaml(&std::fs::read_to_string(path).expect("read")).expect("convert");
+    serde_saphyr::from_multiple(&text).expect("converted YAML")
+}
+
+/// The API of `kind`, sending objects exactly as written (nulls included).
+fn raw<K: kube::Resource<DynamicType = ()>>(client: &Client, namespace: &str) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &kube::api::ApiResource::erase::<K>(&()))
+}
+
+fn object(value: Value) -> kube::api::DynamicObject {
+    serde_json::from_value(value).expect("object")
+}
+
+/// The API server's or the webhook's refusal.
+fn refused(result: Result<kube::api::DynamicObject, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_hub_admits_upstream_shaped_manifests_as_written_and_refuses_what_upstream_refuses() {
+    let bed = Testbed::start(&["hub"]).await.expect("test bed");
+    let client = bed.client("hub").await.expect("client");
+    kdfed_common::crds::install(client.clone()).await.expect("CRDs");
+    let _hook = with_webhook(&bed, "hub", "kdfed-hub", None, &[]).await;
+    let apps = raw::<KubeDirectorApp>(&client, "default");
+    let clusters = raw::<KubeDirectorCluster>(&client, "default");
+    // What the fullest cluster refers to exists (the webhook checks mounted Secrets).
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "default");
+    for name in ["rest-default", "rest-lb", "rest-credentials"] {
+        let secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"k": "v"}})).expect("s");
+        secrets.create(&PostParams::default(), &secret).await.expect("secret");
+    }
+
+    // A config, so that secret keys (the fullest cluster has one) are stored encrypted.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "kdfed-system"}})).expect("ns");
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace: {e}"),
+    }
+    let configs = raw::<kdfed_crds::KubeDirectorConfig>(&client, "kdfed-system");
+    let config = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorConfig",
+        "metadata": {"name": "kd-global-config"}, "spec": {"defaultStorageClassName": null, "podLabels": null}});
+    configs.create(&PostParams::default(), &object(config)).await.expect("config with nulls");
+
+    // Accepted as written: JSON with tabs, comments, every optional block, nulls, role ids
+    // with capitals, underscores and dots, and the converted v1alpha1 forms.
+    for rel in ["apps/centos.json", "apps/restserver.yaml", "apps/bare.yaml", "apps/nulls.yaml"] {
+        apps.create(&PostParams::default(), &object(corpus(rel))).await.unwrap_or_else(|e| panic!("{rel}: {e}"));
+    }
+    for rel in ["clusters/centos.json", "clusters/restserver.yaml", "clusters/bare.yaml", "clusters/nulls.yaml"] {
+        let created = clusters
+            .create(&PostParams::default(), &object(corpus(rel)))
+            .await
+            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        // What the API server stored reads as kdfed's type, as the director will read it.
+        let typed: KubeDirectorCluster = serde_json::from_value(serde_json::to_value(&created).expect("json"))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(!typed.spec.roles.is_empty(), "{rel}");
+    }
+    let typed_clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let rest = typed_clusters.get("rest").await.expect("get");
+    let key = &rest.spec.roles[0].secret_keys[0];
+    assert!(key.value.is_none() && key.encrypted_value.is_some(), "the secret key is stored encrypted: {key:?}");
+    let stored = typed_clusters.get("centos-compat").await.expect("get");
+    assert_eq!(stored.spec.roles[0].id, "vanilla_centos");
+    assert!(stored.spec.connections.unwrap_or_default().secrets.is_empty(), "secrets: null reads as none");
+    let stored_app: KubeDirectorApp =
+        Api::namespaced(client.clone(), "default").get("nulls-compat").await.expect("get");
+    assert_eq!(stored_app.spec.default_config_package, Some(None), "an explicit null setup package is kept");
+    for doc in converted("v1alpha1/centos.yaml") {
+        let api = if doc["kind"] == "KubeDirectorApp" { &apps } else { &clusters };
+        api.create(&PostParams::default(), &object(doc)).await.expect("converted v1alpha1 manifest");
+    }
+
+    // Refused, as upstream refuses them, naming the field.
+    let app_with = |name: &str, path: &str, value: Value| {
+        let mut app = corpus("apps/bare.yaml");
+        app["metadata"]["name"] = json!(name);
+        *app.pointer_mut(path).expect("path") = value;
+        object(app)
+    };
+    let cases = [
+        (app_with("bad-role", "/spec/roles/0/id", json!("_Node")), "spec.roles[0].id"),
+        (app_with("bad-version", "/spec/configSchemaVersion", json!(6)), "spec.configSchemaVersion"),
+        (app_with("bad-distro", "/spec/distroID", json!("")), "spec.distroID"),
+        (app_with(&"a".repeat(64), "/spec/version", json!("1")), "metadata.name"),
+    ];
+    for (app, field) in cases {
+        let message = refused(apps.create(&PostParams::default(), &app).await);
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    let mut long_service = corpus("apps/centos.json");
+    long_service["metadata"]["name"] = json!("long-service");
+    long_service["spec"]["services"][0]["id"] = json!("ssh-and-more-ssh");
+    long_service["spec"]["config"]["roleServices"][0]["serviceIDs"] = json!(["ssh-and-more-ssh"]);
+    let message = refused(apps.create(&PostParams::default(), &object(long_service)).await);
+    assert!(message.contains("spec.services[0].id"), "{message}");
+    let mut bad_mode = corpus("clusters/bare.yaml");
+    bad_mode["metadata"]["name"] = json!("bad-mode");
+    bad_mode["spec"]["defaultSecret"] = json!({"name": "rest-default", "mountPath": "/etc/s", "defaultMode": 512});
+    let message = refused(clusters.create(&PostParams::default(), &object(bad_mode)).await);
+    assert!(message.contains("spec.defaultSecret.defaultMode"), "{message}");
+    let mut ftp = corpus("clusters/bare.yaml");
+    ftp["metadata"]["name"] = json!("ftp-injection");
+    ftp["spec"]["roles"][0]["fileInjections"] = json!([{"srcURL": "ftp://example.invalid/f", "destDir": "/etc"}]);
+    let message = refused(clusters.create(&PostParams::default(), &object(ftp)).await);
+    assert!(message.contains("spec.roles[0].fileInjections[0].srcURL"), "{message}");
+    let config = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorConfig",
+        "metadata": {"name": "my-config"}, "spec": {}});
+    let message = refused(configs.create(&PostParams::default(), &object(config)).await);
+    assert!(message.contains("metadata.name") && message.contains("kd-global-config"), "{message}");
+}

@@ -61,9 +61,11 @@ fn anchors(text: &str) -> Vec<String> {
     out
 }
 
-/// The Markdown files of the repository: README.md, docs/, dashboards/README.md.
+/// The Markdown files of the repository: README.md, docs/, dashboards/README.md,
+/// tests/compat/README.md.
 fn markdown_files() -> Vec<PathBuf> {
-    let mut files = vec![root().join("README.md"), root().join("dashboards/README.md")];
+    let mut files =
+        vec![root().join("README.md"), root().join("dashboards/README.md"), root().join("tests/compat/README.md")];
     for entry in std::fs::read_dir(root().join("docs")).expect("docs/") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "md") {

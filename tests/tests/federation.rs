@@ -574,51 +574,9 @@ async fn a_failover_cluster_moves_and_the_old_copy_is_fenced_with_its_data_kept(
     assert_eq!(east_pods.list(&lp).await.expect("pods").items.len(), 2, "the new placement keeps running");
 }
 
-/// A TCP forwarder between a spoke and the hub's API server that the test can cut, to
-/// simulate a network partition.
-struct Partition {
-    port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Partition {
-    async fn to(server: &str) -> Partition {
-        let target = server.trim_start_matches("https://").to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (o, c) = (open.clone(), connections.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
-                if !o.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // dropped: the hub is unreachable
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().expect("lock").push(task);
-            }
-        });
-        Partition { port, open, connections }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for t in self.connections.lock().expect("lock").drain(..) {
-            t.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
+/// The link between a spoke and the hub's API server that a test cuts to simulate a
+/// network partition.
+type Partition = Link;
 
 #[tokio::test]
 async fn a_partitioned_member_keeps_running_and_resyncs_without_touching_anything() {

@@ -146,6 +146,32 @@ mod tests {
     }
 
     #[test]
+    fn upstream_role_ids_give_valid_object_names() {
+        use kdfed_crds::validate::{is_dns_label, is_label_value};
+        for role in ["RESTServer", "vanilla_centos", "LoadBalancer", "spark.worker", &("R_".repeat(31) + "R")] {
+            let cr = statefulset("CrNameRole", "my.cluster", "uid", role);
+            let (prefix, sfx) = cr.rsplit_once('-').unwrap_or_default();
+            assert_eq!(sfx.len(), 5, "{cr}");
+            assert_eq!(prefix, munge(&format!("my.cluster-{role}")), "{cr}");
+            let uid = statefulset("UID", "my.cluster", "uid", role);
+            for sts in [&cr, &uid] {
+                let pod = pod(sts, 999);
+                for name in [sts.clone(), pod.clone(), member_service(&pod), member_pvc(&pod)] {
+                    assert!(is_dns_label(&name), "{name} (role {role}) must be a DNS label");
+                }
+                // StatefulSet controller's revision label: `<sts>-<10 characters>`.
+                assert!(is_label_value(&format!("{sts}-0123456789")), "{sts}");
+            }
+            // The role label carries the id as it is: upstream's role form is a label value.
+            assert!(is_label_value(role), "{role}");
+        }
+        assert_eq!(munge("RESTServer"), "restserver");
+        assert_eq!(munge("hello-vanilla_centos"), "hello-vanilla-centos");
+        assert_eq!(munge("db-spark.worker"), "db-spark-worker");
+        assert!(statefulset("CrNameRole", "hello", "u", "vanilla_centos").starts_with("hello-vanilla-centos-"));
+    }
+
+    #[test]
     fn member_object_names() {
         assert_eq!(pod("kdss-abcde", 2), "kdss-abcde-2");
         assert_eq!(ordinal("kdss-abcde-12"), Some(12));

@@ -161,7 +161,7 @@ pub async fn run(
         .run(reconcile, retry, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                warn!("director: {e}");
+                reconcile::log_run_error("director", &e);
             }
         })
         .await;

@@ -505,3 +505,100 @@ impl Drop for Forwarder {
         self.task.abort();
     }
 }
+
+/// A TCP link between a spoke and the hub's API server that a test can cut, heal and slow
+/// down: a partition, a flapping link, a slow hub.
+pub struct Link {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Delay added before every chunk forwarded, in milliseconds.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+async fn forward_slowly<R, W>(mut from: R, mut to: W, delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let delay = delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Link {
+    /// A link to `server` (`https://host:port`), open.
+    pub async fn to(server: &str) -> Link {
+        let target = server.trim_start_matches("https://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, d, c) = (open.clone(), delay_ms.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { continue };
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the hub is unreachable
+                }
+                let (target, d) = (target.clone(), d.clone());
+                let task = tokio::spawn(async move {
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        tokio::join!(forward_slowly(ri, wo, d.clone()), forward_slowly(ro, wi, d));
+                    }
+                });
+                c.lock().expect("lock").push(task);
+            }
+        });
+        Link { port, open, delay_ms, connections }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.connections.lock().expect("lock").drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delays every chunk in both directions by `delay` (zero: full speed).
+    pub fn slow(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Fleet {
+    /// Restarts `member`'s spoke so that it reaches the hub through a [`Link`] the test
+    /// controls.
+    pub async fn route_through_link(&mut self, member: &str) -> Link {
+        let link = Link::to(&self.bed.cluster("hub").server).await;
+        self.spokes.get_mut(member).expect("spoke").kill();
+        let join = self.join_file(member);
+        let text = std::fs::read_to_string(&join).expect("join");
+        let text = text.replace(&self.bed.cluster("hub").server, &format!("https://127.0.0.1:{}", link.port));
+        std::fs::write(&join, text).expect("rewrite join");
+        self.start_spoke(member);
+        wait_member(&self.hub, member, "True").await;
+        link
+    }
+}
