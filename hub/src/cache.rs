@@ -45,24 +45,28 @@ impl FleetCache {
                 .await;
         };
         let cfg = watcher::Config::default;
+        // A short capped pause after watch errors (see `TriggerBackoff`): kube-runtime's default
+        // grows to 30 s, so after the hub's API server restarts the heartbeat Leases would be
+        // read from a cache tens of seconds old, as if every member had stopped renewing.
+        let pause = kdfed_common::reconcile::TriggerBackoff::default;
         let members_stream = watcher(Api::<KubeDirectorMember>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(pause())
             .reflect(members_writer)
             .map(|r| r.map(|_| ()))
             .boxed();
         let intents_stream = watcher(Api::<DeserializeGuard<KubeDirectorCluster>>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(pause())
             .reflect(intents_writer)
             .map(|r| r.map(|_| ()))
             .boxed();
         let works_stream = watcher(Api::<KubeDirectorWork>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(pause())
             .reflect(works_writer)
             .map(|r| r.map(|_| ()))
             .boxed();
         let leases_stream =
             watcher(Api::<Lease>::all(client.clone()), cfg().fields(&format!("metadata.name={MEMBER_LEASE}")))
-                .default_backoff()
+                .backoff(pause())
                 .reflect(leases_writer)
                 .map(|r| r.map(|_| ()))
                 .boxed();
