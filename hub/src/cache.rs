@@ -26,6 +26,10 @@ pub struct FleetCache {
     pub works: Store<KubeDirectorWork>,
     /// The members' heartbeat Leases (named `kdfed-spoke`, in member namespaces).
     pub leases: Store<Lease>,
+    /// True once every store has had its first full list. (A kube-runtime store wakes only
+    /// one of several tasks waiting for its readiness, so the waiting happens once, in the
+    /// driver, and the loops wait on this instead.)
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl FleetCache {
@@ -70,23 +74,34 @@ impl FleetCache {
                 .reflect(leases_writer)
                 .map(|r| r.map(|_| ()))
                 .boxed();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let cache = FleetCache { members, intents, works, leases, ready };
+        let stores = cache.clone();
+        let announce = async move {
+            let _ = stores.members.wait_until_ready().await;
+            let _ = stores.intents.wait_until_ready().await;
+            let _ = stores.works.wait_until_ready().await;
+            let _ = stores.leases.wait_until_ready().await;
+            let _ = ready_tx.send(true);
+            // Keep the sender: a dropped one would read as "closed" to waiters.
+            std::future::pending::<()>().await;
+        };
         let driver = async move {
             tokio::join!(
                 drive("members", members_stream),
                 drive("clusters", intents_stream),
                 drive("works", works_stream),
                 drive("heartbeat leases", leases_stream),
+                announce,
             );
         };
-        (Arc::new(FleetCache { members, intents, works, leases }), driver)
+        (Arc::new(cache), driver)
     }
 
-    /// Whether every cache has had its first full list.
+    /// Waits until every cache has had its first full list (any number of tasks may wait).
     pub async fn ready(&self) {
-        let _ = self.members.wait_until_ready().await;
-        let _ = self.intents.wait_until_ready().await;
-        let _ = self.works.wait_until_ready().await;
-        let _ = self.leases.wait_until_ready().await;
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// When `member`'s spoke last renewed its Lease (`renewTime`, on the member's clock).
