@@ -395,11 +395,15 @@ impl Inputs<'_> {
                 "podManagementPolicy": "Parallel",
                 "serviceName": self.headless,
                 "selector": {"matchLabels": selector},
-                // The StatefulSet never takes claims with it: the director deletes a
-                // member's claim itself when the member is removed, and a cluster's claims
-                // when the cluster is deleted (per the cluster's retention policy), so a
-                // StatefulSet deleted or scaled behind its back loses no data.
-                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+                // Deleting the StatefulSet never takes claims with it: the director deletes a
+                // cluster's claims itself when the cluster is deleted (per its policy), so a
+                // StatefulSet deleted behind its back loses no data. On scale-down the
+                // StatefulSet controller follows the cluster's whenScaled: it also removes a
+                // claim it created for an ordinal the director had already let go.
+                "persistentVolumeClaimRetentionPolicy": {
+                    "whenDeleted": "Retain",
+                    "whenScaled": if self.spec.retain_pvcs_when_scaled() { "Retain" } else { "Delete" },
+                },
                 "template": {
                     "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                     "spec": pod_spec,
