@@ -32,3 +32,17 @@ pub fn set_condition(
 pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
+
+/// `message` cut to at most `max` bytes (on a character boundary) with `…` appended when
+/// cut: condition messages and reports stay bounded whatever an API server said.
+pub fn capped(mut message: String, max: usize) -> String {
+    if message.len() > max {
+        let mut end = max;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}

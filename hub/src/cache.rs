@@ -39,41 +39,26 @@ impl FleetCache {
         let (intents, intents_writer) = reflector::store();
         let (works, works_writer) = reflector::store();
         let (leases, leases_writer) = reflector::store();
-        let drive = |name: &'static str, stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| async move {
-            stream
-                .for_each(|r| async move {
-                    if let Err(e) = r {
-                        warn!("{name} watch: {e}");
-                    }
-                })
-                .await;
-        };
+        let driver_of =
+            |name: &'static str, stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| async move {
+                stream
+                    .for_each(|r| async move {
+                        if let Err(e) = r {
+                            warn!("{name} watch: {e}");
+                        }
+                    })
+                    .await;
+            };
         let cfg = watcher::Config::default;
-        // A short capped pause after watch errors (see `TriggerBackoff`): kube-runtime's default
-        // grows to 30 s, so after the hub's API server restarts the heartbeat Leases would be
-        // read from a cache tens of seconds old, as if every member had stopped renewing.
-        let pause = kdfed_common::reconcile::TriggerBackoff::default;
-        let members_stream = watcher(Api::<KubeDirectorMember>::all(client.clone()), cfg())
-            .backoff(pause())
-            .reflect(members_writer)
-            .map(|r| r.map(|_| ()))
-            .boxed();
-        let intents_stream = watcher(Api::<DeserializeGuard<KubeDirectorCluster>>::all(client.clone()), cfg())
-            .backoff(pause())
-            .reflect(intents_writer)
-            .map(|r| r.map(|_| ()))
-            .boxed();
-        let works_stream = watcher(Api::<KubeDirectorWork>::all(client.clone()), cfg())
-            .backoff(pause())
-            .reflect(works_writer)
-            .map(|r| r.map(|_| ()))
-            .boxed();
-        let leases_stream =
-            watcher(Api::<Lease>::all(client.clone()), cfg().fields(&format!("metadata.name={MEMBER_LEASE}")))
-                .backoff(pause())
-                .reflect(leases_writer)
-                .map(|r| r.map(|_| ()))
-                .boxed();
+        let members_stream = reflected(Api::<KubeDirectorMember>::all(client.clone()), cfg(), members_writer);
+        let intents_stream =
+            reflected(Api::<DeserializeGuard<KubeDirectorCluster>>::all(client.clone()), cfg(), intents_writer);
+        let works_stream = reflected(Api::<KubeDirectorWork>::all(client.clone()), cfg(), works_writer);
+        let leases_stream = reflected(
+            Api::<Lease>::all(client.clone()),
+            cfg().fields(&format!("metadata.name={MEMBER_LEASE}")),
+            leases_writer,
+        );
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let cache = FleetCache { members, intents, works, leases, ready };
         let stores = cache.clone();
@@ -88,10 +73,10 @@ impl FleetCache {
         };
         let driver = async move {
             tokio::join!(
-                drive("members", members_stream),
-                drive("clusters", intents_stream),
-                drive("works", works_stream),
-                drive("heartbeat leases", leases_stream),
+                driver_of("members", members_stream),
+                driver_of("clusters", intents_stream),
+                driver_of("works", works_stream),
+                driver_of("heartbeat leases", leases_stream),
                 announce,
             );
         };
@@ -114,4 +99,23 @@ impl FleetCache {
     pub fn intents(&self) -> Vec<KubeDirectorCluster> {
         self.intents.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect()
     }
+}
+
+/// A watch of `api` that keeps `writer`'s store current. After watch errors it pauses
+/// briefly (see `TriggerBackoff`): kube-runtime's default grows to 30 s, so after the hub's
+/// API server restarts the heartbeat Leases would be read from a cache tens of seconds old,
+/// as if every member had stopped renewing.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> futures::stream::BoxStream<'static, Result<(), watcher::Error>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(api, config)
+        .backoff(kdfed_common::reconcile::TriggerBackoff::default())
+        .reflect(writer)
+        .map(|r| r.map(|_| ()))
+        .boxed()
 }

@@ -435,15 +435,7 @@ const MAX_FAILURE_MESSAGE: usize = 1024;
 /// Written only when the message changes, so a failure that repeats does not rewrite it;
 /// the next successful pass replaces it. A failure to report is only logged.
 async fn report_failure(ctx: &SyncContext, cached: &KubeDirectorWork, message: &str) {
-    let mut message = message.to_string();
-    if message.len() > MAX_FAILURE_MESSAGE {
-        let mut end = MAX_FAILURE_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
+    let message = kdfed_common::conditions::capped(message.to_string(), MAX_FAILURE_MESSAGE);
     let status = cached.status.clone().unwrap_or_default();
     let generation = cached.metadata.generation;
     let same = status.conditions.iter().any(|c| {

@@ -515,21 +515,13 @@ async fn apply_objects(
 /// What the `Applied` condition says about a failed apply: what was being done (naming
 /// the object) and the API server's own message, cut to [`MAX_APPLY_MESSAGE`].
 fn apply_failure_message(error: &Error) -> String {
-    let mut message = match error {
+    let message = match error {
         Error::Kube(kdfed_common::ApiError { action, source: kube::Error::Api(status) }) => {
             format!("{action}: {}", status.message)
         }
         other => other.to_string(),
     };
-    if message.len() > MAX_APPLY_MESSAGE {
-        let mut end = MAX_APPLY_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+    kdfed_common::conditions::capped(message, MAX_APPLY_MESSAGE)
 }
 
 /// Records a failed apply on the cluster: `Applied=False, reason ApplyFailed` with the
