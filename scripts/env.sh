@@ -16,6 +16,8 @@ kdfed_need_packages() {
   command -v unshare >/dev/null || missing+=(util-linux)
   command -v mount >/dev/null || missing+=(mount)
   command -v tar >/dev/null || missing+=(tar)
+  # The completion tests run the generated scripts in real shells.
+  command -v zsh >/dev/null || missing+=(zsh)
   # promtool checks the alert rules and dashboard queries; Prometheus for observability tests.
   command -v promtool >/dev/null || missing+=(prometheus)
   # The partition test skews a spoke's wall clock with libfaketime.

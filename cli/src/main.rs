@@ -1,23 +1,36 @@
 //! `kdfed`: the user and admin command line.
 
+mod catalog;
+mod complete;
 #[cfg(test)]
 mod corpus;
 mod fleet;
 mod manifest;
 mod offline;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use output::Format;
+
+/// The command line, as `kdfed` or as the kubectl plugin `kubectl kdfed`.
 #[derive(Parser)]
 #[command(name = "kdfed", version, about = "kdfed: stateful apps on a fleet of Kubernetes clusters")]
 struct Cli {
     /// Kubeconfig (default: $KUBECONFIG or ~/.kube/config).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
+    /// Namespace: the only one listed by `cluster list`/`catalog list` (default: all), and
+    /// the one `apply` puts objects in that name none (default: `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,21 +58,7 @@ enum Command {
     },
     /// Print every object the director would create for a cluster (offline), or the
     /// validation errors.
-    Render {
-        /// The KubeDirectorApp manifest.
-        #[arg(long)]
-        app: PathBuf,
-        /// The KubeDirectorCluster manifest.
-        #[arg(long)]
-        cluster: PathBuf,
-        /// A KubeDirectorConfig manifest with global settings.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print instead, as JSON, the configmeta each member of a role with a setup package
-        /// finds in /etc/guestconfig/configmeta.json (pod name → document).
-        #[arg(long)]
-        configmeta: bool,
-    },
+    Render(RenderArgs),
     /// Register, remove and list member clusters (against the hub).
     Member {
         #[command(subcommand)]
@@ -68,22 +67,55 @@ enum Command {
     /// List clusters on the hub with their placement and state.
     Cluster {
         #[command(subcommand)]
-        command: ListCommand,
+        command: ClusterCommand,
     },
     /// List the app catalog.
     Catalog {
         #[command(subcommand)]
-        command: ListCommand,
+        command: CatalogCommand,
     },
-    /// Server-side apply manifests to the cluster.
+    /// Server-side apply manifests to the cluster (objects that name no namespace go to
+    /// -n, default `default`).
     Apply {
         /// Files or folders (repeatable).
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
-        /// Namespace for objects that name none.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
     },
+    /// Print a shell completion script; with bash and fish it also completes member, cluster
+    /// and app names from the hub (`source <(kdfed completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: complete::Shell,
+    },
+    /// Print the man page, or write one page per command into --dir.
+    Man {
+        /// Write kdfed.1, kdfed-member.1, ... into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `kdfed render`.
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// The KubeDirectorApp manifest.
+    #[arg(long)]
+    app: PathBuf,
+    /// The KubeDirectorCluster manifest.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// A KubeDirectorConfig manifest with global settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print instead, as JSON, the configmeta each member of a role with a setup package
+    /// finds in /etc/guestconfig/configmeta.json (pod name → document).
+    #[arg(long)]
+    configmeta: bool,
+    /// A config choice of the app, ID=VALUE, over what the cluster manifest chooses
+    /// (repeatable).
+    #[arg(long = "choice", value_name = "ID=VALUE")]
+    choices: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -129,25 +161,54 @@ enum MemberCommand {
         name: String,
     },
     /// List members: labels, availability, heartbeat age, capacity, clusters placed.
-    List,
+    List(ListArgs),
+}
+
+/// What every list command takes.
+#[derive(clap::Args)]
+struct ListArgs {
+    /// Only these (by name).
+    names: Vec<String>,
+    /// Output format: a table (default), `wide` (more columns), `json` or `yaml` (the
+    /// objects, as a List), `name` (kind/name).
+    #[arg(short, long, value_enum, value_name = "FORMAT")]
+    output: Option<Format>,
 }
 
 #[derive(Subcommand)]
-enum ListCommand {
-    /// List them.
+enum ClusterCommand {
+    /// List clusters (all namespaces unless -n), with placement, state and readiness.
     List {
-        /// Only this namespace.
+        #[command(flatten)]
+        list: ListArgs,
+        /// After the list, follow changes: print each cluster again when its row changes
+        /// (and once more when it is deleted), until interrupted.
         #[arg(short, long)]
-        namespace: Option<String>,
+        watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// List the apps (all namespaces unless -n).
+    List(ListArgs),
+    /// Show an app: its roles and its config choices with their values (the default marked
+    /// `*`), whether a running cluster may change them, and what each value changes.
+    Show {
+        /// App name.
+        name: String,
+        /// Output format: the description (default), `json` or `yaml` (the object), `name`.
+        #[arg(short, long, value_enum, value_name = "FORMAT")]
+        output: Option<Format>,
     },
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let target = fleet::Target { kubeconfig: cli.kubeconfig, context: cli.context, namespace: cli.namespace };
     match cli.command {
         Command::Crds { install: false } => write_stdout(&kdfed_crds::crdgen::all_yaml())?,
         Command::Crds { install: true } => {
-            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
-            for name in kdfed_common::crds::install(client).await? {
+            for name in kdfed_common::crds::install(target.client().await?).await? {
                 println!("customresourcedefinition/{name} applied");
             }
         }
@@ -156,8 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
             write_stdout(&kdfed_crds::convert::convert_yaml(&text)?)?;
         }
         Command::Validate { files } => {
-            let docs = manifest::read_all(&files)?;
-            let report = offline::validate(&docs);
+            let report = offline::validate(&manifest::read_all(&files)?);
             for line in &report.lines {
                 println!("{line}");
             }
@@ -165,83 +225,130 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("validation failed");
             }
         }
-        Command::Render { app, cluster, config, configmeta } => {
-            let one = |path: &PathBuf, kind: &str| -> Result<serde_json::Value> {
-                let docs = manifest::read_all(std::slice::from_ref(path))?;
-                docs.into_iter()
-                    .find(|d| d.get("kind").and_then(serde_json::Value::as_str) == Some(kind))
-                    .ok_or_else(|| anyhow::anyhow!("{}: no {kind} in this file", path.display()))
-            };
-            let app: kdfed_crds::KubeDirectorApp =
-                offline::typed(&one(&app, "KubeDirectorApp")?).map_err(|e| anyhow::anyhow!("kubedirectorapp: {e}"))?;
-            let cluster: kdfed_crds::KubeDirectorCluster = offline::typed(&one(&cluster, "KubeDirectorCluster")?)
-                .map_err(|e| anyhow::anyhow!("kubedirectorcluster: {e}"))?;
-            let config: Option<kdfed_crds::KubeDirectorConfig> = config
-                .map(|c| {
-                    offline::typed(&one(&c, "KubeDirectorConfig")?)
-                        .map_err(|e| anyhow::anyhow!("kubedirectorconfig: {e}"))
-                })
-                .transpose()?;
-            let config = config.as_ref().map(|c| &c.spec);
-            if configmeta {
-                match kdfed_spoke::director::render::render_configmeta(&app, &cluster, config) {
-                    Ok(documents) => write_stdout(&format!("{}\n", serde_json::to_string_pretty(&documents)?))?,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        bail!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster));
-                    }
-                }
-                return Ok(());
-            }
-            match kdfed_spoke::director::render::render(&app, &cluster, config) {
-                Ok(objects) => {
-                    let mut text = String::new();
-                    for object in objects {
-                        text.push_str("---\n");
-                        text.push_str(&serde_saphyr::to_string(&object)?);
-                    }
-                    write_stdout(&text)?;
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    bail!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster));
-                }
-            }
+        Command::Render(args) => render(args)?,
+        Command::Member { command } => member(&target, command).await?,
+        Command::Cluster { command: ClusterCommand::List { list, watch } } => {
+            let format = list.output.unwrap_or_default();
+            let client = target.client().await?;
+            let ns = target.namespace.as_deref();
+            fleet::list_clusters(&client, ns, &list.names, format, watch).await?;
         }
-        Command::Member { command } => {
-            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
-            match command {
-                MemberCommand::Add { name, labels, server, token_seconds, output } => {
-                    fleet::add(&client, cli.kubeconfig.as_ref(), &name, &labels, server, token_seconds, output).await?
-                }
-                MemberCommand::Remove { name, force } => fleet::remove(&client, &name, force).await?,
-                MemberCommand::Cordon { name } => {
-                    kdfed_hub::registry::set_cordoned(&client, &name, true).await?;
-                    eprintln!("member {name} cordoned: it keeps its clusters and receives no new ones");
-                }
-                MemberCommand::Uncordon { name } => {
-                    kdfed_hub::registry::set_cordoned(&client, &name, false).await?;
-                    eprintln!("member {name} uncordoned");
-                }
-                MemberCommand::List => fleet::list_members(&client).await?,
-            }
+        Command::Catalog { command: CatalogCommand::List(list) } => {
+            let client = target.client().await?;
+            let format = list.output.unwrap_or_default();
+            fleet::list_catalog(&client, target.namespace.as_deref(), &list.names, format).await?;
         }
-        Command::Cluster { command: ListCommand::List { namespace } } => {
-            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
-            fleet::list_clusters(&client, namespace.as_deref()).await?;
+        Command::Catalog { command: CatalogCommand::Show { name, output } } => {
+            let client = target.client().await?;
+            catalog::show(&client, target.namespace.as_deref(), &name, output.unwrap_or_default()).await?;
         }
-        Command::Catalog { command: ListCommand::List { .. } } => {
-            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
-            fleet::list_catalog(&client).await?;
-        }
-        Command::Apply { files, namespace } => {
-            let client = kdfed_common::client(cli.kubeconfig.as_deref()).await?;
+        Command::Apply { files } => {
+            let client = target.client().await?;
+            let namespace = target.namespace.as_deref().unwrap_or("default");
             for doc in manifest::read_all(&files)? {
-                println!("{} applied", manifest::apply(&client, &doc, &namespace).await?);
+                println!("{} applied", manifest::apply(&client, &doc, namespace).await?);
+            }
+        }
+        Command::Completions { shell } => write_stdout(&complete::script(shell, &mut public_command_line()))?,
+        Command::Man { dir: None } => write_stdout(&complete::man_page(&public_command_line())?)?,
+        Command::Man { dir: Some(dir) } => {
+            for path in complete::man_pages(&public_command_line(), &dir)? {
+                println!("{}", path.display());
             }
         }
     }
     Ok(())
+}
+
+/// `kdfed member ...`.
+async fn member(target: &fleet::Target, command: MemberCommand) -> Result<()> {
+    let client = target.client().await?;
+    match command {
+        MemberCommand::Add { name, labels, server, token_seconds, output } => {
+            fleet::add(&client, target, &name, &labels, server, token_seconds, output).await?
+        }
+        MemberCommand::Remove { name, force } => fleet::remove(&client, &name, force).await?,
+        MemberCommand::Cordon { name } => {
+            kdfed_hub::registry::set_cordoned(&client, &name, true).await?;
+            eprintln!("member {name} cordoned: it keeps its clusters and receives no new ones");
+        }
+        MemberCommand::Uncordon { name } => {
+            kdfed_hub::registry::set_cordoned(&client, &name, false).await?;
+            eprintln!("member {name} uncordoned");
+        }
+        MemberCommand::List(list) => fleet::list_members(&client, &list.names, list.output.unwrap_or_default()).await?,
+    }
+    Ok(())
+}
+
+/// `kdfed render`.
+fn render(args: RenderArgs) -> Result<()> {
+    let RenderArgs { app, cluster, config, configmeta, choices } = args;
+    let one = |path: &PathBuf, kind: &str| -> Result<serde_json::Value> {
+        let docs = manifest::read_all(std::slice::from_ref(path))?;
+        docs.into_iter()
+            .find(|d| d.get("kind").and_then(serde_json::Value::as_str) == Some(kind))
+            .ok_or_else(|| anyhow::anyhow!("{}: no {kind} in this file", path.display()))
+    };
+    let app: kdfed_crds::KubeDirectorApp =
+        offline::typed(&one(&app, "KubeDirectorApp")?).map_err(|e| anyhow::anyhow!("kubedirectorapp: {e}"))?;
+    let mut cluster: kdfed_crds::KubeDirectorCluster = offline::typed(&one(&cluster, "KubeDirectorCluster")?)
+        .map_err(|e| anyhow::anyhow!("kubedirectorcluster: {e}"))?;
+    cluster.spec.config_choices.extend(parse_choices(&choices)?);
+    let config: Option<kdfed_crds::KubeDirectorConfig> = config
+        .map(|c| {
+            offline::typed(&one(&c, "KubeDirectorConfig")?).map_err(|e| anyhow::anyhow!("kubedirectorconfig: {e}"))
+        })
+        .transpose()?;
+    let config = config.as_ref().map(|c| &c.spec);
+    let cannot = |e: &dyn std::fmt::Display| {
+        eprintln!("{e}");
+        anyhow::anyhow!("kubedirectorcluster/{} cannot be rendered", kube::ResourceExt::name_any(&cluster))
+    };
+    if configmeta {
+        let documents =
+            kdfed_spoke::director::render::render_configmeta(&app, &cluster, config).map_err(|e| cannot(&e))?;
+        return write_stdout(&format!("{}\n", serde_json::to_string_pretty(&documents)?));
+    }
+    let objects = kdfed_spoke::director::render::render(&app, &cluster, config).map_err(|e| cannot(&e))?;
+    let mut text = String::new();
+    for object in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_saphyr::to_string(&object)?);
+    }
+    write_stdout(&text)
+}
+
+/// `--choice ID=VALUE` arguments as choice id → value.
+fn parse_choices(args: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((id, value)) if !id.is_empty() => Ok((id.to_string(), value.to_string())),
+            _ => bail!("--choice {a}: expected ID=VALUE, e.g. --choice jupyter=false"),
+        })
+        .collect()
+}
+
+/// The command line's definition as people see it (help, completions, man pages); named
+/// `kubectl kdfed` when this binary runs as the kubectl plugin `kubectl-kdfed`.
+fn public_command_line() -> clap::Command {
+    let command = Cli::command();
+    if invoked_as_plugin() { command.bin_name("kubectl kdfed").display_name("kubectl-kdfed") } else { command }
+}
+
+/// What the binary parses: the public command line and the hidden `__complete`, which
+/// the completion scripts call and which is therefore left out of them.
+fn command_line() -> clap::Command {
+    public_command_line().subcommand(complete::command())
+}
+
+/// Whether this binary was started as `kubectl-kdfed` (kubectl runs plugins by that name).
+fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("kubectl-")))
+        .unwrap_or(false)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
@@ -255,7 +362,15 @@ fn write_stdout(text: &str) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let matches = command_line().get_matches();
+    if let Some((complete::COMMAND, args)) = matches.subcommand() {
+        return complete::run(args).await;
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprint!("{}", error_report(&e.chain().map(ToString::to_string).collect::<Vec<_>>()));
@@ -293,6 +408,15 @@ fn error_report(chain: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn choices_are_id_equals_value() {
+        let parsed = parse_choices(&["jupyter=false".into(), "level=a=b".into()]).expect("valid");
+        assert_eq!(parsed.get("jupyter").map(String::as_str), Some("false"));
+        assert_eq!(parsed.get("level").map(String::as_str), Some("a=b"));
+        let e = parse_choices(&["jupyter".into()]).expect_err("no value");
+        assert_eq!(e.to_string(), "--choice jupyter: expected ID=VALUE, e.g. --choice jupyter=false");
+    }
 
     #[test]
     fn each_cause_is_said_once() {

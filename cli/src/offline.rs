@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, defaults, validate};
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster, KubeDirectorConfig, validate};
 use serde_json::Value;
 
 /// What `kdfed validate` prints.
@@ -38,9 +38,9 @@ pub fn validate(docs: &[Value]) -> Report {
         let (kind, name) = kind_of(doc);
         match kind {
             "KubeDirectorApp" => match typed::<KubeDirectorApp>(doc) {
-                Ok(mut app) => {
-                    defaults::app(&mut app.spec);
-                    match validate::app_name(name).and_then(|()| validate::app(&app.spec)) {
+                Ok(app) => {
+                    match validate::app_name(name).and_then(|()| kdfed_crds::resolve::resolve_app(&app.spec).map(drop))
+                    {
                         Ok(()) => lines.push(format!("kubedirectorapp/{name}: valid")),
                         Err(e) => {
                             failed = true;
@@ -97,7 +97,7 @@ pub fn validate(docs: &[Value]) -> Report {
         if kind != "KubeDirectorCluster" {
             continue;
         }
-        let mut cluster = match typed::<KubeDirectorCluster>(doc) {
+        let cluster = match typed::<KubeDirectorCluster>(doc) {
             Ok(c) => c,
             Err(e) => {
                 failed = true;
@@ -113,9 +113,8 @@ pub fn validate(docs: &[Value]) -> Report {
             ));
             continue;
         };
-        defaults::cluster(&mut cluster.spec, &app.spec, config.as_ref());
-        match validate::cluster(&cluster.spec, &cluster.spec.app, &app.spec) {
-            Ok(()) => lines.push(format!("kubedirectorcluster/{name}: valid")),
+        match kdfed_crds::resolve(&app.spec, &cluster.spec, config.as_ref()) {
+            Ok(_) => lines.push(format!("kubedirectorcluster/{name}: valid")),
             Err(e) => {
                 failed = true;
                 lines.extend(e.0.iter().map(|e| format!("kubedirectorcluster/{name}: {e}")));

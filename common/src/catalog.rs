@@ -26,3 +26,29 @@ pub async fn find_app(
     };
     Ok(found.map(|(a, c)| (a, c.to_string())))
 }
+
+/// Every app a cluster with `app_catalog` can name, as [`find_app`] would find each (a local
+/// app hides a system one of the same name): for the targets of a live upgrade.
+pub async fn list_apps(
+    client: &Client,
+    cluster_namespace: &str,
+    system_namespace: &str,
+    app_catalog: Option<&str>,
+) -> Result<Vec<KubeDirectorApp>, kube::Error> {
+    let list = |ns: &str| {
+        let api = Api::<KubeDirectorApp>::namespaced(client.clone(), ns);
+        async move { api.list(&Default::default()).await.map(|l| l.items) }
+    };
+    let mut apps = match app_catalog {
+        Some(APP_CATALOG_SYSTEM) => Vec::new(),
+        _ => list(cluster_namespace).await?,
+    };
+    if app_catalog != Some(APP_CATALOG_LOCAL) {
+        for app in list(system_namespace).await? {
+            if !apps.iter().any(|a| a.metadata.name == app.metadata.name) {
+                apps.push(app);
+            }
+        }
+    }
+    Ok(apps)
+}

@@ -99,7 +99,7 @@ pub fn seal(member: &str, request_key: &str, plain: &[u8]) -> Result<Sealed, Joi
 
 fn decode_key(b64: &str) -> Result<Vec<u8>, JoinError> {
     let bytes = STANDARD.decode(b64).map_err(|_| JoinError::BadKey)?;
-    if bytes.len() != 32 {
+    if bytes.len() != kdfed_crds::validate::JOIN_KEY_LENGTH {
         return Err(JoinError::BadKey);
     }
     Ok(bytes)
@@ -122,9 +122,10 @@ fn derive(shared: &[u8], request_key: &str, hub_key: &str) -> Result<LessSafeKey
     UnboundKey::new(&AES_256_GCM, &bytes).map(LessSafeKey::new).map_err(|_| JoinError::Crypto("cipher key"))
 }
 
-/// Validates a request's public key (for admission and the hub): base64 of 32 bytes.
+/// Validates a request's public key (for the hub; admission applies the same rule through
+/// `kdfed_crds::validate::member`): base64 of 32 bytes.
 pub fn validate_public_key(b64: &str) -> Result<(), JoinError> {
-    decode_key(b64).map(|_| ())
+    if kdfed_crds::validate::is_join_key(b64) { Ok(()) } else { Err(JoinError::BadKey) }
 }
 
 #[cfg(test)]

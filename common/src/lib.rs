@@ -1,5 +1,8 @@
-//! Plumbing shared by kdfed's binaries: layered configuration, telemetry and Kubernetes
-//! client set-up.
+//! What the hub and the spoke share: the [`runtime`] both start from (admin server,
+//! metrics registry, counted API clients, the [`admission`] webhook), layered
+//! configuration ([`settings`]), telemetry and metrics ([`observe`]), and the pieces their
+//! controllers use alike: app catalog lookup, conditions, Events, reconcile plumbing, CRD
+//! installation, join sealing, secret-key encryption and tokens.
 
 pub mod admin;
 pub mod admission;
@@ -10,6 +13,7 @@ pub mod events;
 pub mod join;
 pub mod observe;
 pub mod reconcile;
+pub mod runtime;
 pub mod secretkeys;
 pub mod settings;
 pub mod telemetry;

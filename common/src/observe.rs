@@ -1,10 +1,11 @@
-//! Metrics both binaries share: reconciles per controller, requests to each Kubernetes API
-//! server they talk to (a tower layer in the client stack) and admission webhook requests
-//! and rejections.
+//! Metrics both binaries share: reconciles per controller (errors also per failed step),
+//! requests to each Kubernetes API server they talk to (a tower layer in the client stack)
+//! and admission webhook requests and rejections.
 //!
 //! Label values are bounded: the API server is a name the binary chooses (`hub`, `local`),
 //! the verb is the HTTP method (or `WATCH`), the code a status class; webhook kinds are the
-//! four kinds kdfed reviews (anything else is `other`).
+//! four kinds kdfed reviews (anything else is `other`); a reconcile error's step is a
+//! `&'static str` its error type names.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -25,11 +26,34 @@ pub struct ControllerLabel {
     pub controller: String,
 }
 
-/// Reconcile runs, errors and durations per controller.
+/// Labels of reconcile errors: the controller and, when the caller knows it, the step of
+/// the reconcile that failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ErrorLabels {
+    /// Controller name.
+    pub controller: String,
+    /// The step that failed (`dereference`, `apply`, ...); a `&'static str` from the
+    /// error's `step()`, so the label stays bounded.
+    pub step: Option<&'static str>,
+}
+
+impl EncodeLabelSet for ErrorLabels {
+    /// `controller`, and `step` only when known: the series without a step (created at 0
+    /// at start, and errors counted by [`ReconcileMetrics::observe`]) keep their old form.
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("controller", self.controller.as_str()).encode(encoder.encode_label())?;
+        if let Some(step) = self.step {
+            ("step", step).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reconcile runs, errors and durations per controller; errors also per failed step.
 #[derive(Debug)]
 pub struct ReconcileMetrics {
     runs: Family<ControllerLabel, Counter>,
-    errors: Family<ControllerLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabel, Histogram>,
 }
 
@@ -45,7 +69,7 @@ impl ReconcileMetrics {
         for controller in controllers {
             let label = ControllerLabel { controller: controller.to_string() };
             let _ = m.runs.get_or_create(&label);
-            let _ = m.errors.get_or_create(&label);
+            let _ = m.errors.get_or_create(&ErrorLabels { controller: controller.to_string(), step: None });
             let _ = m.duration.get_or_create(&label);
         }
         m
@@ -55,7 +79,7 @@ impl ReconcileMetrics {
     /// `reconcile_duration_seconds` in `registry` (already prefixed with the component).
     pub fn register_in(&self, registry: &mut Registry) {
         registry.register("reconcile", "Reconcile runs per controller", self.runs.clone());
-        registry.register("reconcile_errors", "Reconcile errors per controller", self.errors.clone());
+        registry.register("reconcile_errors", "Reconcile errors per controller and failed step", self.errors.clone());
         registry.register_with_unit(
             "reconcile_duration",
             "Reconcile duration per controller",
@@ -64,16 +88,41 @@ impl ReconcileMetrics {
         );
     }
 
-    /// Times one reconcile of `controller`.
+    /// Times one reconcile of `controller`, counting an error (without a step) when it
+    /// `failed`. Controllers whose errors name their step use [`Self::record_run`] and
+    /// [`Self::error`] instead, so that each error is counted once.
     pub fn observe(&self, controller: &str, started: Instant, failed: bool) {
-        let label = ControllerLabel { controller: controller.to_string() };
-        self.runs.get_or_create(&label).inc();
+        self.record_run(controller, started);
         // The error series exists from the first run, so rates of it are 0, not absent.
-        let errors = self.errors.get_or_create(&label);
+        let errors = self.errors.get_or_create(&ErrorLabels { controller: controller.to_string(), step: None });
         if failed {
             errors.inc();
         }
+    }
+
+    /// Counts one reconcile of `controller` and times it; its error, if any, is counted by
+    /// [`Self::error`] (from the controller's `error_policy`).
+    pub fn record_run(&self, controller: &str, started: Instant) {
+        let label = ControllerLabel { controller: controller.to_string() };
+        self.runs.get_or_create(&label).inc();
         self.duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts a finished run and, when it failed, the error with the step that failed.
+    pub fn finished(&self, controller: &str, started: Instant, failed_step: Option<&'static str>) {
+        self.record_run(controller, started);
+        // The step-less error series exists from the first run, so rates of errors are 0,
+        // not absent, before the first error (dashboards and alerts read them).
+        drop(self.errors.get_or_create(&ErrorLabels { controller: controller.to_string(), step: None }));
+        if let Some(step) = failed_step {
+            self.error(controller, step);
+        }
+    }
+
+    /// Counts one failed reconcile of `controller` at `step`: call it from the
+    /// `error_policy` with the error's `step()`, e.g. `metrics.error("director", e.step())`.
+    pub fn error(&self, controller: &str, step: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { controller: controller.to_string(), step: Some(step) }).inc();
     }
 }
 
@@ -302,6 +351,46 @@ mod tests {
         assert_eq!(code_class(Some(http::StatusCode::CONFLICT)), "4xx");
         assert_eq!(code_class(Some(http::StatusCode::OK)), "2xx");
         assert_eq!(code_class(None), "error");
+    }
+
+    #[test]
+    fn reconcile_errors_name_the_failed_step_and_keep_the_controller_series() {
+        let mut registry = Registry::with_prefix("kdfed_spoke");
+        let m = ReconcileMetrics::new(&["director"]);
+        m.register_in(&mut registry);
+        let out = text(&registry);
+        assert!(out.contains("kdfed_spoke_reconcile_errors_total{controller=\"director\"} 0"), "{out}");
+        m.record_run("director", Instant::now());
+        m.error("director", "apply");
+        m.error("director", "apply");
+        m.error("works", "dereference");
+        m.observe("director", Instant::now(), true);
+        let out = text(&registry);
+        for line in [
+            "kdfed_spoke_reconcile_total{controller=\"director\"} 2",
+            "kdfed_spoke_reconcile_errors_total{controller=\"director\",step=\"apply\"} 2",
+            "kdfed_spoke_reconcile_errors_total{controller=\"works\",step=\"dereference\"} 1",
+            "kdfed_spoke_reconcile_errors_total{controller=\"director\"} 1",
+            "kdfed_spoke_reconcile_duration_seconds_count{controller=\"director\"} 2",
+        ] {
+            assert!(out.contains(line), "{line} missing in\n{out}");
+        }
+        // Counting errors by step does not count runs.
+        assert!(!out.contains("kdfed_spoke_reconcile_total{controller=\"works\"}"), "{out}");
+    }
+
+    #[test]
+    fn a_finished_run_makes_the_error_series_exist_before_any_error() {
+        let mut registry = Registry::with_prefix("kdfed_hub");
+        let m = ReconcileMetrics::new(&[]);
+        m.register_in(&mut registry);
+        m.finished("placement", Instant::now(), None);
+        let out = text(&registry);
+        assert!(out.contains("kdfed_hub_reconcile_errors_total{controller=\"placement\"} 0"), "{out}");
+        m.finished("placement", Instant::now(), Some("apply"));
+        let out = text(&registry);
+        assert!(out.contains("kdfed_hub_reconcile_errors_total{controller=\"placement\",step=\"apply\"} 1"), "{out}");
+        assert!(out.contains("kdfed_hub_reconcile_total{controller=\"placement\"} 2"), "{out}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt::{Debug, Display};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::core::error_boundary::DeserializeGuard;
@@ -16,7 +17,6 @@ use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tracing::warn;
 
 use crate::events::Recorder;
@@ -115,7 +115,7 @@ where
     }
     let mut finalizers = object.finalizers().to_vec();
     finalizers.push(finalizer.to_string());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
+    let patch = finalizers_patch(object, finalizers);
     api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.doing("add finalizer")?;
     Ok(true)
 }
@@ -126,11 +126,50 @@ pub async fn remove_finalizer<K>(api: &Api<K>, object: &K, finalizer: &str) -> R
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let finalizers: Vec<&String> = object.finalizers().iter().filter(|f| *f != finalizer).collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
+    let finalizers = object.finalizers().iter().filter(|f| *f != finalizer).cloned().collect();
+    let patch = finalizers_patch(object, finalizers);
     match api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         other => other.map(|_| ()).doing("remove finalizer"),
+    }
+}
+
+/// A merge patch of metadata alone.
+#[derive(Debug, Serialize)]
+struct MetadataPatch {
+    metadata: ObjectMeta,
+}
+
+/// The merge patch that sets `object`'s finalizers, conditional on its resourceVersion.
+fn finalizers_patch<K: Resource>(object: &K, finalizers: Vec<String>) -> MetadataPatch {
+    MetadataPatch {
+        metadata: ObjectMeta {
+            finalizers: Some(finalizers),
+            resource_version: object.resource_version(),
+            ..Default::default()
+        },
+    }
+}
+
+/// A server-side apply of an object's status alone (the status subresource ignores the
+/// rest), conditional on the resourceVersion in `metadata`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a, S> {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    status: &'a S,
+}
+
+// By hand: statuses need not be `Debug` for `write_status`, and a patch's Debug (in kube's
+// logs) names the object, not the status it carries.
+impl<S> Debug for StatusApply<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusApply")
+            .field("kind", &self.kind)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,12 +190,12 @@ where
     K: Resource<DynamicType = ()> + HasStatus + Clone + Debug + DeserializeOwned,
     K::Status: Serialize,
 {
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"resourceVersion": object.resource_version()},
-        "status": status,
-    });
+    let patch = StatusApply {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        metadata: ObjectMeta { resource_version: object.resource_version(), ..Default::default() },
+        status,
+    };
     api.patch_status(&object.name_any(), &PatchParams::apply(field_manager).force(), &Patch::Apply(patch))
         .await
         .doing("write status")
@@ -266,6 +305,29 @@ pub fn retry<K, E: Display, C>(_: Arc<K>, error: &E, _: Arc<C>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finalizer_and_status_patches_are_conditional_on_the_resource_version() {
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.resource_version = Some("42".into());
+        let patch = serde_json::to_value(finalizers_patch(&cm, vec!["a/b".into()])).expect("json");
+        assert_eq!(patch, serde_json::json!({"metadata": {"finalizers": ["a/b"], "resourceVersion": "42"}}));
+        // The last finalizer removed: an empty list, not an absent one.
+        let patch = serde_json::to_value(finalizers_patch(&cm, Vec::new())).expect("json");
+        assert_eq!(patch, serde_json::json!({"metadata": {"finalizers": [], "resourceVersion": "42"}}));
+        let status = serde_json::json!({"state": "configured"});
+        let apply = StatusApply {
+            api_version: "kubedirector.hpe.com/v1beta1".into(),
+            kind: "KubeDirectorCluster".into(),
+            metadata: ObjectMeta { resource_version: Some("42".into()), ..Default::default() },
+            status: &status,
+        };
+        assert_eq!(
+            serde_json::to_value(apply).expect("json"),
+            serde_json::json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorCluster",
+                "metadata": {"resourceVersion": "42"}, "status": {"state": "configured"}})
+        );
+    }
 
     #[test]
     fn watch_errors_pause_the_triggers_briefly_and_never_for_long() {

@@ -1,10 +1,9 @@
 //! ServiceAccount tokens for member identities (TokenRequest API).
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use serde_json::json;
 
 /// Shortest token lifetime the API server accepts.
 pub const MIN_TOKEN_SECONDS: i64 = 600;
@@ -30,11 +29,10 @@ pub enum TokenError {
 pub async fn issue(client: &Client, namespace: &str, account: &str, seconds: i64) -> Result<String, TokenError> {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let who = format!("{namespace}/{account}");
-    let request: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"expirationSeconds": seconds.max(MIN_TOKEN_SECONDS)}
-    }))
-    .map_err(|e| TokenError::Kube { account: who.clone(), source: kube::Error::SerdeError(e) })?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(seconds.max(MIN_TOKEN_SECONDS)), ..Default::default() }),
+        ..Default::default()
+    };
     let issued: TokenRequest = accounts
         .create_subresource("token", account, &PostParams::default(), &request)
         .await

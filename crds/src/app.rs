@@ -73,6 +73,57 @@ pub struct KubeDirectorAppSpec {
     #[serde(default, rename = "logoURL", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1), regex(pattern = r"^(file|https|http?)://.+\.(jpeg|png)$"))]
     pub logo_url: Option<String>,
+    /// kdfed extension: deploy-time choices a cluster makes (`KubeDirectorCluster.spec.configChoices`),
+    /// each with its values; `config.conditional` says what each value changes. See
+    /// docs/app-lifecycle.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub config_choices: Vec<ConfigChoice>,
+    /// kdfed extension: names of the apps (same `distroID`) whose running clusters may change
+    /// `spec.app` to this app, a live upgrade (or back, a rollback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub upgrade_from: Vec<String>,
+    /// kdfed extension: the order roles are upgraded in (default: the order of `roles`;
+    /// roles left out follow in that order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_role_order: Option<Vec<String>>,
+}
+
+/// kdfed extension: one deploy-time choice of an app.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ConfigChoice {
+    /// Unique id of the choice within the app (the key in a cluster's `configChoices`).
+    #[schemars(length(min = 1, max = 63))]
+    pub id: String,
+    /// Name and description shown to users.
+    pub label: Label,
+    /// The values a cluster may choose, in the order user interfaces offer them.
+    pub values: Vec<String>,
+    /// Value of clusters that do not choose; the first of `values` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Whether a running cluster may change its value (default: fixed at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutable: Option<bool>,
+}
+
+/// kdfed extension: a config merged over the app's base `config` when every `when` entry
+/// matches the cluster's choices: roles and services are added, `configMeta` keys override.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionalConfig {
+    /// Choice id → value; the config applies when the cluster chose every one of them.
+    pub when: BTreeMap<String, String>,
+    /// Roles made active (added to `selectedRoles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    #[schemars(inner(length(min = 1)))]
+    pub selected_roles: Vec<String>,
+    /// Services added to roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub role_services: Vec<RoleService>,
+    /// Keys set (or overridden) in the setup package's `configMeta`.
+    #[serde(default, rename = "configMeta", skip_serializing_if = "Option::is_none")]
+    pub config_meta: Option<BTreeMap<String, String>>,
 }
 
 /// Short name and long description.
@@ -211,6 +262,10 @@ pub struct NodeGroupConfig {
     /// Free-form key/values passed to the setup package.
     #[serde(default, rename = "configMeta", skip_serializing_if = "Option::is_none")]
     pub config_meta: Option<BTreeMap<String, String>>,
+    /// kdfed extension: configs merged over this one, in order, when a cluster's choices
+    /// match their `when`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub conditional: Vec<ConditionalConfig>,
 }
 
 /// Associates services with a role.

@@ -36,14 +36,15 @@ pub const APP_CATALOG_SYSTEM: &str = "system";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.app == oldSelf.app", "message": "The app property is read-only."},
     {"rule": "!has(oldSelf.appCatalog) || (has(self.appCatalog) && self.appCatalog == oldSelf.appCatalog)",
      "message": "The appCatalog property is read-only."},
     {"rule": "!has(oldSelf.namingScheme) || (has(self.namingScheme) && self.namingScheme == oldSelf.namingScheme)",
      "message": "The namingScheme property is read-only."}
 ]))]
 pub struct KubeDirectorClusterSpec {
-    /// Name of the `KubeDirectorApp` to instantiate. Immutable.
+    /// Name of the `KubeDirectorApp` to instantiate. Read-only, except for a live upgrade
+    /// (kdfed): an app that lists this one in `upgradeFrom`, or back during a rollout; the
+    /// admission webhooks and the director check it against the catalog.
     #[schemars(length(min = 1))]
     pub app: String,
     /// Where the app is found: `local` (cluster's namespace) or `system`. Immutable once set.
@@ -73,6 +74,11 @@ pub struct KubeDirectorClusterSpec {
     /// role shrinks. Default: both `Delete` (upstream's behaviour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim_retention_policy: Option<PvcRetentionPolicy>,
+    /// kdfed extension: the app's config choices this cluster makes (choice id → value);
+    /// choices left out take the app's default. Fixed after creation unless the app marks
+    /// the choice `mutable`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub config_choices: BTreeMap<String, String>,
 }
 
 /// Whether PVCs are deleted or kept when the cluster is deleted and when members are removed.
@@ -100,6 +106,13 @@ impl KubeDirectorClusterSpec {
         self.persistent_volume_claim_retention_policy.as_ref().and_then(|p| p.when_scaled.as_deref()) == Some("Retain")
     }
 }
+
+/// Label that makes a ConfigMap a connectable one (configmeta's `connections.configmaps`
+/// lists it; the hub copies it with a cluster that connects it). One definition for the hub
+/// and the director.
+pub const LABEL_CONFIGMAP_TYPE: &str = "kubedirector.hpe.com/cmType";
+/// Label that makes a Secret a connectable one (configmeta's `connections.secrets`).
+pub const LABEL_SECRET_TYPE: &str = "kubedirector.hpe.com/secretType";
 
 /// Objects connected to a cluster; their changes are announced to its members.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -367,6 +380,46 @@ pub struct KubeDirectorClusterStatus {
     /// kdfed: conditions `Placed`, `Applied`, `Ready`, `MemberAvailable`, `Valid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
     pub conditions: Vec<Condition>,
+    /// kdfed: the config choices in effect (every choice of the app, defaults included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub config_choices: BTreeMap<String, String>,
+    /// kdfed: the live upgrade (or rollback) of the cluster's app, while it runs and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// kdfed: where a live upgrade of a cluster's app (or its rollback) stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// The app the members leave.
+    pub from: String,
+    /// The app the members move to.
+    pub to: String,
+    /// `Upgrading`, `Failed`, `Completed`, `RollingBack`, `RollbackFailed` or `RolledBack`.
+    pub phase: String,
+    /// Pods already running `to` and set up by its package, in the order they finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub upgraded_members: Vec<String>,
+    /// The pod whose upgrade (or rollback) script failed; the rollout stops there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_member: Option<String>,
+    /// What happened last, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Members the rollout moves (for `Upgrading 2/3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_members: Option<i32>,
+    /// Version of `from` (what `startscript --upgrade --from` is told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// Version of `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
+    /// The pods the rollout moves, in order (fixed when it starts, so a restarted director
+    /// goes on with the same list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub plan: Vec<String>,
 }
 
 /// Where and when the hub placed a cluster.
@@ -458,7 +511,8 @@ pub struct MemberStatus {
     /// PVC name, if the role has storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<String>,
-    /// `create pending`, `creating`, `configured`, `config error`, `delete pending`, `deleting`.
+    /// `create pending`, `creating`, `configured`, `config error`, `delete pending`, `deleting`;
+    /// kdfed: `upgrading`, `upgrade error` during a live upgrade.
     pub state: String,
     /// Progress of setup and notifications.
     #[serde(default, deserialize_with = "crate::nulls::or_default")]
@@ -509,6 +563,10 @@ pub struct MemberStateDetail {
     /// responsive, an exec that timed out); cleared when setup moves on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_detail: Option<String>,
+    /// kdfed: the config choices this member was last configured (or reconfigured) with;
+    /// a member behind the cluster's gets `startscript --reconfigure`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "crate::nulls::or_default")]
+    pub last_config_choices: BTreeMap<String, String>,
 }
 
 /// Arguments of a pending notification.

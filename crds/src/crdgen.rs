@@ -58,8 +58,11 @@ pub fn all_yaml() -> String {
 mod tests {
     use super::*;
 
-    fn committed_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("yaml")
+    /// Where the generated CRDs are committed: beside the types (the kustomize bases use
+    /// them) and in the Helm chart (helm installs a chart's `crds/` folder as it is).
+    fn committed_dirs() -> [std::path::PathBuf; 2] {
+        let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        [crate_dir.join("yaml"), crate_dir.join("../deploy/helm/kdfed/crds")]
     }
 
     /// Regenerate with `KDFED_UPDATE_CRDS=1 cargo test -p kdfed-crds`.
@@ -67,17 +70,21 @@ mod tests {
     fn committed_crd_yaml_matches_the_types() {
         let update = std::env::var_os("KDFED_UPDATE_CRDS").is_some();
         let mut stale = Vec::new();
-        for (file, crd) in all() {
-            let path = committed_dir().join(file);
-            let generated = to_yaml(&crd);
-            if update {
-                std::fs::create_dir_all(committed_dir()).expect("create crds/yaml");
-                std::fs::write(&path, &generated).expect("write CRD");
-                continue;
-            }
-            let committed = std::fs::read_to_string(&path).unwrap_or_default();
-            if committed != generated {
-                stale.push(file);
+        for dir in committed_dirs() {
+            for (file, crd) in all() {
+                let path = dir.join(file);
+                let generated = to_yaml(&crd);
+                if update {
+                    std::fs::create_dir_all(&dir).expect("create the CRD folder");
+                    // Replace, not write through: an old checkout may hold a symlink here.
+                    let _ = std::fs::remove_file(&path);
+                    std::fs::write(&path, &generated).expect("write CRD");
+                    continue;
+                }
+                let committed = std::fs::read_to_string(&path).unwrap_or_default();
+                if committed != generated {
+                    stale.push(path.display().to_string());
+                }
             }
         }
         assert!(stale.is_empty(), "stale CRD YAML {stale:?}; run KDFED_UPDATE_CRDS=1 cargo test -p kdfed-crds");

@@ -42,14 +42,22 @@ pub fn app(spec: &mut KubeDirectorAppSpec) {
     }
 }
 
-/// Fills member counts from the app's cardinalities, and service type and naming scheme
+/// Fills config choices from the app's defaults, member counts from the app's cardinalities
+/// (0 for roles the chosen config leaves out), and service type and naming scheme
 /// from `KubeDirectorConfig` or upstream's defaults.
 pub fn cluster(spec: &mut KubeDirectorClusterSpec, app: &KubeDirectorAppSpec, config: Option<&KubeDirectorConfigSpec>) {
+    // Choices the cluster leaves out take the app's defaults; roles the chosen config does
+    // not select default to no members.
+    for (id, value) in crate::choices::chosen_values(app, &spec.config_choices) {
+        spec.config_choices.entry(id).or_insert(value);
+    }
+    let chosen = crate::choices::chosen_app(app, &spec.config_choices);
     for role in &mut spec.roles {
         if role.members.is_none()
             && let Some(card) = app.role(&role.id).and_then(|r| Cardinality::parse(&r.cardinality))
         {
-            role.members = Some(card.min);
+            let off = crate::choices::role_off(app, &chosen.config, &role.id);
+            role.members = Some(if off { 0 } else { card.min });
         }
     }
     if spec.service_type.is_none() {

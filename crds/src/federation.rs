@@ -216,9 +216,6 @@ pub struct WorkCluster {
     /// Labels to copy.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Annotations to copy.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
     /// The cluster spec.
     pub spec: KubeDirectorClusterSpec,
 }
@@ -296,10 +293,15 @@ pub struct KubeDirectorWorkStatus {
     /// When the spoke last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_time: Option<Time>,
-    /// `Applied`, `Ready`, `Deleted`.
+    /// `Applied` and `Ready` ([`WORK_CONDITION_APPLIED`], [`WORK_CONDITION_READY`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// Work condition: the spoke applied the Work's generation to its local copy.
+pub const WORK_CONDITION_APPLIED: &str = "Applied";
+/// Work condition: the local copy is configured (the director finished it).
+pub const WORK_CONDITION_READY: &str = "Ready";
 
 /// Label on the member's namespace and RBAC objects on the hub.
 pub const LABEL_MEMBER: &str = "federation.kubedirector.hpe.com/member";

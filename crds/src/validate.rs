@@ -12,6 +12,7 @@ use crate::cluster::{
     NAMING_SCHEME_CR_NAME_ROLE, NAMING_SCHEME_UID, Placement,
 };
 use crate::config::KubeDirectorConfigSpec;
+use crate::federation::KubeDirectorMemberSpec;
 use crate::quantity;
 
 /// Lowest `configSchemaVersion` upstream's CRD accepts.
@@ -48,9 +49,22 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// The error of `rule` at `path`.
+    pub fn new(path: impl Into<String>, rule: &'static str, message: impl Into<String>) -> FieldError {
+        FieldError { path: path.into(), rule, message: message.into() }
+    }
+}
+
 impl fmt::Display for FieldError {
+    /// `path: message (rule: rule)`; without the path for rules about the whole object
+    /// (for example an app still in use), whose message names it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (rule: {})", self.path, self.message, self.rule)
+        if self.path.is_empty() {
+            write!(f, "{} (rule: {})", self.message, self.rule)
+        } else {
+            write!(f, "{}: {} (rule: {})", self.path, self.message, self.rule)
+        }
     }
 }
 
@@ -59,8 +73,9 @@ impl fmt::Display for FieldError {
 pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl ValidationErrors {
-    fn push(&mut self, path: impl Into<String>, rule: &'static str, message: impl Into<String>) {
-        self.0.push(FieldError { path: path.into(), rule, message: message.into() });
+    /// Records that `rule` is broken at `path`.
+    pub fn push(&mut self, path: impl Into<String>, rule: &'static str, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, rule, message));
     }
 
     /// `Ok` when nothing is broken.
@@ -68,9 +83,15 @@ impl ValidationErrors {
         if self.0.is_empty() { Ok(()) } else { Err(self) }
     }
 
-    /// Whether any error has this rule.
-    pub fn has_rule(&self, rule: &str) -> bool {
-        self.0.iter().any(|e| e.rule == rule)
+    /// Whether nothing is broken.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<FieldError> for ValidationErrors {
+    fn from(error: FieldError) -> Self {
+        ValidationErrors(vec![error])
     }
 }
 
@@ -579,6 +600,8 @@ pub fn app(spec: &KubeDirectorAppSpec) -> Result<(), ValidationErrors> {
             );
         }
     }
+    crate::choices::app_errors(spec, &mut errors);
+    crate::upgrade::app_errors(spec, &mut errors);
     errors.into_result()
 }
 
@@ -591,6 +614,8 @@ pub fn cluster(
     let mut errors = ValidationErrors::default();
     let app_roles: Vec<&str> = app.roles.iter().map(|r| r.id.as_str()).collect();
     let valid_roles = app_roles.join(",");
+    // The roles the cluster's choices select (the app's own config when it has no choices).
+    let chosen = crate::choices::chosen_app(app, &spec.config_choices);
 
     if let Some(c) = &spec.app_catalog
         && c != APP_CATALOG_LOCAL
@@ -637,6 +662,7 @@ pub fn cluster(
             );
         } else if let Some(card) = card
             && !card.allows(members)
+            && !crate::choices::role_off(app, &chosen.config, &role.id)
         {
             errors.push(
                 format!("{path}.members"),
@@ -780,7 +806,7 @@ pub fn cluster(
             format!("Maximum number of total members per KD cluster supported is {MAX_MEMBERS}."),
         );
     }
-    for selected in &app.config.selected_roles {
+    for selected in &chosen.config.selected_roles {
         if spec.roles.iter().any(|r| &r.id == selected) {
             continue;
         }
@@ -807,6 +833,7 @@ pub fn cluster(
     if let Some(placement) = &spec.placement {
         placement_errors(placement, &mut errors);
     }
+    crate::choices::cluster_errors(spec, app_name, app, &mut errors);
     errors.into_result()
 }
 
@@ -969,6 +996,22 @@ pub fn cluster_update(
     errors.into_result()
 }
 
+/// [`cluster_update`] plus the rules that need the catalog: `spec.app` changes only as a
+/// live upgrade allows (`catalog`: the apps it may name; see [`crate::upgrade`]), and a
+/// config choice changes only where the cluster's app marks it `mutable`. Admission calls
+/// this one.
+pub fn cluster_update_with_app(
+    old: &KubeDirectorClusterSpec,
+    new: &KubeDirectorClusterSpec,
+    old_status: Option<&KubeDirectorClusterStatus>,
+    app: &KubeDirectorAppSpec,
+    catalog: &[crate::upgrade::CatalogApp<'_>],
+) -> Result<(), ValidationErrors> {
+    let mut errors = crate::upgrade::cluster_update(old, new, old_status, catalog).err().unwrap_or_default();
+    crate::choices::update_errors(old, new, app, &mut errors);
+    errors.into_result()
+}
+
 /// Validates a `KubeDirectorConfig` spec.
 pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::default();
@@ -1018,6 +1061,63 @@ pub fn config(spec: &KubeDirectorConfigSpec) -> Result<(), ValidationErrors> {
     errors.into_result()
 }
 
+/// Longest member name: the member's hub namespace (`kdfed-member-<name>`) and RBAC
+/// object names are derived from it.
+pub const MAX_MEMBER_NAME_LENGTH: usize = 40;
+/// Effects a member taint may have (Kubernetes' node taint effects).
+pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
+/// Length of a join request's X25519 public key, in bytes.
+pub const JOIN_KEY_LENGTH: usize = 32;
+
+/// Validates a `KubeDirectorMember`: its name, placement labels, join key and taints (the
+/// hub's admission and `kdfed member add`, which passes an empty spec, both use this).
+/// A bad name, join key or taint is reported alone, the first found, in that order, as the
+/// hub always has; label errors are reported all together.
+pub fn member(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    spec: &KubeDirectorMemberSpec,
+) -> Result<(), ValidationErrors> {
+    if let Some(first) = member_name_error(name).or_else(|| join_key_error(spec)).or_else(|| taint_error(spec)) {
+        return Err(first.into());
+    }
+    let mut errors = ValidationErrors::default();
+    label_errors(labels, "metadata.labels", &mut errors);
+    errors.into_result()
+}
+
+fn member_name_error(name: &str) -> Option<FieldError> {
+    (!is_dns_label(name) || name.len() > MAX_MEMBER_NAME_LENGTH).then(|| {
+        FieldError::new(
+            "metadata.name",
+            "member-name",
+            format!("member name {name:?} must be a DNS label of at most {MAX_MEMBER_NAME_LENGTH} characters"),
+        )
+    })
+}
+
+/// Whether `key` is base64 of a 32-byte X25519 public key.
+pub fn is_join_key(key: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|bytes| bytes.len() == JOIN_KEY_LENGTH)
+}
+
+fn join_key_error(spec: &KubeDirectorMemberSpec) -> Option<FieldError> {
+    let join = spec.join.as_ref()?;
+    (!is_join_key(&join.public_key))
+        .then(|| FieldError::new("spec.join.publicKey", "join-key", "public key is not base64 of 32 bytes"))
+}
+
+fn taint_error(spec: &KubeDirectorMemberSpec) -> Option<FieldError> {
+    spec.taints.iter().enumerate().find(|(_, t)| !TAINT_EFFECTS.contains(&t.effect.as_str())).map(|(i, t)| {
+        FieldError::new(
+            format!("spec.taints[{i}].effect"),
+            "taint-effect",
+            format!("effect({}) must be NoSchedule, PreferNoSchedule or NoExecute", t.effect),
+        )
+    })
+}
+
 /// Paths present in `original` but missing (or different) in `typed`, the same object after a
 /// round trip through the Rust types: fields the API does not know, usually typos.
 pub fn unknown_fields(original: &serde_json::Value, typed: &serde_json::Value) -> Vec<String> {
@@ -1046,4 +1146,84 @@ pub fn unknown_fields(original: &serde_json::Value, typed: &serde_json::Value) -
     let mut out = Vec::new();
     walk(original, typed, "", &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Taint;
+
+    use crate::federation::MemberJoinRequest;
+
+    fn taint(effect: &str) -> Taint {
+        Taint { key: "k".into(), effect: effect.into(), ..Default::default() }
+    }
+
+    fn join(public_key: &str) -> Option<MemberJoinRequest> {
+        Some(MemberJoinRequest { public_key: public_key.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn a_member_with_a_good_name_labels_key_and_taints_is_valid() {
+        let labels = BTreeMap::from([("region".to_string(), "east".to_string())]);
+        let spec = KubeDirectorMemberSpec {
+            taints: vec![taint("NoSchedule"), taint("PreferNoSchedule"), taint("NoExecute")],
+            join: join(&format!("{}=", "A".repeat(43))),
+            ..Default::default()
+        };
+        assert_eq!(member("east", &labels, &spec), Ok(()));
+        assert_eq!(member("east", &BTreeMap::new(), &KubeDirectorMemberSpec::default()), Ok(()));
+    }
+
+    #[test]
+    fn member_names_are_dns_labels_of_at_most_40_characters() {
+        let spec = KubeDirectorMemberSpec::default();
+        assert_eq!(member(&"a".repeat(40), &BTreeMap::new(), &spec), Ok(()));
+        for bad in ["a".repeat(41), "East".into(), "-east".into(), String::new()] {
+            let e = member(&bad, &BTreeMap::new(), &spec).expect_err(&bad);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "metadata.name: member name {bad:?} must be a DNS label of at most 40 characters (rule: member-name)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_join_key_or_taint_effect_names_its_field() {
+        let spec = KubeDirectorMemberSpec { join: join("not a key"), ..Default::default() };
+        let e = member("east", &BTreeMap::new(), &spec).expect_err("bad key");
+        assert_eq!(e.to_string(), "spec.join.publicKey: public key is not base64 of 32 bytes (rule: join-key)");
+        let spec =
+            KubeDirectorMemberSpec { taints: vec![taint("NoSchedule"), taint("Sometimes")], ..Default::default() };
+        let e = member("east", &BTreeMap::new(), &spec).expect_err("bad effect");
+        assert_eq!(
+            e.to_string(),
+            "spec.taints[1].effect: effect(Sometimes) must be NoSchedule, PreferNoSchedule or NoExecute (rule: taint-effect)"
+        );
+    }
+
+    #[test]
+    fn the_name_is_reported_alone_and_label_errors_together() {
+        let labels = BTreeMap::from([("bad key!".to_string(), "x".to_string()), ("ok".to_string(), "-x".to_string())]);
+        let spec = KubeDirectorMemberSpec { taints: vec![taint("Sometimes")], ..Default::default() };
+        let e = member("East", &labels, &spec).expect_err("bad name");
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].rule, "member-name");
+        let e = member("east", &labels, &spec).expect_err("bad taint");
+        assert_eq!(e.0.iter().map(|e| e.rule).collect::<Vec<_>>(), ["taint-effect"]);
+        let e = member("east", &labels, &KubeDirectorMemberSpec::default()).expect_err("bad labels");
+        assert_eq!(e.0.iter().map(|e| e.rule).collect::<Vec<_>>(), ["label-key", "label-value"]);
+        assert!(e.0.iter().all(|e| e.path.starts_with("metadata.labels[")), "{e}");
+    }
+
+    #[test]
+    fn errors_about_the_whole_object_render_without_a_path() {
+        let e = FieldError::new("", "app-in-use", "in use");
+        assert_eq!(e.to_string(), "in use (rule: app-in-use)");
+        assert_eq!(FieldError::new("spec", "r", "m").to_string(), "spec: m (rule: r)");
+        let all = ValidationErrors(vec![FieldError::new("a", "r", "m"), FieldError::new("b", "s", "n")]);
+        assert_eq!(all.to_string(), "a: m (rule: r)\nb: n (rule: s)");
+    }
 }

@@ -496,7 +496,6 @@ const WEBHOOK: &[(&str, &str, Check)] = &[
     ("Maximum number of total members per KD cluster supported is 1000.", "max-members", || {
         cluster_errors(|c, _| c.roles[1].members = Some(1001))
     }),
-    ("The app property is read-only.", "immutable", || update_errors(|c| c.app = "other".into())),
     (
         "Role(RESTServer) properties other than the members count cannot be modified while role members exist.",
         "role-immutable-while-members-exist",
@@ -529,6 +528,8 @@ fn upstreams_webhook_rules_that_need_the_api_server_are_documented() {
         "Unable to fetch storageClassName",
         "Unable to access the specified URL",
         "Change to spec not allowed before previous spec change has been processed.",
+        // kdfed's live upgrades: an app change is checked against the catalog.
+        "The app property is read-only.",
     ] {
         assert!(doc.contains(message), "docs/compatibility.md does not say what kdfed does for {message:?}");
     }

@@ -131,6 +131,7 @@ for i in $(seq 30); do
 done
 $KDFED apply -f examples/clusters/minimal.yaml
 # The greeter app's setup package, packed here and fetched by the members from this machine.
+# Its cluster `greeting` chooses language=fr, not the app's default.
 mkdir -p "$FLEET_DIR/packages"
 tar czf "$FLEET_DIR/packages/greeter-setup.tgz" -C deploy/local/greeter/setup greeter
 sed "s|@PACKAGE_URL@|file://$FLEET_DIR/packages/greeter-setup.tgz|" deploy/local/greeter/app.yaml.in \
@@ -161,6 +162,8 @@ echo
 $PLATFORM cluster list
 echo
 $PLATFORM catalog list
+echo
+$PLATFORM catalog show greeter
 echo
 pod=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster greeting \
   -o jsonpath='{.status.roles[0].members[0].pod}' 2>/dev/null || true)

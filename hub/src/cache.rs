@@ -22,7 +22,7 @@ pub struct FleetCache {
     pub members: Store<KubeDirectorMember>,
     /// Every `KubeDirectorCluster` (malformed ones as errors, so they never stop the watch).
     pub intents: Store<DeserializeGuard<KubeDirectorCluster>>,
-    /// Every `KubeDirectorWork`.
+    /// Every `KubeDirectorWork`, without its spec (see `trim_work`).
     pub works: Store<KubeDirectorWork>,
     /// The members' heartbeat Leases (named `kdfed-spoke`, in member namespaces).
     pub leases: Store<Lease>,
@@ -50,14 +50,15 @@ impl FleetCache {
                     .await;
             };
         let cfg = watcher::Config::default;
-        let members_stream = reflected(Api::<KubeDirectorMember>::all(client.clone()), cfg(), members_writer);
+        let members_stream = reflected(Api::<KubeDirectorMember>::all(client.clone()), cfg(), members_writer, keep);
         let intents_stream =
-            reflected(Api::<DeserializeGuard<KubeDirectorCluster>>::all(client.clone()), cfg(), intents_writer);
-        let works_stream = reflected(Api::<KubeDirectorWork>::all(client.clone()), cfg(), works_writer);
+            reflected(Api::<DeserializeGuard<KubeDirectorCluster>>::all(client.clone()), cfg(), intents_writer, keep);
+        let works_stream = reflected(Api::<KubeDirectorWork>::all(client.clone()), cfg(), works_writer, trim_work);
         let leases_stream = reflected(
             Api::<Lease>::all(client.clone()),
             cfg().fields(&format!("metadata.name={MEMBER_LEASE}")),
             leases_writer,
+            keep,
         );
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let cache = FleetCache { members, intents, works, leases, ready };
@@ -109,13 +110,36 @@ fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
 ) -> futures::stream::BoxStream<'static, Result<(), watcher::Error>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     watcher(api, config)
         .backoff(kdfed_common::reconcile::TriggerBackoff::default())
+        .modify(move |o: &mut K| {
+            trim_metadata(o.meta_mut());
+            trim(o);
+        })
         .reflect(writer)
         .map(|r| r.map(|_| ()))
         .boxed()
 }
+
+/// Drops what no reader of the caches needs from an object's metadata: the field managers
+/// and kubectl's copy of the last applied manifest (together often larger than the spec).
+pub fn trim_metadata(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The cached Works keep their metadata and status: the metrics read the state reported,
+/// and the intent controller reads a Work it is about to write from the API server. The
+/// spec (the resolved app and cluster, a frozen snapshot) is most of a Work's size.
+fn trim_work(work: &mut KubeDirectorWork) {
+    work.spec = Default::default();
+}
+
+fn keep<K>(_: &mut K) {}

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
 use tracing::{info, warn};
 
 /// Name of the hub's leader Lease.
@@ -34,10 +33,15 @@ impl Elector {
         identity: String,
         duration: Duration,
     ) -> Result<Elector, kube::Error> {
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-        Api::<Namespace>::all(client.clone())
-            .patch(namespace, &PatchParams::apply("kdfed-hub").force(), &Patch::Apply(ns))
-            .await?;
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(namespace.to_string()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        };
+        // Read first: a restarted hub writes nothing that is in place already.
+        let namespaces = Api::<Namespace>::all(client.clone());
+        if namespaces.get_opt(namespace).await?.is_none() {
+            namespaces.patch(namespace, &PatchParams::apply("kdfed-hub").force(), &Patch::Apply(&ns)).await?;
+        }
         Ok(Elector { api: Api::namespaced(client.clone(), namespace), identity, duration })
     }
 
@@ -50,13 +54,17 @@ impl Elector {
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
         let now = jiff::Timestamp::now();
         let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
-            let lease: Lease = serde_json::from_value(json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": LEASE_NAME},
-                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": seconds(self.duration),
-                         "acquireTime": MicroTime(now), "renewTime": MicroTime(now), "leaseTransitions": 0}
-            }))
-            .map_err(kube::Error::SerdeError)?;
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(LEASE_NAME.to_string()), ..ObjectMeta::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(seconds(self.duration)),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),

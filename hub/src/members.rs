@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kdfed_crds::federation::{KubeDirectorMember, MEMBER_LEASE, member_namespace};
+use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorMemberStatus, MEMBER_LEASE, member_namespace};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -113,9 +113,9 @@ async fn sync_once(
 ) -> Result<(), kube::Error> {
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
     let mut placed: BTreeMap<String, i64> = BTreeMap::new();
-    for intent in cache.intents() {
-        if let Some(p) = intent.status.and_then(|s| s.placement) {
-            *placed.entry(p.member).or_default() += 1;
+    for guard in cache.intents.state() {
+        if let Some(p) = guard.0.as_ref().ok().and_then(|i| i.status.as_ref()).and_then(|s| s.placement.as_ref()) {
+            *placed.entry(p.member.clone()).or_default() += 1;
         }
     }
     let all: Vec<KubeDirectorMember> = cache.members.state().iter().map(|m| (**m).clone()).collect();
@@ -149,11 +149,13 @@ async fn sync_once(
                 };
                 recorder.publish(&member, warning, event_reason, &message).await;
             }
-            let available: Vec<&Condition> = conditions.iter().filter(|c| c.type_ == "Available").collect();
-            let patch = json!({
-                "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
-                "status": {"conditions": available, "clustersPlaced": count}
-            });
+            // Only the fields this loop owns: the spoke and the registry own the rest.
+            let status = KubeDirectorMemberStatus {
+                conditions: conditions.iter().filter(|c| c.type_ == "Available").cloned().collect(),
+                clusters_placed: Some(count),
+                ..KubeDirectorMemberStatus::default()
+            };
+            let patch = json!({"apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember", "status": status});
             members.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
         }
     }

@@ -241,6 +241,11 @@ fn rejected_by(intent: &IntentView, m: &MemberView) -> Option<Filter> {
     None
 }
 
+/// Whether `m` passes every filter for `intent` now (a member change may let it in).
+pub fn fits(intent: &IntentView, m: &MemberView) -> bool {
+    rejected_by(intent, m).is_none()
+}
+
 fn free_fraction_after(intent: &IntentView, m: &MemberView) -> f64 {
     let free = m.allocatable.minus(m.requested).minus(intent.requests);
     let frac = |free: f64, total: f64| if total > 0.0 { free / total } else { 0.0 };

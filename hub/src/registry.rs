@@ -15,17 +15,17 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
 use kdfed_common::ApiError;
 use kdfed_common::conditions::{condition, set_condition};
 use kdfed_common::events::Recorder;
 use kdfed_common::join::JoinKey;
 use kdfed_crds::KubeDirectorCluster;
 use kdfed_crds::federation::{
-    KubeDirectorMember, LABEL_MEMBER, MEMBER_SERVICE_ACCOUNT, MemberJoinGrant, member_namespace, member_rbac_name,
+    FEDERATION_GROUP, KubeDirectorMember, KubeDirectorMemberSpec, KubeDirectorMemberStatus, LABEL_MEMBER,
+    MEMBER_SERVICE_ACCOUNT, MemberJoinGrant, MemberJoinRequest, member_namespace, member_rbac_name,
 };
-use kdfed_crds::validate::is_dns_label;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -96,14 +96,19 @@ impl From<ApiError> for RegistryError {
 /// Checks a member's name and labels (the rules `kdfed member add` and the hub's admission
 /// apply).
 pub fn validate_member(name: &str, labels: &BTreeMap<String, String>) -> Result<(), RegistryError> {
-    if !is_dns_label(name) || name.len() > 40 {
-        return Err(RegistryError::Invalid(format!(
-            "metadata.name: member name {name:?} must be a DNS label of at most 40 characters (lowercase letters, digits, '-')"
-        )));
-    }
-    let mut label_errors = kdfed_crds::validate::ValidationErrors::default();
-    kdfed_crds::validate::label_errors(labels, "metadata.labels", &mut label_errors);
-    label_errors.into_result().map_err(|e| RegistryError::Invalid(e.to_string()))
+    let spec = kdfed_crds::KubeDirectorMemberSpec::default();
+    kdfed_crds::validate::member(name, labels, &spec).map_err(|errors| {
+        // `kdfed member add` explains a bad name to the platform team instead of naming the rule.
+        let shown: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| match e.rule {
+                "member-name" => format!("{}: {} (lowercase letters, digits, '-')", e.path, e.message),
+                _ => e.to_string(),
+            })
+            .collect();
+        RegistryError::Invalid(shown.join("\n"))
+    })
 }
 
 /// Registers (or re-registers) a member as the platform team and returns a kubeconfig for
@@ -120,13 +125,14 @@ pub async fn add_member(
     let key = JoinKey::generate().map_err(|e| RegistryError::Invalid(e.to_string()))?;
     let members: Api<KubeDirectorMember> = Api::all(client.clone());
     let pp = PatchParams::apply(PLATFORM_FIELD_MANAGER).force();
-    let request = json!({
-        "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"join": {"publicKey": key.public_key(), "server": server,
-                          "tokenSeconds": token_seconds.max(kdfed_common::tokens::MIN_TOKEN_SECONDS)}}
-    });
-    members.patch(name, &pp, &Patch::Apply(request)).await.map_err(kube_err("apply KubeDirectorMember"))?;
+    let join = MemberJoinRequest {
+        public_key: key.public_key().to_string(),
+        server: server.to_string(),
+        token_seconds: Some(token_seconds.max(kdfed_common::tokens::MIN_TOKEN_SECONDS)),
+    };
+    let mut request = KubeDirectorMember::new(name, KubeDirectorMemberSpec { join: Some(join), ..Default::default() });
+    request.metadata.labels = Some(labels.clone());
+    members.patch(name, &pp, &Patch::Apply(&request)).await.map_err(kube_err("apply KubeDirectorMember"))?;
     let deadline = tokio::time::Instant::now() + HUB_ANSWER_TIMEOUT;
     let grant = loop {
         let member = members.get(name).await.map_err(kube_err("read KubeDirectorMember"))?;
@@ -208,14 +214,23 @@ pub const MEMBER_CLUSTER_ROLE: &str = "kdfed-member";
 /// What a member's spoke may do in its own namespace on the hub: its Works (and their
 /// status), the Secrets they carry, its heartbeat Lease, renewing its own token, Events.
 pub fn member_role_rules() -> serde_json::Value {
-    json!([
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks"], "verbs": ["get", "list", "watch", "update", "patch"]},
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectorworks/status"], "verbs": ["get", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [MEMBER_SERVICE_ACCOUNT], "verbs": ["create"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
-    ])
+    let rule = |groups: &[&str], resource: &str, names: Option<&str>, verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+        resources: Some(vec![resource.to_string()]),
+        resource_names: names.map(|n| vec![n.to_string()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let rules = [
+        rule(&[FEDERATION_GROUP], "kubedirectorworks", None, &["get", "list", "watch", "update", "patch"]),
+        rule(&[FEDERATION_GROUP], "kubedirectorworks/status", None, &["get", "update", "patch"]),
+        rule(&[""], "secrets", None, &["get", "list", "watch"]),
+        rule(&["coordination.k8s.io"], "leases", None, &["get", "list", "watch", "create", "update", "patch"]),
+        rule(&[""], "serviceaccounts/token", Some(MEMBER_SERVICE_ACCOUNT), &["create"]),
+        rule(&["", "events.k8s.io"], "events", None, &["create", "patch"]),
+    ];
+    // PolicyRules always serialise; Null would only come from a serde bug.
+    serde_json::to_value(rules).unwrap_or_default()
 }
 
 /// A new token for a member's ServiceAccount, valid for `seconds`.
@@ -358,10 +373,12 @@ async fn reconcile(cached: Arc<KubeDirectorMember>, ctx: Arc<Registry>) -> Resul
     let registered: Vec<&Condition> = conditions.iter().filter(|c| c.type_ == "Registered").collect();
     let before: Vec<&Condition> = old.conditions.iter().filter(|c| c.type_ == "Registered").collect();
     if grant != old.join || registered != before {
-        let mut status = json!({"conditions": registered});
-        if let Some(g) = &grant {
-            status["join"] = json!(g);
-        }
+        // Only the fields this manager owns: the spokes and the availability loop own the rest.
+        let status = KubeDirectorMemberStatus {
+            conditions: registered.into_iter().cloned().collect(),
+            join: grant.clone(),
+            ..KubeDirectorMemberStatus::default()
+        };
         let patch =
             json!({"apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember", "status": status});
         members
@@ -388,28 +405,105 @@ async fn reconcile(cached: Arc<KubeDirectorMember>, ctx: Arc<Registry>) -> Resul
     Ok(Action::requeue(DRIFT_REPAIR))
 }
 
+/// The objects that make a member's identity on the hub (see [`member_objects`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberObjects {
+    /// The member's namespace `kdfed-member-<name>`, owned by the member.
+    pub namespace: Namespace,
+    /// The member's identity, `kdfed-spoke` in its namespace.
+    pub service_account: ServiceAccount,
+    /// Binds the identity to the shared ClusterRole [`MEMBER_CLUSTER_ROLE`] in its namespace only.
+    pub role_binding: RoleBinding,
+    /// Reading and reporting on its own member object only.
+    pub cluster_role: ClusterRole,
+    /// Binds the identity to [`MemberObjects::cluster_role`].
+    pub cluster_role_binding: ClusterRoleBinding,
+}
+
+/// The objects of a member's identity, as applied (pure).
+pub fn member_objects(member: &KubeDirectorMember) -> MemberObjects {
+    let name = member.name_any();
+    let ns = member_namespace(&name);
+    let rbac = member_rbac_name(&name);
+    let owned = |name: &str, namespace: Option<&str>, owner: bool| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(String::from),
+        labels: Some(BTreeMap::from([(LABEL_MEMBER.to_string(), member.name_any())])),
+        // Cluster-scoped objects go with the member when it is deleted.
+        owner_references: owner.then(|| {
+            vec![OwnerReference {
+                api_version: kdfed_crds::FEDERATION_API_VERSION.to_string(),
+                kind: "KubeDirectorMember".to_string(),
+                name: member.name_any(),
+                uid: member.meta().uid.clone().unwrap_or_default(),
+                ..OwnerReference::default()
+            }]
+        }),
+        ..ObjectMeta::default()
+    };
+    let subjects = Some(vec![Subject {
+        kind: "ServiceAccount".to_string(),
+        name: MEMBER_SERVICE_ACCOUNT.to_string(),
+        namespace: Some(ns.clone()),
+        ..Subject::default()
+    }]);
+    let own_member = |resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![FEDERATION_GROUP.to_string()]),
+        resources: Some(vec![resource.to_string()]),
+        resource_names: Some(vec![name.clone()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    MemberObjects {
+        namespace: Namespace { metadata: owned(&ns, None, true), ..Namespace::default() },
+        service_account: ServiceAccount {
+            metadata: owned(MEMBER_SERVICE_ACCOUNT, Some(&ns), false),
+            ..ServiceAccount::default()
+        },
+        role_binding: RoleBinding {
+            metadata: owned("kdfed-spoke", Some(&ns), false),
+            role_ref: role_ref(MEMBER_CLUSTER_ROLE),
+            subjects: subjects.clone(),
+        },
+        cluster_role: ClusterRole {
+            metadata: owned(&rbac, None, true),
+            rules: Some(vec![
+                own_member("kubedirectormembers", &["get", "watch"]),
+                own_member("kubedirectormembers/status", &["get", "update", "patch"]),
+            ]),
+            ..ClusterRole::default()
+        },
+        cluster_role_binding: ClusterRoleBinding {
+            metadata: owned(&rbac, None, true),
+            role_ref: role_ref(&rbac),
+            subjects,
+        },
+    }
+}
+
+fn role_ref(cluster_role: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".to_string()),
+        kind: "ClusterRole".to_string(),
+        name: cluster_role.to_string(),
+    }
+}
+
+/// `result` of a delete, with an object already gone counting as deleted.
+fn missing_ok<T>(result: Result<T, kube::Error>, action: &str) -> Result<(), RegistryError> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()).map_err(kube_err(action)),
+    }
+}
+
 /// The member's namespace, identity and RBAC, applied (idempotent).
 async fn provision(client: &Client, member: &KubeDirectorMember) -> Result<(), RegistryError> {
-    let name = member.name_any();
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let owner = json!([{
-        "apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
-        "name": name, "uid": member.meta().uid.clone().unwrap_or_default()
-    }]);
-    let ns = member_namespace(&name);
-    let member_label = json!({LABEL_MEMBER: name});
-    let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "labels": member_label, "ownerReferences": owner}});
-    Api::<Namespace>::all(client.clone())
-        .patch(&ns, &pp, &Patch::Apply(namespace))
-        .await
-        .map_err(kube_err("apply namespace"))?;
-    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": MEMBER_SERVICE_ACCOUNT, "namespace": ns, "labels": member_label}});
-    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-        .patch(MEMBER_SERVICE_ACCOUNT, &pp, &Patch::Apply(sa))
-        .await
-        .map_err(kube_err("apply ServiceAccount"))?;
+    let objects = member_objects(member);
+    let ns = member_namespace(&member.name_any());
+    apply_if_drifted(&Api::<Namespace>::all(client.clone()), &ns, &objects.namespace, "apply namespace").await?;
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    apply_if_drifted(&accounts, MEMBER_SERVICE_ACCOUNT, &objects.service_account, "apply ServiceAccount").await?;
 
     // Namespaced permissions: the shared ClusterRole kdfed-member, bound in its namespace
     // only (the hub holds `bind` on that one role, not its permissions).
@@ -419,39 +513,52 @@ async fn provision(client: &Client, member: &KubeDirectorMember) -> Result<(), R
             "the ClusterRole {MEMBER_CLUSTER_ROLE} that member identities are bound to is missing: apply deploy/hub (it ships the role)"
         )));
     }
-    let subject = json!([{"kind": "ServiceAccount", "name": MEMBER_SERVICE_ACCOUNT, "namespace": ns}]);
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns);
     // A roleRef cannot change: a binding of an earlier kdfed (to a per-member Role) is replaced.
     if let Some(old) = bindings.get_opt("kdfed-spoke").await.map_err(kube_err("read RoleBinding"))?
         && old.role_ref.kind != "ClusterRole"
     {
         bindings.delete("kdfed-spoke", &DeleteParams::default()).await.map_err(kube_err("replace RoleBinding"))?;
-        let _ = Api::<Role>::namespaced(client.clone(), &ns).delete("kdfed-spoke", &DeleteParams::default()).await;
+        let old_roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+        missing_ok(old_roles.delete("kdfed-spoke", &DeleteParams::default()).await, "delete the earlier Role")?;
     }
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "kdfed-spoke", "namespace": ns, "labels": member_label},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_CLUSTER_ROLE},
-        "subjects": subject});
-    bindings.patch("kdfed-spoke", &pp, &Patch::Apply(binding)).await.map_err(kube_err("apply RoleBinding"))?;
+    apply_if_drifted(&bindings, "kdfed-spoke", &objects.role_binding, "apply RoleBinding").await?;
 
     // Cluster-scoped permissions: read and report on its own member object only.
-    let rbac = member_rbac_name(&name);
-    let cluster_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-    "metadata": {"name": rbac, "labels": member_label, "ownerReferences": owner},
-    "rules": [
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectormembers"], "resourceNames": [name], "verbs": ["get", "watch"]},
-        {"apiGroups": ["federation.kubedirector.hpe.com"], "resources": ["kubedirectormembers/status"], "resourceNames": [name], "verbs": ["get", "update", "patch"]}
-    ]});
-    roles.patch(&rbac, &pp, &Patch::Apply(cluster_role)).await.map_err(kube_err("apply ClusterRole"))?;
-    let cluster_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": rbac, "labels": member_label, "ownerReferences": owner},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac},
-        "subjects": subject});
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .patch(&rbac, &pp, &Patch::Apply(cluster_binding))
-        .await
-        .map_err(kube_err("apply ClusterRoleBinding"))?;
-    Ok(())
+    let rbac = member_rbac_name(&member.name_any());
+    apply_if_drifted(&roles, &rbac, &objects.cluster_role, "apply ClusterRole").await?;
+    let role_bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    apply_if_drifted(&role_bindings, &rbac, &objects.cluster_role_binding, "apply ClusterRoleBinding").await
+}
+
+/// Applies `desired` unless the object already holds every field of it: the periodic
+/// drift repair and a restarted hub read the identity objects and write none that is intact.
+async fn apply_if_drifted<K>(api: &Api<K>, name: &str, desired: &K, action: &str) -> Result<(), RegistryError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if let Some(actual) = api.get_opt(name).await.map_err(kube_err(action))?
+        && covers(
+            &serde_json::to_value(&actual).unwrap_or_default(),
+            &serde_json::to_value(desired).unwrap_or_default(),
+        )
+    {
+        return Ok(());
+    }
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &pp, &Patch::Apply(desired)).await.map_err(kube_err(action)).map(|_| ())
+}
+
+/// Whether `actual` holds every field `desired` sets, with the same value (objects may have
+/// more fields, lists must match element by element; a null sets nothing).
+pub fn covers(actual: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (actual, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(a), Value::Object(d)) => d.iter().all(|(k, v)| covers(a.get(k).unwrap_or(&Value::Null), v)),
+        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(a, d)| covers(a, d)),
+        (a, d) => a == d,
+    }
 }
 
 /// The answer to the member's pending join request: the existing one when it answers the
@@ -505,10 +612,6 @@ async fn revoke(client: &Client, name: &str) -> Result<(), RegistryError> {
     let dp = DeleteParams::background();
     let ns = member_namespace(name);
     let rbac = member_rbac_name(name);
-    let missing_ok = |r: Result<(), kube::Error>, action: &str| match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other.map_err(kube_err(action)),
-    };
     missing_ok(
         Api::<ServiceAccount>::namespaced(client.clone(), &ns).delete(MEMBER_SERVICE_ACCOUNT, &dp).await.map(|_| ()),
         "delete ServiceAccount",
@@ -531,6 +634,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_intact_identity_object_is_not_written_again_and_a_changed_one_is() {
+        let member = KubeDirectorMember::new("east", Default::default());
+        let desired = serde_json::to_value(member_objects(&member).cluster_role_binding).expect("json");
+        // What the API server returns: the same fields and its own (uid, subjects' defaults).
+        let mut actual = desired.clone();
+        actual["metadata"]["uid"] = "abc".into();
+        actual["metadata"]["resourceVersion"] = "7".into();
+        actual["subjects"][0]["apiGroup"] = "".into();
+        assert!(covers(&actual, &desired));
+        let mut edited = actual.clone();
+        edited["subjects"][0]["name"] = "someone-else".into();
+        assert!(!covers(&edited, &desired), "a changed subject is repaired");
+        let mut extra = actual.clone();
+        extra["subjects"].as_array_mut().expect("list").push(serde_json::json!({"kind": "User", "name": "x"}));
+        assert!(!covers(&extra, &desired), "an added subject is repaired");
+        let mut unlabelled = actual;
+        unlabelled["metadata"]["labels"] = serde_json::Value::Null;
+        assert!(!covers(&unlabelled, &desired));
+    }
+
+    #[test]
     fn back_off_doubles_to_five_minutes() {
         assert_eq!(backoff(0), Duration::from_secs(2));
         assert_eq!(backoff(1), Duration::from_secs(4));
@@ -547,5 +671,49 @@ mod tests {
         assert!(e.to_string().contains("metadata.name"), "{e}");
         let bad = BTreeMap::from([("bad key!".to_string(), "x".to_string())]);
         assert!(validate_member("east", &bad).is_err());
+    }
+
+    #[test]
+    fn a_member_s_identity_sees_only_its_own_namespace_and_member_object() {
+        let mut member = KubeDirectorMember::new("east", KubeDirectorMemberSpec::default());
+        member.metadata.uid = Some("u-1".into());
+        let objects = member_objects(&member);
+        let ns = wire(&objects.namespace);
+        assert_eq!(ns["metadata"]["name"], "kdfed-member-east");
+        assert_eq!(ns["metadata"]["labels"][LABEL_MEMBER], "east");
+        assert_eq!(
+            ns["metadata"]["ownerReferences"],
+            serde_json::json!([{"apiVersion": kdfed_crds::FEDERATION_API_VERSION, "kind": "KubeDirectorMember",
+                "name": "east", "uid": "u-1"}])
+        );
+        let sa = wire(&objects.service_account);
+        assert_eq!(
+            (sa["metadata"]["namespace"].as_str(), sa["metadata"].get("ownerReferences")),
+            (Some("kdfed-member-east"), None)
+        );
+        let binding = wire(&objects.role_binding);
+        assert_eq!(
+            binding["roleRef"],
+            serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": MEMBER_CLUSTER_ROLE})
+        );
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "kdfed-spoke", "namespace": "kdfed-member-east"}])
+        );
+        let role = wire(&objects.cluster_role);
+        assert_eq!(role["metadata"]["name"], "kdfed-member-east");
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([
+                {"apiGroups": [FEDERATION_GROUP], "resources": ["kubedirectormembers"], "resourceNames": ["east"], "verbs": ["get", "watch"]},
+                {"apiGroups": [FEDERATION_GROUP], "resources": ["kubedirectormembers/status"], "resourceNames": ["east"], "verbs": ["get", "update", "patch"]}
+            ])
+        );
+        assert_eq!(wire(&objects.cluster_role_binding)["roleRef"]["name"], "kdfed-member-east");
+    }
+
+    /// The JSON an object goes over the wire as.
+    fn wire<T: serde::Serialize>(object: &T) -> serde_json::Value {
+        serde_json::to_value(object).expect("json")
     }
 }

@@ -29,7 +29,7 @@ use kdfed_crds::federation::{
 };
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
+use serde::Serialize;
 use tracing::{info, warn};
 
 /// Field manager of the self-fence annotation.
@@ -125,6 +125,23 @@ pub fn placement_confirmed(member_available: bool, work: Option<&KubeDirectorWor
         })
 }
 
+/// A JSON merge patch of one annotation of an object's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnnotationPatch<'a> {
+    metadata: AnnotationsOnly<'a>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+struct AnnotationsOnly<'a> {
+    annotations: BTreeMap<&'a str, Option<&'a str>>,
+}
+
+/// A merge patch that sets annotation `key` to `value`, or removes it for `None` (sent as
+/// `null`, which is how a merge patch removes a key).
+pub fn annotation<'a>(key: &'a str, value: Option<&'a str>) -> AnnotationPatch<'a> {
+    AnnotationPatch { metadata: AnnotationsOnly { annotations: BTreeMap::from([(key, value)]) } }
+}
+
 /// What the self-fencing loop needs.
 pub struct Fencing {
     /// Client of the hub (with the member's identity).
@@ -174,7 +191,7 @@ async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> R
                 confirmed_since.remove(&key);
                 let api: Api<KubeDirectorCluster> =
                     Api::namespaced(f.local.clone(), &copy.namespace().unwrap_or_default());
-                let patch = json!({"metadata": {"annotations": {ANNOTATION_SELF_FENCED: why}}});
+                let patch = annotation(ANNOTATION_SELF_FENCED, Some(&why));
                 api.patch(&copy.name_any(), &pp, &Patch::Merge(patch)).await.doing("self-fence local copy")?;
                 warn!(cluster = %key, "self-fenced (scaled to zero, PVCs kept): {why}");
             }
@@ -204,7 +221,7 @@ async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> R
             continue;
         }
         let api: Api<KubeDirectorCluster> = Api::namespaced(f.local.clone(), &copy.namespace().unwrap_or_default());
-        let patch = json!({"metadata": {"annotations": {ANNOTATION_SELF_FENCED: null}}});
+        let patch = annotation(ANNOTATION_SELF_FENCED, None);
         api.patch(&copy.name_any(), &pp, &Patch::Merge(patch)).await.doing("lift self-fence")?;
         confirmed_since.remove(&key);
         info!(cluster = %key, "the hub still places this copy here: self-fence lifted");
@@ -270,6 +287,14 @@ mod tests {
             jiff::Timestamp::from_second(1_000_000).expect("time"),
         ));
         assert!(!placement_confirmed(true, Some(&work), Some("2")), "the Work is being released");
+    }
+
+    #[test]
+    fn an_annotation_is_set_or_removed_by_a_merge_patch() {
+        let set = serde_json::to_value(annotation("a/b", Some("why"))).expect("json");
+        assert_eq!(set, serde_json::json!({"metadata": {"annotations": {"a/b": "why"}}}));
+        let removed = serde_json::to_value(annotation("a/b", None)).expect("json");
+        assert_eq!(removed, serde_json::json!({"metadata": {"annotations": {"a/b": null}}}));
     }
 
     #[test]

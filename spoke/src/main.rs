@@ -1,20 +1,16 @@
 //! `kdfed-spoke`: hub sync and the director on a member cluster.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use kdfed_common::runtime::RuntimeArgs;
 use kdfed_spoke::Settings;
 
 #[derive(Parser)]
 #[command(name = "kdfed-spoke", version, about = "kdfed spoke: hub sync and the KubeDirector director")]
 struct Args {
-    /// YAML configuration file.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Kubeconfig of the member's API server.
-    #[arg(long)]
-    kubeconfig: Option<String>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Kubeconfig issued by the hub (`kdfed member add`).
     #[arg(long)]
     hub_kubeconfig: Option<String>,
@@ -24,17 +20,6 @@ struct Args {
     /// Run only the director, without a hub.
     #[arg(long)]
     standalone: bool,
-    /// Admin server address (metrics, health).
-    #[arg(long)]
-    admin_address: Option<String>,
-    #[command(flatten)]
-    webhook: kdfed_common::admission::WebhookArgs,
-    /// Log format: text or json.
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Log filter.
-    #[arg(long)]
-    log_level: Option<String>,
     /// File that keeps the current hub token.
     #[arg(long)]
     hub_token_file: Option<String>,
@@ -55,25 +40,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut overrides = vec![
-        ("kubeconfig", args.kubeconfig),
+    let (config, mut overrides) = args.runtime.into_overrides();
+    overrides.extend([
         ("hub_kubeconfig", args.hub_kubeconfig),
         ("member", args.member),
         ("standalone", args.standalone.then(|| "true".to_string())),
-        ("admin_address", args.admin_address),
-        ("log_format", args.log_format),
-        ("log_level", args.log_level),
         ("lease_interval_seconds", args.lease_interval_seconds),
         ("self_fence_margin_seconds", args.self_fence_margin_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),
         ("hub_token_file", args.hub_token_file),
         ("configcli_package", args.configcli_package),
-    ];
-    overrides.extend(args.webhook.overrides());
+    ]);
     kdfed_common::settings::launch::<Settings, _, _>(
         "kdfed-spoke",
         "KDFED_SPOKE",
-        args.config.as_deref(),
+        config.as_deref(),
         &overrides,
         kdfed_spoke::run,
     )

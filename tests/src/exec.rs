@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -31,6 +31,37 @@ pub fn pod_filesystem(cluster_dir: &Path, namespace: &str, pod: &str, uid: &str)
 
 fn pod_dir(cluster_dir: &Path, namespace: &str, pod: &str, uid: &str) -> PathBuf {
     cluster_dir.join("pods").join(namespace).join(pod).join(uid)
+}
+
+/// Folder of the "filesystem" of the pods that mount the PVC `claim` (uid `claim_uid`): a
+/// pod with a claim keeps its files with the claim, so a pod recreated on the same claim
+/// finds what the one before wrote, and a new claim of the same name starts empty.
+pub fn claim_filesystem(cluster_dir: &Path, namespace: &str, claim: &str, claim_uid: &str) -> PathBuf {
+    claim_dir(cluster_dir, namespace, claim, claim_uid).join("fs")
+}
+
+fn claim_dir(cluster_dir: &Path, namespace: &str, claim: &str, claim_uid: &str) -> PathBuf {
+    // Under `pods/` (the exec wrapper runs only there); no pod name starts with `_`.
+    cluster_dir.join("pods").join(namespace).join("_claims").join(claim).join(claim_uid)
+}
+
+/// The claim of the pod's first PVC volume, if it has one.
+fn first_claim(pod: &Pod) -> Option<String> {
+    let volumes = pod.spec.as_ref()?.volumes.as_ref()?;
+    volumes.iter().find_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+}
+
+/// The folder a pod's exec runs in: its claim's (with the claim's uid) when it mounts one,
+/// else its own (with its uid).
+async fn work_dir(client: &Client, cluster_dir: &Path, ns: &str, pod: &Pod, uid: &str) -> Result<PathBuf> {
+    let Some(claim) = first_claim(pod) else { return Ok(pod_dir(cluster_dir, ns, &pod.name_any(), uid)) };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let found = claims
+        .get_opt(&claim)
+        .await?
+        .with_context(|| format!("claim {claim} of pod {} not there yet", pod.name_any()))?;
+    let claim_uid = found.uid().with_context(|| format!("claim {claim} has no uid"))?;
+    Ok(claim_dir(cluster_dir, ns, &claim, &claim_uid))
 }
 
 /// Writes the wrapper as `sh` and `bash` into `dir`, which goes first in KWOK's PATH.
@@ -100,7 +131,7 @@ pub(crate) fn spawn_sync(client: Client, cluster_dir: PathBuf) -> tokio::task::J
             if done.get(&key) == Some(&uid) {
                 continue;
             }
-            match point_exec_at_pod(&client, &cluster_dir, &ns, &pod.name_any(), &uid).await {
+            match point_exec_at_pod(&client, &cluster_dir, &ns, &pod, &uid).await {
                 Ok(()) => {
                     done.insert(key, uid);
                 }
@@ -110,8 +141,10 @@ pub(crate) fn spawn_sync(client: Client, cluster_dir: PathBuf) -> tokio::task::J
     })
 }
 
-async fn point_exec_at_pod(client: &Client, cluster_dir: &Path, ns: &str, pod: &str, uid: &str) -> Result<()> {
-    let dir = pod_dir(cluster_dir, ns, pod, uid);
+async fn point_exec_at_pod(client: &Client, cluster_dir: &Path, ns: &str, pod: &Pod, uid: &str) -> Result<()> {
+    let dir = work_dir(client, cluster_dir, ns, pod, uid).await?;
+    let pod = pod.name_any();
+    let pod = pod.as_str();
     std::fs::create_dir_all(dir.join("fs"))?;
     let execs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &exec_resource());
     let object = serde_json::json!({

@@ -91,6 +91,12 @@ impl Cluster {
     pub fn pod_filesystem(&self, namespace: &str, pod: &str, uid: &str) -> PathBuf {
         exec::pod_filesystem(&self.dir, namespace, pod, uid)
     }
+
+    /// Where the files of the pods mounting the PVC `claim` (uid `claim_uid`) are: a pod
+    /// with a claim keeps its files with it (see [`exec::claim_filesystem`]).
+    pub fn claim_filesystem(&self, namespace: &str, claim: &str, claim_uid: &str) -> PathBuf {
+        exec::claim_filesystem(&self.dir, namespace, claim, claim_uid)
+    }
 }
 
 /// State written by `testbed up` so that `testbed down` finds the processes.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok) from the Go module proxy at pinned versions into a
+# kube-scheduler, kubectl, etcd, kwok, helm) from the Go module proxy at pinned versions into a
 # cache outside the repository. Idempotent: a second run only checks the cache.
 #
 # Go is a test-bed tool only; the product is Rust.
@@ -9,6 +9,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CACHE="${KDFED_CACHE:-$HOME/.cache/kdfed}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -24,6 +25,33 @@ fi
 
 export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
+
+# --- helm (chart tests) -------------------------------------------------------------
+# helm.sh/helm/v3 has no replace directives, so `go install` builds it as published. It
+# is built in the background, beside the other builds, and waited for at the end.
+helm_dir="$BIN/helm-$HELM_VERSION"
+helm_pid=""
+if [ ! -x "$helm_dir/helm" ]; then
+  log "building helm $HELM_VERSION (in the background)"
+  mkdir -p "$helm_dir"
+  (
+    # As helm's Makefile: its version, and the Kubernetes version of its client-go as the
+    # default for `helm template` and `helm lint` (else v1.20).
+    helm_gomod=$(GOFLAGS= go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+    k8s_minor=$(sed -n 's/^\s*k8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_gomod")
+    hv="helm.sh/helm/v3/internal/version"
+    ldflags="-s -w -X $hv.version=$HELM_VERSION -X $hv.gitTreeState=clean"
+    for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+      ldflags="$ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+    done
+    GOBIN="$helm_dir/.tmp" GOFLAGS="-buildvcs=false" go install -ldflags "$ldflags" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    mv "$helm_dir/.tmp/helm" "$helm_dir/helm"
+    rmdir "$helm_dir/.tmp"
+    log "helm $HELM_VERSION built"
+  ) &
+  helm_pid=$!
+fi
 
 # --- Kubernetes control plane -------------------------------------------------
 k8s_dir="$BIN/k8s-$K8S_VERSION"
@@ -113,6 +141,10 @@ rm -rf "$kwok_dir/kustomize"
 cp -r "$kwok_mod/kustomize" "$kwok_dir/kustomize"
 chmod -R u+w "$kwok_dir/kustomize"
 
+if [ -n "$helm_pid" ]; then
+  wait "$helm_pid" || { log "building helm $HELM_VERSION failed"; exit 1; }
+fi
+
 # A stable place for the runtime to find everything.
 cat > "$BIN/env" <<ENV
 KDFED_KUBE_APISERVER=$k8s_dir/kube-apiserver
@@ -123,6 +155,7 @@ KDFED_ETCD=$etcd_dir/etcd
 KDFED_KWOK=$kwok_dir/kwok
 KDFED_KWOK_STAGES=$kwok_dir/kustomize/stage
 KDFED_KWOK_CRDS=$kwok_dir/kustomize/crd/bases
+KDFED_HELM=$helm_dir/helm
 K8S_VERSION=$K8S_VERSION
 ENV
 log "test bed binaries ready in $BIN (see $BIN/env)"

@@ -441,3 +441,87 @@ async fn the_hub_admits_upstream_shaped_manifests_as_written_and_refuses_what_up
     let message = refused(configs.create(&PostParams::default(), &object(config)).await);
     assert!(message.contains("metadata.name") && message.contains("kd-global-config"), "{message}");
 }
+
+/// Creates namespace `name` unless it exists (the hub creates its system namespace itself
+/// for its leader Lease, maybe first).
+async fn ensure_namespace(client: &Client, name: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_hub_decides_on_what_it_reads_from_its_api_server() {
+    let bed = Testbed::start(&["hub"]).await.expect("test bed");
+    let client = bed.client("hub").await.expect("client");
+    setup(&client).await;
+    let _hook = with_webhook(&bed, "hub", "kdfed-hub", None, &[]).await;
+    ensure_namespace(&client, "kdfed-system").await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let create = |value: Value| {
+        let clusters = clusters.clone();
+        async move { clusters.create(&PostParams::default(), &serde_json::from_value(value).expect("c")).await }
+    };
+    let named = |name: &str| {
+        let mut c = example("clusters/minimal.yaml");
+        c["metadata"]["name"] = json!(name);
+        c
+    };
+
+    // No KubeDirectorConfig yet, so no master key: a secret value cannot be stored.
+    let mut secretive = named("secretive");
+    secretive["spec"]["roles"][0]["secretKeys"] = json!([{"name": "db-password", "value": "hunter2"}]);
+    let message = denied(create(secretive).await);
+    assert!(
+        message.contains("spec.roles[0].secretKeys[0]: cannot encrypt secret key db-password: no masterEncryptionKey in KubeDirectorConfig kdfed-system/kd-global-config (rule: secret-key-encryption)"),
+        "{message}"
+    );
+
+    // A role's Secret is looked up in the cluster's namespace: refused while missing,
+    // admitted once it exists.
+    let mut mounting = named("mounting");
+    mounting["spec"]["roles"][0]["secret"] = json!({"name": "role-creds", "mountPath": "/etc/r"});
+    let message = denied(create(mounting.clone()).await);
+    assert!(
+        message.contains("spec.roles[0].secret.name: Unable to find secret(role-creds) for role(web) in namespace(default). (rule: secret-exists)"),
+        "{message}"
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "default");
+    let secret = serde_json::from_value(json!({"metadata": {"name": "role-creds"}, "stringData": {"k": "v"}}));
+    secrets.create(&PostParams::default(), &secret.expect("s")).await.expect("secret");
+    create(mounting).await.expect("its Secret exists now");
+
+    // An app of the system catalog serves clusters of any namespace, and cannot go while
+    // one uses it; an app nobody uses can.
+    let mut system_app = example("apps/minimal.yaml");
+    system_app["metadata"]["name"] = json!("system-web");
+    let system_apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "kdfed-system");
+    system_apps.create(&PostParams::default(), &serde_json::from_value(system_app).expect("a")).await.expect("app");
+    let mut catalogued = named("catalogued");
+    catalogued["spec"]["app"] = json!("system-web");
+    create(catalogued).await.expect("the system catalog's app");
+    let message = denied(system_apps.delete("system-web", &DeleteParams::default()).await);
+    assert!(
+        message.contains("referenced by the following KubeDirectorCluster resources: default/catalogued"),
+        "{message}"
+    );
+    let apps: Api<KubeDirectorApp> = Api::namespaced(client.clone(), "default");
+    apps.delete("cassandra", &DeleteParams::default()).await.expect("an unused app goes");
+
+    // The config's required Secret prefix is read too.
+    let configs: Api<kdfed_crds::KubeDirectorConfig> = Api::namespaced(client.clone(), "kdfed-system");
+    let config = json!({"apiVersion": "kubedirector.hpe.com/v1beta1", "kind": "KubeDirectorConfig",
+        "metadata": {"name": "kd-global-config"}, "spec": {"requiredSecretPrefix": "role-"}});
+    configs.create(&PostParams::default(), &serde_json::from_value(config).expect("cfg")).await.expect("config");
+    let mut unprefixed = named("unprefixed");
+    unprefixed["spec"]["defaultSecret"] = json!({"name": "creds", "mountPath": "/etc/creds"});
+    let message = denied(create(unprefixed).await);
+    assert!(
+        message.contains("spec.defaultSecret.name: defaultSecret(creds) does not have the required name prefix(role-). (rule: secret-prefix)"),
+        "{message}"
+    );
+}

@@ -127,3 +127,21 @@ fn every_relative_link_leads_to_a_file_and_section_that_exist() {
     }
     assert!(checked >= 20, "only {checked} links found: is the link parser broken?");
 }
+
+/// docs/architecture.md names the file that owns each step; a file that moves or goes must
+/// take the page with it.
+#[test]
+fn every_file_the_architecture_page_names_exists() {
+    let page = std::fs::read_to_string(root().join("docs/architecture.md")).expect("docs/architecture.md");
+    let roots = ["crds/", "common/", "hub/", "spoke/", "cli/", "tests/", "deploy/", "docs/"];
+    let mut checked = 0;
+    for (i, span) in page.split('`').enumerate() {
+        // Odd pieces are inside backticks.
+        if i % 2 == 0 || !roots.iter().any(|r| span.starts_with(r)) || span.contains(' ') {
+            continue;
+        }
+        assert!(root().join(span).exists(), "docs/architecture.md names {span}, which does not exist");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} paths found in docs/architecture.md");
+}

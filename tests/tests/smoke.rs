@@ -101,14 +101,18 @@ async fn crds_install_and_examples_round_trip_through_a_real_api_server() {
     assert!(e.message.contains("spec.roles[0].members"), "{}", e.message);
     assert!(e.message.contains("spec.serviceType"), "{}", e.message);
 
-    // Immutable fields are enforced by the API server itself (CEL transition rules).
-    let patch = kube::api::Patch::Merge(json!({"spec": {"app": "spark"}}));
+    // Immutable fields are enforced by the API server itself (CEL transition rules); once
+    // set, namingScheme stays. (spec.app may change for a live upgrade: the admission
+    // webhooks and the director check that against the catalog.)
+    let set = kube::api::Patch::Merge(json!({"spec": {"namingScheme": "UID"}}));
+    clusters.patch("hello", &kube::api::PatchParams::default(), &set).await.expect("set namingScheme");
+    let patch = kube::api::Patch::Merge(json!({"spec": {"namingScheme": "CrNameRole"}}));
     match clusters.patch("hello", &kube::api::PatchParams::default(), &patch).await {
         Err(kube::Error::Api(e)) => {
             assert_eq!(e.code, 422, "{e:?}");
-            assert!(e.message.contains("The app property is read-only."), "{}", e.message);
+            assert!(e.message.contains("The namingScheme property is read-only."), "{}", e.message);
         }
-        other => panic!("changing spec.app must be rejected, got {other:?}"),
+        other => panic!("changing spec.namingScheme must be rejected, got {other:?}"),
     }
 
     let mut no_roles = example("clusters/minimal.yaml");

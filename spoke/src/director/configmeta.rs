@@ -9,13 +9,19 @@
 
 use std::collections::BTreeMap;
 
-use kdfed_crds::app::KubeDirectorAppSpec;
+use kdfed_crds::app::{KubeDirectorAppSpec, Service};
 use kdfed_crds::cluster::{MemberStatus, Role};
 use kdfed_crds::quantity;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Where configmeta is written inside a member.
 pub const PATH: &str = "/etc/guestconfig/configmeta.json";
+
+/// The only node group upstream ever writes.
+const NODEGROUP: &str = "1";
+/// What upstream writes for the flavor fields it does not know.
+const NOT_AVAILABLE: &str = "n/a";
 
 /// One role's members as they appear in configmeta.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,12 +56,14 @@ pub struct ClusterView<'a> {
     pub name: &'a str,
     /// Cluster UID.
     pub uid: &'a str,
-    /// Its app, with defaults applied.
+    /// Its app, with defaults applied and its config as the cluster's choices make it.
     pub app: &'a KubeDirectorAppSpec,
     /// `<headless service>.<namespace><domain base>`: members are `<pod>.<domain>`.
     pub domain: String,
     /// Roles with members, in spec order.
     pub roles: Vec<RoleMembers<'a>>,
+    /// kdfed: the value of each of the app's config choices (empty for apps without).
+    pub choices: &'a BTreeMap<String, String>,
 }
 
 /// The connected objects of a cluster (`spec.connections`).
@@ -69,8 +77,156 @@ pub struct Connections {
     pub secrets: Vec<ConnectedObject>,
 }
 
-fn refkeys(path: &[&str]) -> Value {
-    json!({ "bdvlibrefkey": path })
+// The document's parts, field for field upstream's Go structs (`pkg/catalog`): absent lists
+// are `null` (Option without skipping), map keys come out sorted (BTreeMap).
+
+/// A reference to another place of the document, which configcli follows.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct RefKey {
+    bdvlibrefkey: Vec<String>,
+}
+
+/// Per id: node group → the value (upstream nests everything under node group `"1"`).
+type ByNodeGroup<T> = BTreeMap<String, T>;
+
+/// The whole document (upstream's `configmeta`).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct Document {
+    version: String,
+    /// Service id → node group → role id → the role's service entry.
+    services: BTreeMap<String, ByNodeGroup<BTreeMap<String, RefKey>>>,
+    nodegroups: ByNodeGroup<NodeGroup>,
+    /// Distro id → node group → the node group.
+    distros: BTreeMap<String, ByNodeGroup<RefKey>>,
+    cluster: ClusterInfo,
+    node: Option<Node>,
+    connections: DocumentConnections,
+}
+
+/// Upstream's `nodegroup`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct NodeGroup {
+    roles: BTreeMap<String, RoleInfo>,
+    distro_id: String,
+    catalog_entry_version: String,
+    config_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Upstream's `role`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct RoleInfo {
+    services: BTreeMap<String, ServiceInfo>,
+    node_ids: Vec<String>,
+    hostnames: Vec<String>,
+    fqdns: Vec<String>,
+    fqdn_mappings: BTreeMap<String, String>,
+    flavor: Flavor,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secret_keys: BTreeMap<String, String>,
+}
+
+/// Upstream's `service` (one service of one role).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct ServiceInfo {
+    qualifiers: Vec<String>,
+    name: String,
+    id: String,
+    hostnames: RefKey,
+    global_id: String,
+    fqdns: RefKey,
+    exported_service: String,
+    /// `null` when the service has no port.
+    endpoints: Option<Vec<String>>,
+    #[serde(rename = "authToken")]
+    auth_token: String,
+}
+
+/// Upstream's `flavor`: only memory and cores are known.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct Flavor {
+    storage: String,
+    name: String,
+    memory: String,
+    description: String,
+    cores: String,
+}
+
+/// Upstream's `cluster`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct ClusterInfo {
+    name: String,
+    isolated: bool,
+    id: String,
+    config_metadata: ByNodeGroup<RefKey>,
+    /// kdfed: choice id → value, for apps with config choices.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    config_choices: BTreeMap<String, String>,
+}
+
+/// Upstream's `node`: the member reading the document.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct Node {
+    role_id: String,
+    nodegroup_id: String,
+    id: String,
+    hostname: String,
+    fqdn: String,
+    domain: String,
+    distro_id: String,
+    depends_on: BTreeMap<String, Vec<String>>,
+}
+
+/// Upstream's `connections`; every part `null` until the connected objects are added.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+struct DocumentConnections {
+    clusters: Option<BTreeMap<String, Value>>,
+    /// Type label value → the ConfigMaps of that type.
+    configmaps: Option<BTreeMap<String, Vec<ConnectedEntry>>>,
+    /// Type label value → the Secrets of that type.
+    secrets: Option<BTreeMap<String, Vec<ConnectedEntry>>>,
+}
+
+/// A connected ConfigMap or Secret as the document shows it.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct ConnectedEntry {
+    metadata: ConnectedName,
+    data: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// The `metadata` of a connected object: only its name.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct ConnectedName {
+    name: String,
+}
+
+/// The document parts as JSON. They hold only strings, numbers, booleans, lists and maps
+/// with string keys, which serde_json always represents, so the error branch is unreachable.
+fn to_json<T: Serialize>(part: &T) -> Value {
+    serde_json::to_value(part).unwrap_or(Value::Null)
+}
+
+fn refkey(path: &[&str]) -> RefKey {
+    RefKey { bdvlibrefkey: path.iter().map(|p| (*p).to_string()).collect() }
+}
+
+/// References from where the document sits: its root, or `connections.clusters.<name>` of
+/// the document that embeds it.
+struct References<'a> {
+    prefix: Vec<&'a str>,
+}
+
+impl<'a> References<'a> {
+    fn new(connected_as: Option<&'a str>) -> Self {
+        Self { prefix: connected_as.map(|c| vec!["connections", "clusters", c]).unwrap_or_default() }
+    }
+
+    fn to(&self, rest: &[&str]) -> RefKey {
+        let mut path = self.prefix.clone();
+        path.extend_from_slice(rest);
+        refkey(&path)
+    }
 }
 
 /// The domain members' FQDNs end in: `<headless>.<namespace><domain base>`.
@@ -82,147 +238,146 @@ pub fn domain(headless: &str, namespace: &str, domain_base: &str) -> String {
 /// document describes a connected cluster (reference keys then start at
 /// `connections.clusters.<name>`). `node` is `null` and `connections` empty.
 pub fn cluster_document(view: &ClusterView<'_>, connected_as: Option<&str>) -> Value {
-    let app = view.app;
-    let prefix: Vec<&str> = connected_as.map(|c| vec!["connections", "clusters", c]).unwrap_or_default();
-    let with_prefix = |rest: &[&str]| -> Value {
-        let mut path = prefix.clone();
-        path.extend_from_slice(rest);
-        refkeys(&path)
-    };
+    to_json(&document(view, connected_as))
+}
 
-    // services: service id → {"1": {role: refkey}} for every role (with members) running it.
-    let mut services = Map::new();
+fn document(view: &ClusterView<'_>, connected_as: Option<&str>) -> Document {
+    let app = view.app;
+    let refs = References::new(connected_as);
+    let nodegroup = NodeGroup {
+        roles: view.roles.iter().map(|r| (r.spec.id.clone(), role_info(view, r))).collect(),
+        distro_id: app.distro_id.clone(),
+        catalog_entry_version: app.version.clone(),
+        config_metadata: app.config.config_meta.clone(),
+    };
+    Document {
+        version: app.config_schema_version.to_string(),
+        services: services(view, &refs),
+        nodegroups: BTreeMap::from([(NODEGROUP.to_string(), nodegroup)]),
+        distros: BTreeMap::from([(
+            app.distro_id.clone(),
+            BTreeMap::from([(NODEGROUP.to_string(), refs.to(&["nodegroups", NODEGROUP]))]),
+        )]),
+        cluster: ClusterInfo {
+            name: connected_as.unwrap_or(view.name).to_string(),
+            isolated: false,
+            id: view.uid.to_string(),
+            // Never prefixed for a connected cluster (nor are the services' hostnames and fqdns
+            // references), unlike `services` and `distros`.
+            config_metadata: BTreeMap::from([(
+                NODEGROUP.to_string(),
+                refkey(&["nodegroups", NODEGROUP, "config_metadata"]),
+            )]),
+            config_choices: view.choices.clone(),
+        },
+        node: None,
+        connections: DocumentConnections::default(),
+    }
+}
+
+/// Service id → `{"1": {role: reference}}` for every role (with members) running it;
+/// services no such role runs are left out.
+fn services(view: &ClusterView<'_>, refs: &References<'_>) -> BTreeMap<String, ByNodeGroup<BTreeMap<String, RefKey>>> {
+    let app = view.app;
+    let mut services = BTreeMap::new();
     for service in &app.services {
-        let mut by_role = Map::new();
+        let mut by_role = BTreeMap::new();
         for rs in &app.config.role_services {
             if rs.service_ids.contains(&service.id) && view.roles.iter().any(|r| r.spec.id == rs.role_id) {
-                by_role.insert(
-                    rs.role_id.clone(),
-                    with_prefix(&["nodegroups", "1", "roles", &rs.role_id, "services", &service.id]),
-                );
+                let path = ["nodegroups", NODEGROUP, "roles", &rs.role_id, "services", &service.id];
+                by_role.insert(rs.role_id.clone(), refs.to(&path));
             }
         }
         if !by_role.is_empty() {
-            services.insert(service.id.clone(), json!({ "1": by_role }));
+            services.insert(service.id.clone(), BTreeMap::from([(NODEGROUP.to_string(), by_role)]));
         }
     }
+    services
+}
 
-    let mut roles = Map::new();
-    for role in &view.roles {
-        let id = role.spec.id.as_str();
-        let fqdns: Vec<String> = role.members.iter().map(|m| format!("{}.{}", m.pod, view.domain)).collect();
-        let node_ids: Vec<String> = role.members.iter().map(|m| m.node_id.to_string()).collect();
-        let mappings: Map<String, Value> =
-            fqdns.iter().zip(&node_ids).map(|(f, n)| (f.clone(), Value::String(n.clone()))).collect();
-        let mut role_services = Map::new();
-        for service in app.role_services(id) {
-            let endpoint = service.endpoint.clone().unwrap_or_default();
-            let endpoints: Value = match endpoint.port {
-                Some(port) => Value::from(
-                    fqdns
-                        .iter()
-                        .map(|f| format!("{}://{f}:{port}", endpoint.url_scheme.clone().unwrap_or_default()))
-                        .collect::<Vec<_>>(),
-                ),
-                None => Value::Null,
-            };
-            // Upstream puts the token of the last member that has one.
-            let token = role.members.iter().rev().find_map(|m| m.auth_token.clone()).unwrap_or_default();
-            role_services.insert(
-                service.id.clone(),
-                json!({
-                    "qualifiers": [],
-                    "name": service.label.as_ref().map(|l| l.name.clone()).unwrap_or_default(),
-                    "id": service.id,
-                    "hostnames": refkeys(&["nodegroups", "1", "roles", id, "hostnames"]),
-                    "global_id": format!("1_{id}_{}", service.id),
-                    "fqdns": refkeys(&["nodegroups", "1", "roles", id, "fqdns"]),
-                    "exported_service": service.exported_service.clone().unwrap_or_default(),
-                    "endpoints": endpoints,
-                    "authToken": token,
-                }),
-            );
-        }
-        let mut entry = json!({
-            "services": role_services,
-            "node_ids": node_ids,
-            "hostnames": fqdns,
-            "fqdns": fqdns,
-            "fqdn_mappings": mappings,
-            "flavor": flavor(role.spec),
-        });
-        if !role.secret_keys.is_empty() {
-            entry["secret_keys"] = json!(role.secret_keys);
-        }
-        roles.insert(id.to_string(), entry);
+/// A role's entry: its members' node ids and FQDNs (upstream's hostnames are FQDNs too),
+/// its services, flavor and secret keys.
+fn role_info(view: &ClusterView<'_>, role: &RoleMembers<'_>) -> RoleInfo {
+    let fqdns: Vec<String> = role.members.iter().map(|m| format!("{}.{}", m.pod, view.domain)).collect();
+    let node_ids: Vec<String> = role.members.iter().map(|m| m.node_id.to_string()).collect();
+    // Upstream puts the token of the last member that has one.
+    let token = role.members.iter().rev().find_map(|m| m.auth_token.clone()).unwrap_or_default();
+    let id = role.spec.id.as_str();
+    RoleInfo {
+        services: view
+            .app
+            .role_services(id)
+            .into_iter()
+            .map(|s| (s.id.clone(), service_info(id, s, &fqdns, &token)))
+            .collect(),
+        fqdn_mappings: fqdns.iter().cloned().zip(node_ids.iter().cloned()).collect(),
+        node_ids,
+        hostnames: fqdns.clone(),
+        fqdns,
+        flavor: flavor(role.spec),
+        secret_keys: role.secret_keys.clone(),
     }
+}
 
-    let name = connected_as.unwrap_or(view.name);
-    json!({
-        "version": app.config_schema_version.to_string(),
-        "services": services,
-        "nodegroups": {
-            "1": {
-                "roles": roles,
-                "distro_id": app.distro_id,
-                "catalog_entry_version": app.version,
-                "config_metadata": app.config.config_meta,
-            }
-        },
-        "distros": { app.distro_id.clone(): { "1": with_prefix(&["nodegroups", "1"]) } },
-        "cluster": {
-            "name": name,
-            "isolated": false,
-            "id": view.uid,
-            "config_metadata": { "1": refkeys(&["nodegroups", "1", "config_metadata"]) },
-        },
-        "node": null,
-        "connections": { "clusters": null, "configmaps": null, "secrets": null },
-    })
+/// One service of a role: its endpoints on every member (`null` without a port).
+fn service_info(role_id: &str, service: &Service, fqdns: &[String], token: &str) -> ServiceInfo {
+    let endpoint = service.endpoint.clone().unwrap_or_default();
+    let scheme = endpoint.url_scheme.unwrap_or_default();
+    let endpoints = endpoint.port.map(|port| fqdns.iter().map(|f| format!("{scheme}://{f}:{port}")).collect());
+    ServiceInfo {
+        qualifiers: Vec::new(),
+        name: service.label.as_ref().map(|l| l.name.clone()).unwrap_or_default(),
+        id: service.id.clone(),
+        hostnames: refkey(&["nodegroups", NODEGROUP, "roles", role_id, "hostnames"]),
+        global_id: format!("{NODEGROUP}_{role_id}_{}", service.id),
+        fqdns: refkey(&["nodegroups", NODEGROUP, "roles", role_id, "fqdns"]),
+        exported_service: service.exported_service.clone().unwrap_or_default(),
+        endpoints,
+        auth_token: token.to_string(),
+    }
 }
 
 /// Memory in MiB and cores (rounded up) from the role's limits; storage and names are "n/a".
-fn flavor(role: &Role) -> Value {
+fn flavor(role: &Role) -> Flavor {
     let limit = |key: &str| {
         role.resources.limits.as_ref().and_then(|l| l.get(key)).and_then(|q| quantity::parse(&q.0)).unwrap_or(0.0)
     };
     let memory_mb = (limit("memory").ceil() as i64) / (1024 * 1024);
     let cores = limit("cpu").ceil() as i64;
-    json!({
-        "storage": "n/a",
-        "name": "n/a",
-        "memory": memory_mb.to_string(),
-        "description": "n/a",
-        "cores": cores.to_string(),
-    })
+    Flavor {
+        storage: NOT_AVAILABLE.to_string(),
+        name: NOT_AVAILABLE.to_string(),
+        memory: memory_mb.to_string(),
+        description: NOT_AVAILABLE.to_string(),
+        cores: cores.to_string(),
+    }
+}
+
+/// Connected objects grouped by their type label. Secrets show every string base64-encoded
+/// (as upstream's documents do), ConfigMaps as text.
+fn connected_entries(list: &[ConnectedObject], base64: bool) -> BTreeMap<String, Vec<ConnectedEntry>> {
+    let text = |v: &[u8]| if base64 { encode_bytes(v) } else { String::from_utf8_lossy(v).into_owned() };
+    let strings = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), text(v.as_bytes()))).collect();
+    let mut by_kind: BTreeMap<String, Vec<ConnectedEntry>> = BTreeMap::new();
+    for o in list {
+        by_kind.entry(o.kind.clone()).or_default().push(ConnectedEntry {
+            metadata: ConnectedName { name: text(o.name.as_bytes()) },
+            data: o.data.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+            labels: strings(&o.labels),
+            annotations: strings(&o.annotations),
+        });
+    }
+    by_kind
 }
 
 /// Adds the connected objects to a cluster document.
 pub fn with_connections(mut document: Value, connections: &Connections) -> Value {
-    let objects = |list: &[ConnectedObject], bytes: bool| -> Value {
-        let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for o in list {
-            let text = |v: &[u8]| {
-                if bytes { Value::String(encode_bytes(v)) } else { Value::String(String::from_utf8_lossy(v).into()) }
-            };
-            let strings = |m: &BTreeMap<String, String>| -> Map<String, Value> {
-                m.iter().map(|(k, v)| (k.clone(), text(v.as_bytes()))).collect()
-            };
-            let data: Map<String, Value> = o.data.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-            by_kind.entry(o.kind.clone()).or_default().push(json!({
-                "metadata": { "name": text(o.name.as_bytes()) },
-                "data": data,
-                "labels": strings(&o.labels),
-                "annotations": strings(&o.annotations),
-            }));
-        }
-        json!(by_kind)
+    let part = DocumentConnections {
+        clusters: Some(connections.clusters.clone()),
+        configmaps: Some(connected_entries(&connections.configmaps, false)),
+        secrets: Some(connected_entries(&connections.secrets, true)),
     };
-    document["connections"] = json!({
-        "clusters": connections.clusters,
-        "configmaps": objects(&connections.configmaps, false),
-        "secrets": objects(&connections.secrets, true),
-    });
+    document["connections"] = to_json(&part);
     document
 }
 
@@ -232,17 +387,18 @@ pub fn for_member(view: &ClusterView<'_>, cluster_document: &Value, pod: &str) -
     let role = view.roles.iter().find(|r| r.members.iter().any(|m| m.pod == pod))?;
     let member = role.members.iter().find(|m| m.pod == pod)?;
     let fqdn = format!("{pod}.{}", view.domain);
+    let node = Node {
+        role_id: role.spec.id.clone(),
+        nodegroup_id: NODEGROUP.to_string(),
+        id: member.node_id.to_string(),
+        hostname: fqdn.clone(),
+        fqdn,
+        domain: view.domain.clone(),
+        distro_id: view.app.distro_id.clone(),
+        depends_on: BTreeMap::new(),
+    };
     let mut document = cluster_document.clone();
-    document["node"] = json!({
-        "role_id": role.spec.id,
-        "nodegroup_id": "1",
-        "id": member.node_id.to_string(),
-        "hostname": fqdn,
-        "fqdn": fqdn,
-        "domain": view.domain,
-        "distro_id": view.app.distro_id,
-        "depends_on": {},
-    });
+    document["node"] = to_json(&node);
     Some(document)
 }
 
@@ -255,6 +411,7 @@ fn encode_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bytes_are_encoded_like_go() {
@@ -425,7 +582,67 @@ mod tests {
                 Some(RoleMembers { spec, members, secret_keys })
             })
             .collect();
-        ClusterView { name: "sp", uid: "uid-1", app, domain: domain("kdhs-ccccc", "ns", ".svc.cluster.local"), roles }
+        static NO_CHOICES: BTreeMap<String, String> = BTreeMap::new();
+        ClusterView {
+            name: "sp",
+            uid: "uid-1",
+            app,
+            domain: domain("kdhs-ccccc", "ns", ".svc.cluster.local"),
+            roles,
+            choices: &NO_CHOICES,
+        }
+    }
+
+    #[test]
+    fn flavor_rounds_cores_up_and_shows_memory_in_mebibytes() {
+        let (_, cluster) = (app(), cluster());
+        let controller = flavor(&cluster.spec.roles[0]);
+        assert_eq!((controller.cores.as_str(), controller.memory.as_str()), ("2", "4096"));
+        assert_eq!(flavor(&Role::default()).cores, "0", "no limits, no cores");
+        assert_eq!(
+            to_json(&flavor(&Role::default())),
+            json!({"storage": "n/a", "name": "n/a", "memory": "0", "description": "n/a", "cores": "0"})
+        );
+    }
+
+    #[test]
+    fn a_service_without_a_port_has_null_endpoints() {
+        let app = app();
+        let fqdns = ["a.d".to_string(), "b.d".to_string()];
+        let agent = app.service("agent").expect("agent");
+        assert_eq!(to_json(&service_info("worker", agent, &fqdns, ""))["endpoints"], Value::Null);
+        let ui = app.service("ui").expect("ui");
+        let info = service_info("controller", ui, &fqdns, "tok");
+        assert_eq!(info.endpoints, Some(vec!["http://a.d:8080".to_string(), "http://b.d:8080".to_string()]));
+        assert_eq!((info.global_id.as_str(), info.auth_token.as_str()), ("1_controller_ui", "tok"));
+    }
+
+    #[test]
+    fn references_of_a_connected_cluster_start_where_it_is_embedded() {
+        assert_eq!(References::new(None).to(&["nodegroups", "1"]), refkey(&["nodegroups", "1"]));
+        assert_eq!(
+            to_json(&References::new(Some("db")).to(&["nodegroups", "1"])),
+            json!({"bdvlibrefkey": ["connections", "clusters", "db", "nodegroups", "1"]})
+        );
+    }
+
+    #[test]
+    fn services_only_list_roles_that_have_members() {
+        let (app, cluster) = (app(), cluster());
+        let view = view(&app, &cluster);
+        let services = services(&view, &References::new(None));
+        // `edge` has no members in the view, so `unused` (only edge runs it) is left out.
+        assert_eq!(services.keys().collect::<Vec<_>>(), ["agent", "ssh", "ui"]);
+        assert_eq!(services["ssh"]["1"].keys().collect::<Vec<_>>(), ["controller", "worker"]);
+    }
+
+    #[test]
+    fn a_fresh_cluster_document_has_no_node_and_null_connections() {
+        let (app, cluster) = (app(), cluster());
+        let document = cluster_document(&view(&app, &cluster), None);
+        assert_eq!(document["node"], Value::Null);
+        assert_eq!(document["connections"], json!({"clusters": null, "configmaps": null, "secrets": null}));
+        assert!(document["nodegroups"]["1"]["roles"]["controller"].get("secret_keys").is_none(), "no keys, no field");
     }
 
     #[test]

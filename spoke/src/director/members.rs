@@ -22,6 +22,11 @@ pub const CONFIG_ERROR: &str = "config error";
 pub const DELETE_PENDING: &str = "delete pending";
 /// Member being removed.
 pub const DELETING: &str = "deleting";
+/// kdfed: member being moved to another app by a live upgrade or rollback (its pod is
+/// recreated, then its setup package runs `--upgrade` or `--rollback`).
+pub const UPGRADING: &str = "upgrading";
+/// kdfed: member whose upgrade (or rollback) script failed; the rollout stopped there.
+pub const UPGRADE_ERROR: &str = "upgrade error";
 /// Cluster state before it is first configured.
 pub const CLUSTER_CREATING: &str = "creating";
 /// Cluster state while members change.
@@ -152,11 +157,11 @@ pub struct Plan {
 }
 
 fn counts_as_current(state: &str) -> bool {
-    matches!(state, CONFIGURED | CONFIG_ERROR | CREATE_PENDING)
+    matches!(state, CONFIGURED | CONFIG_ERROR | CREATE_PENDING | UPGRADING | UPGRADE_ERROR)
 }
 
 fn runs_pod(state: &str) -> bool {
-    matches!(state, CREATE_PENDING | CREATING | CONFIGURED | CONFIG_ERROR)
+    matches!(state, CREATE_PENDING | CREATING | CONFIGURED | CONFIG_ERROR | UPGRADING | UPGRADE_ERROR)
 }
 
 fn container_state(pod: Option<&PodView>) -> &'static str {
@@ -260,7 +265,9 @@ pub fn configmeta_written(status: &mut KubeDirectorClusterStatus, pod: &str, gen
 }
 
 /// Computes the next status from the last one, the wanted roles, the observed pods and the
-/// outcome of this pass's setup steps (by pod).
+/// outcome of this pass's setup steps (by pod). The steps, in order, each pure:
+/// [`start`] → [`check_containers`] → [`resize_roles`] → [`advance_members`] →
+/// [`announce`] → [`size_objects`] → [`conclude`].
 pub fn plan_with_setup(
     facts: &ClusterFacts,
     wanted: &[RoleWanted],
@@ -270,51 +277,69 @@ pub fn plan_with_setup(
     setup: &BTreeMap<String, SetupOutcome>,
 ) -> Plan {
     let mut plan = Plan { status: old.clone(), ..Plan::default() };
+    start(&mut plan, facts);
+    check_containers(&mut plan, wanted, pods);
+    // Roles the spec no longer lists are planned as wanted with no members.
+    let order = with_removed_roles(wanted, &plan.status);
+    let changed = resize_roles(&mut plan, facts, &order, existing_statefulsets);
+    let moves = advance_members(&mut plan, facts, &order, pods, setup);
+    announce(&mut plan.status, &order, &moves);
+    size_objects(&mut plan, facts, &order);
+    conclude(&mut plan, &order, changed);
+    plan
+}
+
+/// Step 1: a cluster seen for the first time gets its headless Service name, the
+/// `creating` state and spec generation 0 (and a "new" Event).
+fn start(plan: &mut Plan, facts: &ClusterFacts) {
     let st = &mut plan.status;
     if st.cluster_service.as_deref().is_none_or(str::is_empty) {
         st.cluster_service = Some(names::headless_service(&facts.uid));
     }
-    let mut events: Vec<PlannedEvent> = Vec::new();
     if st.state.is_none() {
         st.state = Some(CLUSTER_CREATING.to_string());
         st.spec_generation_to_process = Some(0);
-        events.push(PlannedEvent { warning: false, reason: "Cluster", message: "new".into() });
+        plan.events.push(PlannedEvent { warning: false, reason: "Cluster", message: "new".into() });
     }
+}
 
-    // Container checks: a new container id in a set-up member means it restarted.
-    for role in &mut st.roles {
+/// Step 2: records each member's container state and scheduling error; a set-up member
+/// whose app container has a new id restarted and goes back through setup (keeping what
+/// its persistent storage keeps).
+fn check_containers(plan: &mut Plan, wanted: &[RoleWanted], pods: &BTreeMap<String, PodView>) {
+    for role in &mut plan.status.roles {
         let role_storage = wanted.iter().find(|w| w.id == role.id).is_some_and(|w| w.storage);
         for m in &mut role.members {
             let pod = pods.get(&m.pod);
             m.state_detail.last_known_container_state = Some(container_state(pod).to_string());
             m.state_detail.scheduling_error_message = pod.and_then(|p| p.unschedulable.clone());
-            if m.state == CONFIGURED || m.state == CONFIG_ERROR {
-                let current = pod.and_then(|p| p.app_container_id.clone()).unwrap_or_default();
-                let last = m.state_detail.last_configured_container.clone().unwrap_or_default();
-                if current != last {
-                    m.state = CREATE_PENDING.to_string();
-                    let message = if role_storage && m.pvc.is_some() {
-                        format!("container ID has changed for member{{{}}}; will re-check setup", m.pod)
-                    } else {
-                        m.state_detail.last_config_data_generation = None;
-                        m.state_detail.last_setup_generation = None;
-                        m.state_detail.pending_notify_cmds.clear();
-                        format!(
-                            "container ID has changed for member{{{}}}; no persistent storage, will re-run setup",
-                            m.pod
-                        )
-                    };
-                    events.push(PlannedEvent { warning: false, reason: "Member", message });
-                }
+            if m.state != CONFIGURED && m.state != CONFIG_ERROR {
+                continue;
             }
+            let current = pod.and_then(|p| p.app_container_id.clone()).unwrap_or_default();
+            let last = m.state_detail.last_configured_container.clone().unwrap_or_default();
+            if current == last {
+                continue;
+            }
+            m.state = CREATE_PENDING.to_string();
+            let message = if role_storage && m.pvc.is_some() {
+                format!("container ID has changed for member{{{}}}; will re-check setup", m.pod)
+            } else {
+                m.state_detail.last_config_data_generation = None;
+                m.state_detail.last_setup_generation = None;
+                m.state_detail.pending_notify_cmds.clear();
+                format!("container ID has changed for member{{{}}}; no persistent storage, will re-run setup", m.pod)
+            };
+            plan.events.push(PlannedEvent { warning: false, reason: "Member", message });
         }
     }
+}
 
-    // Roles: create, grow, shrink, finish. Nothing changes while a member is being set up.
-    let gate = st.roles.iter().flat_map(|r| &r.members).any(|m| m.state == CREATING);
-    let mut changed = false;
-    let mut order: Vec<RoleWanted> = wanted.to_vec();
-    for role in &st.roles {
+/// The wanted roles, then every role the status has and the spec no longer lists, wanted
+/// with no members (so it shrinks and is finished).
+fn with_removed_roles(wanted: &[RoleWanted], status: &KubeDirectorClusterStatus) -> Vec<RoleWanted> {
+    let mut order = wanted.to_vec();
+    for role in &status.roles {
         if !order.iter().any(|w| w.id == role.id) {
             order.push(RoleWanted {
                 id: role.id.clone(),
@@ -327,17 +352,31 @@ pub fn plan_with_setup(
             });
         }
     }
-    let mut remove_roles: Vec<String> = Vec::new();
-    for want in &order {
-        let index = st.roles.iter().position(|r| r.id == want.id);
-        let Some(index) = index else {
+    order
+}
+
+fn role_event(message: String) -> PlannedEvent {
+    PlannedEvent { warning: false, reason: "Role", message }
+}
+
+/// Step 3: roles are created, grown, shrunk or finished; nothing changes while a member is
+/// being set up. Returns whether membership changed (a new spec generation).
+fn resize_roles(
+    plan: &mut Plan,
+    facts: &ClusterFacts,
+    order: &[RoleWanted],
+    existing_statefulsets: &BTreeSet<String>,
+) -> bool {
+    let st = &mut plan.status;
+    // Roles do not change under a member being set up or moved by an upgrade either.
+    let gate = st.roles.iter().flat_map(|r| &r.members).any(|m| m.state == CREATING || m.state == UPGRADING);
+    let mut changed = false;
+    let mut finished: Vec<String> = Vec::new();
+    for want in order {
+        let Some(index) = st.roles.iter().position(|r| r.id == want.id) else {
             if want.members > 0 && !gate {
                 let sts = names::statefulset(&facts.naming_scheme, &facts.name, &facts.uid, &want.id);
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "Role",
-                    message: format!("creating role{{{}}}", want.id),
-                });
+                plan.events.push(role_event(format!("creating role{{{}}}", want.id)));
                 let fresh = RoleStatus { id: want.id.clone(), stateful_set: sts, ..RoleStatus::default() };
                 let (role_status, next_node) = grow(fresh, want, st.last_node_id.unwrap_or(0));
                 st.roles.push(role_status);
@@ -354,156 +393,104 @@ pub fn plan_with_setup(
             if existing_statefulsets.contains(&role.stateful_set) {
                 plan.delete_statefulsets.push(role.stateful_set.clone());
             }
-            events.push(PlannedEvent {
-                warning: false,
-                reason: "Role",
-                message: format!("finishing cleanup on role{{{}}}", want.id),
-            });
-            remove_roles.push(role.id.clone());
+            plan.events.push(role_event(format!("finishing cleanup on role{{{}}}", want.id)));
+            finished.push(role.id.clone());
             continue;
         }
         role.members.sort_by_key(|m| names::ordinal(&m.pod).unwrap_or(usize::MAX));
         let current = role.members.iter().filter(|m| counts_as_current(&m.state)).count() as i32;
         let removing = role.members.iter().any(|m| m.state == DELETE_PENDING || m.state == DELETING);
         if want.members > current && !removing {
-            events.push(PlannedEvent {
-                warning: false,
-                reason: "Role",
-                message: format!("expanding role{{{}}}", want.id),
-            });
+            plan.events.push(role_event(format!("expanding role{{{}}}", want.id)));
             let (grown, next_node) = grow(role.clone(), want, st.last_node_id.unwrap_or(0));
             *role = grown;
             st.last_node_id = Some(next_node);
             changed = true;
         } else if want.members < current {
-            events.push(PlannedEvent {
-                warning: false,
-                reason: "Role",
-                message: format!("shrinking role{{{}}}", want.id),
-            });
-            let mut keep = want.members.max(0) as usize;
-            for m in role.members.iter_mut() {
-                if !counts_as_current(&m.state) {
-                    continue;
-                }
-                if keep > 0 {
-                    keep -= 1;
-                    continue;
-                }
-                m.state = if m.state == CREATE_PENDING { DELETING.to_string() } else { DELETE_PENDING.to_string() };
-            }
+            plan.events.push(role_event(format!("shrinking role{{{}}}", want.id)));
+            shrink(role, want.members);
             changed = true;
         }
     }
-    st.roles.retain(|r| !remove_roles.contains(&r.id));
+    st.roles.retain(|r| !finished.contains(&r.id));
+    changed
+}
 
-    // Members: move each one along.
+/// Marks the current members past the first `keep` (highest ordinals, the members being
+/// sorted) for removal: those without a pod yet go at once, the others tell first.
+fn shrink(role: &mut RoleStatus, keep: i32) {
+    let mut keep = keep.max(0) as usize;
+    for m in role.members.iter_mut().filter(|m| counts_as_current(&m.state)) {
+        if keep > 0 {
+            keep -= 1;
+            continue;
+        }
+        m.state = if m.state == CREATE_PENDING { DELETING.to_string() } else { DELETE_PENDING.to_string() };
+    }
+}
+
+/// What moving members along this pass means for the others.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Moves {
+    /// Newly configured members by role: (pod, FQDN).
+    added: BTreeMap<String, Vec<(String, String)>>,
+    /// Members leaving by role: (pod, FQDN).
+    removed: BTreeMap<String, Vec<(String, String)>>,
+    /// Members whose pod is gone: (role, pod); they leave the status.
+    gone: Vec<(String, String)>,
+}
+
+/// Where one member went this pass.
+#[derive(Debug, PartialEq, Eq)]
+enum Moved {
+    /// Nothing the others need to know.
+    Quiet,
+    /// Configured for the first time.
+    Added,
+    /// About to leave: the others are told before its pod goes.
+    Leaving,
+    /// Its pod is gone.
+    Gone,
+}
+
+/// What a member's role means for its setup.
+#[derive(Clone, Copy, Debug)]
+struct RoleSetup<'a> {
+    id: &'a str,
+    needs_exec: bool,
+    setup_package: bool,
+}
+
+/// Step 4: moves each member one state along; a gone member's Service and (unless
+/// retained) PVC are deleted.
+fn advance_members(
+    plan: &mut Plan,
+    facts: &ClusterFacts,
+    order: &[RoleWanted],
+    pods: &BTreeMap<String, PodView>,
+    setup: &BTreeMap<String, SetupOutcome>,
+) -> Moves {
+    let st = &mut plan.status;
     let headless = st.cluster_service.clone().unwrap_or_default();
     let fqdn_of = |pod: &str| names::fqdn(pod, &headless, &facts.namespace, &facts.domain_base);
-    let mut remove_members: Vec<(String, String)> = Vec::new();
-    let mut added: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut removed: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let generation = st.spec_generation_to_process;
+    let mut moves = Moves::default();
     for role in &mut st.roles {
         let want = order.iter().find(|w| w.id == role.id);
-        let needs_exec = want.is_some_and(RoleWanted::needs_exec);
-        let setup_package = want.is_some_and(|w| w.setup_package);
+        let role_setup = RoleSetup {
+            id: &role.id,
+            needs_exec: want.is_some_and(RoleWanted::needs_exec),
+            setup_package: want.is_some_and(|w| w.setup_package),
+        };
         for m in &mut role.members {
-            let pod = pods.get(&m.pod);
-            match m.state.as_str() {
-                CREATE_PENDING => {
-                    if let Some(p) = pod.filter(|p| p.phase == "Running" && !p.deleting)
-                        && let Some(id) = &p.app_container_id
-                    {
-                        m.state_detail.configuring_container = Some(id.clone());
-                        m.state = CREATING.to_string();
-                        if m.state_detail.config_error_detail.take().is_some() {
-                            // Upstream: a failed member whose container changed starts over.
-                            m.state_detail.last_setup_generation = None;
-                            m.state_detail.pending_notify_cmds.clear();
-                            events.push(PlannedEvent {
-                                warning: false,
-                                reason: "Member",
-                                message: format!(
-                                    "member{{{}}} was previously in config error state; re-trying setup",
-                                    m.pod
-                                ),
-                            });
-                        }
-                    }
+            let (pod, outcome) = (pods.get(&m.pod), setup.get(&m.pod));
+            match advance_member(m, role_setup, pod, outcome, generation, &mut plan.events) {
+                Moved::Quiet => {}
+                Moved::Added => moves.added.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod))),
+                Moved::Leaving => {
+                    moves.removed.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod)))
                 }
-                CREATING => {
-                    let current = pod.and_then(|p| p.app_container_id.clone());
-                    let outcome = setup.get(&m.pod);
-                    if current.is_none()
-                        || current != m.state_detail.configuring_container
-                        || outcome == Some(&SetupOutcome::Interrupted)
-                    {
-                        m.state = CREATE_PENDING.to_string();
-                        events.push(PlannedEvent {
-                            warning: false,
-                            reason: "Member",
-                            message: format!("previous setup for member{{{}}} interrupted; re-trying setup", m.pod),
-                        });
-                        continue;
-                    }
-                    let first_time = m.state_detail.last_configured_container.as_deref().is_none_or(str::is_empty);
-                    match (needs_exec, outcome) {
-                        (true, Some(SetupOutcome::Waiting(detail) | SetupOutcome::Retrying(detail))) => {
-                            if m.state_detail.setup_detail.as_ref() != Some(detail) {
-                                events.push(PlannedEvent {
-                                    warning: matches!(outcome, Some(SetupOutcome::Retrying(_))),
-                                    reason: "Member",
-                                    message: detail.clone(),
-                                });
-                                m.state_detail.setup_detail = Some(detail.clone());
-                            }
-                            continue;
-                        }
-                        (true, Some(SetupOutcome::Running)) => {
-                            m.state_detail.setup_detail = None;
-                            continue;
-                        }
-                        (true, None | Some(SetupOutcome::Interrupted)) => continue,
-                        // Without a setup package a member is configured once its pod is Ready.
-                        (false, _) if !pod.is_some_and(|p| p.ready) => continue,
-                        (true, Some(SetupOutcome::Failed(detail))) => {
-                            m.state = CONFIG_ERROR.to_string();
-                            m.state_detail.config_error_detail = Some(detail.clone());
-                            events.push(PlannedEvent {
-                                warning: true,
-                                reason: "Member",
-                                message: format!(
-                                    "failed to run initial config for member{{{}}} in role{{{}}}",
-                                    m.pod, role.id
-                                ),
-                            });
-                        }
-                        (true, Some(SetupOutcome::Done)) | (false, _) => {
-                            m.state = CONFIGURED.to_string();
-                            m.state_detail.config_error_detail = None;
-                            let message = if setup_package {
-                                format!("initial config done for member{{{}}} in role{{{}}}", m.pod, role.id)
-                            } else {
-                                format!("initial config skipped for member{{{}}} in role{{{}}}", m.pod, role.id)
-                            };
-                            events.push(PlannedEvent { warning: false, reason: "Member", message });
-                            // Restarted members are not news to the others.
-                            if first_time {
-                                added.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod)));
-                            }
-                        }
-                    }
-                    m.state_detail.setup_detail = None;
-                    m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
-                    m.state_detail.last_setup_generation = st.spec_generation_to_process;
-                    m.state_detail.last_config_data_generation = st.spec_generation_to_process;
-                }
-                DELETE_PENDING => {
-                    removed.entry(role.id.clone()).or_default().push((m.pod.clone(), fqdn_of(&m.pod)));
-                    m.state_detail.pending_notify_cmds.clear();
-                    m.state = DELETING.to_string();
-                }
-                DELETING if pod.is_none() => {
+                Moved::Gone => {
                     if !m.service.is_empty() && m.service != names::NO_SERVICE {
                         plan.delete_services.push(m.service.clone());
                     }
@@ -512,30 +499,148 @@ pub fn plan_with_setup(
                     {
                         plan.delete_pvcs.push(pvc);
                     }
-                    remove_members.push((role.id.clone(), m.pod.clone()));
+                    moves.gone.push((role.id.clone(), m.pod.clone()));
                 }
-                _ => {}
             }
         }
     }
-    // Tell the others: about new members once they are configured, about leaving members
-    // before they go (their pods stay until every `--delnodes` naming them is delivered).
-    if !added.is_empty() {
-        queue(st, &order, ADDNODES, &added);
-    }
-    if !removed.is_empty() {
-        queue(st, &order, DELNODES, &removed);
-    }
-    for role in &mut st.roles {
-        role.members.retain(|m| !remove_members.contains(&(role.id.clone(), m.pod.clone())));
-    }
+    moves
+}
 
-    // Objects: StatefulSets sized to the members that run pods (including leaving members
-    // whose `--delnodes` is not delivered yet); Services for the members that stay.
+/// One member's next state from its pod and its setup outcome.
+fn advance_member(
+    m: &mut MemberStatus,
+    role: RoleSetup<'_>,
+    pod: Option<&PodView>,
+    outcome: Option<&SetupOutcome>,
+    generation: Option<i64>,
+    events: &mut Vec<PlannedEvent>,
+) -> Moved {
+    match m.state.as_str() {
+        CREATE_PENDING => {
+            start_setup(m, pod, events);
+            Moved::Quiet
+        }
+        CREATING => finish_setup(m, role, pod, outcome, generation, events),
+        DELETE_PENDING => {
+            m.state_detail.pending_notify_cmds.clear();
+            m.state = DELETING.to_string();
+            Moved::Leaving
+        }
+        DELETING if pod.is_none() => Moved::Gone,
+        _ => Moved::Quiet,
+    }
+}
+
+fn member_event(warning: bool, message: String) -> PlannedEvent {
+    PlannedEvent { warning, reason: "Member", message }
+}
+
+/// A member waiting for its pod starts setup once the pod runs with an app container.
+fn start_setup(m: &mut MemberStatus, pod: Option<&PodView>, events: &mut Vec<PlannedEvent>) {
+    let Some(id) = pod.filter(|p| p.phase == "Running" && !p.deleting).and_then(|p| p.app_container_id.as_ref()) else {
+        return;
+    };
+    m.state_detail.configuring_container = Some(id.clone());
+    m.state = CREATING.to_string();
+    if m.state_detail.config_error_detail.take().is_some() {
+        // Upstream: a failed member whose container changed starts over.
+        m.state_detail.last_setup_generation = None;
+        m.state_detail.pending_notify_cmds.clear();
+        let message = format!("member{{{}}} was previously in config error state; re-trying setup", m.pod);
+        events.push(member_event(false, message));
+    }
+}
+
+/// A member being set up: interrupted (back to `create pending`), still going (with what
+/// it waits for), failed (`config error`) or done (`configured`; `Added` the first time).
+fn finish_setup(
+    m: &mut MemberStatus,
+    role: RoleSetup<'_>,
+    pod: Option<&PodView>,
+    outcome: Option<&SetupOutcome>,
+    generation: Option<i64>,
+    events: &mut Vec<PlannedEvent>,
+) -> Moved {
+    let current = pod.and_then(|p| p.app_container_id.clone());
+    if current.is_none()
+        || current != m.state_detail.configuring_container
+        || outcome == Some(&SetupOutcome::Interrupted)
+    {
+        m.state = CREATE_PENDING.to_string();
+        let message = format!("previous setup for member{{{}}} interrupted; re-trying setup", m.pod);
+        events.push(member_event(false, message));
+        return Moved::Quiet;
+    }
+    let first_time = m.state_detail.last_configured_container.as_deref().is_none_or(str::is_empty);
+    let mut moved = Moved::Quiet;
+    match (role.needs_exec, outcome) {
+        (true, Some(SetupOutcome::Waiting(detail) | SetupOutcome::Retrying(detail))) => {
+            if m.state_detail.setup_detail.as_ref() != Some(detail) {
+                events.push(member_event(matches!(outcome, Some(SetupOutcome::Retrying(_))), detail.clone()));
+                m.state_detail.setup_detail = Some(detail.clone());
+            }
+            return Moved::Quiet;
+        }
+        (true, Some(SetupOutcome::Running)) => {
+            m.state_detail.setup_detail = None;
+            return Moved::Quiet;
+        }
+        (true, None | Some(SetupOutcome::Interrupted)) => return Moved::Quiet,
+        // Without a setup package a member is configured once its pod is Ready.
+        (false, _) if !pod.is_some_and(|p| p.ready) => return Moved::Quiet,
+        (true, Some(SetupOutcome::Failed(detail))) => {
+            m.state = CONFIG_ERROR.to_string();
+            m.state_detail.config_error_detail = Some(detail.clone());
+            let message = format!("failed to run initial config for member{{{}}} in role{{{}}}", m.pod, role.id);
+            events.push(member_event(true, message));
+        }
+        (true, Some(SetupOutcome::Done)) | (false, _) => {
+            m.state = CONFIGURED.to_string();
+            m.state_detail.config_error_detail = None;
+            let done = if role.setup_package { "done" } else { "skipped" };
+            events.push(member_event(
+                false,
+                format!("initial config {done} for member{{{}}} in role{{{}}}", m.pod, role.id),
+            ));
+            // Restarted members are not news to the others.
+            if first_time {
+                moved = Moved::Added;
+            }
+        }
+    }
+    m.state_detail.setup_detail = None;
+    m.state_detail.last_configured_container = m.state_detail.configuring_container.take();
+    m.state_detail.last_setup_generation = generation;
+    m.state_detail.last_config_data_generation = generation;
+    moved
+}
+
+/// Step 5: tells the others about new members once they are configured and about leaving
+/// members before they go (their pods stay until every `--delnodes` naming them is
+/// delivered); then drops the members whose pods are gone.
+fn announce(status: &mut KubeDirectorClusterStatus, order: &[RoleWanted], moves: &Moves) {
+    if !moves.added.is_empty() {
+        queue(status, order, ADDNODES, &moves.added);
+    }
+    if !moves.removed.is_empty() {
+        queue(status, order, DELNODES, &moves.removed);
+    }
+    for role in &mut status.roles {
+        role.members.retain(|m| !moves.gone.iter().any(|(r, pod)| r == &role.id && pod == &m.pod));
+    }
+}
+
+/// Step 6: every member's FQDN; StatefulSets sized to the members that run pods
+/// (including leaving members whose `--delnodes` is not delivered yet); Services for the
+/// members that stay, in roles that expose ports.
+fn size_objects(plan: &mut Plan, facts: &ClusterFacts, order: &[RoleWanted]) {
+    let st = &mut plan.status;
+    let headless = st.cluster_service.clone().unwrap_or_default();
     let awaiting = awaiting_delnodes(st);
     for role in &mut st.roles {
         for m in &mut role.members {
-            m.fqdn = Some(fqdn_of(&m.pod));
+            m.fqdn = Some(names::fqdn(&m.pod, &headless, &facts.namespace, &facts.domain_base));
         }
         let replicas = role
             .members
@@ -546,33 +651,37 @@ pub fn plan_with_setup(
             .count() as i32;
         plan.statefulsets.insert(role.stateful_set.clone(), (role.id.clone(), replicas));
         let ports = order.iter().find(|w| w.id == role.id).is_some_and(|w| w.ports);
-        for m in &mut role.members {
-            if !runs_pod(&m.state) {
-                continue;
-            }
+        for m in role.members.iter_mut().filter(|m| runs_pod(&m.state)) {
             if ports {
                 m.service = names::member_service(&m.pod);
                 plan.member_services.push((role.id.clone(), m.pod.clone()));
             } else {
+                // A role whose services a changed config choice took away loses its
+                // members' Services.
+                if !m.service.is_empty() && m.service != names::NO_SERVICE {
+                    plan.delete_services.push(m.service.clone());
+                }
                 m.service = names::NO_SERVICE.to_string();
             }
         }
     }
+}
 
-    // Roll-up, counts and the cluster's state.
-    let members: Vec<&MemberStatus> = st.roles.iter().flat_map(|r| &r.members).collect();
+/// The roll-up of the members' states that the cluster status shows.
+fn rollup(members: &[&MemberStatus]) -> StateRollup {
     let mut rollup = StateRollup::default();
-    for m in &members {
+    for m in members {
         let restarted = m.state_detail.last_configured_container.as_deref().is_some_and(|c| !c.is_empty());
         let container = m.state_detail.last_known_container_state.as_deref().unwrap_or("unknown");
         match m.state.as_str() {
             CREATE_PENDING | CREATING if restarted => rollup.members_restarting = true,
             CREATE_PENDING | CREATING => rollup.membership_changing = true,
             DELETE_PENDING | DELETING => rollup.membership_changing = true,
-            CONFIG_ERROR => rollup.config_errors = true,
+            CONFIG_ERROR | UPGRADE_ERROR => rollup.config_errors = true,
+            UPGRADING => rollup.members_restarting = true,
             _ => {}
         }
-        if matches!(m.state.as_str(), CREATING | CONFIGURED | DELETE_PENDING | CONFIG_ERROR)
+        if matches!(m.state.as_str(), CREATING | CONFIGURED | DELETE_PENDING | CONFIG_ERROR | UPGRADE_ERROR)
             && matches!(container, "terminated" | "unresponsive" | "absent")
         {
             rollup.members_down = true;
@@ -587,26 +696,39 @@ pub fn plan_with_setup(
             rollup.members_initializing = true;
         }
     }
-    let configured = members.iter().filter(|m| m.state == CONFIGURED).count();
-    st.members_ready = Some(format!("{configured}/{}", members.len()));
-    st.member_state_rollup = Some(rollup);
-    if changed {
-        st.spec_generation_to_process = Some(st.spec_generation_to_process.unwrap_or(0) + 1);
-    }
-    // Configured members of roles with a setup package must also have the configmeta of
-    // the current spec generation (a connection change bumps it without membership changes).
-    let generation = st.spec_generation_to_process;
-    let stale = st.roles.iter().any(|r| {
+    rollup
+}
+
+/// Whether configured members of roles with a setup package miss the configmeta of the
+/// current spec generation (a connection change bumps it without membership changes).
+fn configmeta_stale(status: &KubeDirectorClusterStatus, order: &[RoleWanted]) -> bool {
+    let generation = status.spec_generation_to_process;
+    status.roles.iter().any(|r| {
         order.iter().any(|w| w.id == r.id && w.setup_package)
             && r.members.iter().any(|m| {
                 m.state == CONFIGURED
                     && m.state_detail.last_config_data_generation.is_some()
                     && m.state_detail.last_config_data_generation != generation
             })
-    });
+    })
+}
+
+/// Step 7: roll-up, counts, a new spec generation when membership changed, and the
+/// cluster's state: `configured` (with a "stable" Event the first time) once every member
+/// is set up, told and current and nothing changes; `updating` otherwise (after the first
+/// configuration).
+fn conclude(plan: &mut Plan, order: &[RoleWanted], changed: bool) {
+    let st = &mut plan.status;
+    let members: Vec<&MemberStatus> = st.roles.iter().flat_map(|r| &r.members).collect();
+    let configured = members.iter().filter(|m| m.state == CONFIGURED).count();
     let all_set_up = members.iter().all(|m| m.state == CONFIGURED || m.state == CONFIG_ERROR)
-        && members.iter().all(|m| m.state_detail.pending_notify_cmds.is_empty())
-        && !stale;
+        && members.iter().all(|m| m.state_detail.pending_notify_cmds.is_empty());
+    st.members_ready = Some(format!("{configured}/{}", members.len()));
+    st.member_state_rollup = Some(rollup(&members));
+    if changed {
+        st.spec_generation_to_process = Some(st.spec_generation_to_process.unwrap_or(0) + 1);
+    }
+    let all_set_up = all_set_up && !configmeta_stale(st, order);
     let roles_complete = order.iter().all(|w| {
         let have = st.roles.iter().find(|r| r.id == w.id).map_or(0, |r| r.members.len() as i32);
         have == w.members
@@ -615,15 +737,13 @@ pub fn plan_with_setup(
     let previous = st.state.clone().unwrap_or_default();
     if settled {
         if previous != CLUSTER_CONFIGURED {
-            events.push(PlannedEvent { warning: false, reason: "Cluster", message: "stable".into() });
+            plan.events.push(PlannedEvent { warning: false, reason: "Cluster", message: "stable".into() });
         }
         st.state = Some(CLUSTER_CONFIGURED.to_string());
     } else if previous != CLUSTER_CREATING {
         st.state = Some(CLUSTER_UPDATING.to_string());
     }
     plan.settled = settled;
-    plan.events.extend(events);
-    plan
 }
 
 /// Appends members to `role` until it has `want.members` current ones; returns the role and
@@ -964,5 +1084,255 @@ mod tests {
         notifications_delivered(&mut delivered, &c0, 1);
         let after = plan(&facts(false), &package_roles(1), &delivered, &running(&delivered, "a"), &BTreeSet::new());
         assert_eq!(after.statefulsets.get(&w_sts).map(|(_, n)| *n), Some(1), "delivered: the pods go");
+    }
+
+    fn member_in(pod: &str, state: &str) -> MemberStatus {
+        MemberStatus { pod: pod.into(), state: state.into(), ..MemberStatus::default() }
+    }
+
+    fn role_of(id: &str, members: Vec<MemberStatus>) -> RoleStatus {
+        RoleStatus { id: id.into(), stateful_set: format!("kdss-{id}"), members, ..RoleStatus::default() }
+    }
+
+    fn status_of(roles: Vec<RoleStatus>) -> KubeDirectorClusterStatus {
+        KubeDirectorClusterStatus {
+            state: Some(CLUSTER_CONFIGURED.into()),
+            cluster_service: Some("kdhs-x".into()),
+            spec_generation_to_process: Some(3),
+            roles,
+            ..KubeDirectorClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn start_names_a_new_cluster_once() {
+        let mut plan = Plan::default();
+        start(&mut plan, &facts(false));
+        assert_eq!(plan.status.cluster_service, Some(names::headless_service("uid")));
+        assert_eq!(plan.status.state.as_deref(), Some(CLUSTER_CREATING));
+        assert_eq!(plan.status.spec_generation_to_process, Some(0));
+        assert_eq!(plan.events.len(), 1);
+        let mut again = Plan { status: status_of(Vec::new()), ..Plan::default() };
+        start(&mut again, &facts(false));
+        assert_eq!(again.status, status_of(Vec::new()), "a recorded name and state are kept");
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn check_containers_sends_restarted_members_back_keeping_what_storage_keeps() {
+        let mut stored = member_in("kdss-w-0", CONFIGURED);
+        stored.pvc = Some("p-kdss-w-0".into());
+        stored.state_detail.last_configured_container = Some("old".into());
+        stored.state_detail.last_setup_generation = Some(2);
+        let mut bare = stored.clone();
+        bare.pod = "kdss-w-1".into();
+        bare.pvc = None;
+        let same = MemberStatus { pod: "kdss-w-2".into(), ..stored.clone() };
+        let mut plan = Plan { status: status_of(vec![role_of("w", vec![stored, bare, same])]), ..Plan::default() };
+        let pods = BTreeMap::from([
+            ("kdss-w-0".to_string(), PodView { app_container_id: Some("new".into()), ..PodView::default() }),
+            ("kdss-w-1".to_string(), PodView { app_container_id: Some("new".into()), ..PodView::default() }),
+            ("kdss-w-2".to_string(), PodView { app_container_id: Some("old".into()), ..PodView::default() }),
+        ]);
+        check_containers(&mut plan, &want(1), &pods);
+        assert_eq!(states(&plan.status), vec![CREATE_PENDING, CREATE_PENDING, CONFIGURED]);
+        let m = &plan.status.roles[0].members;
+        assert_eq!(m[0].state_detail.last_setup_generation, Some(2), "storage keeps the setup");
+        assert_eq!(m[1].state_detail.last_setup_generation, None, "no storage: setup runs again");
+        assert_eq!(m[2].state_detail.last_known_container_state.as_deref(), Some("unknown"));
+        assert_eq!(plan.events.len(), 2);
+        assert!(plan.events[1].message.contains("no persistent storage"));
+    }
+
+    #[test]
+    fn roles_the_spec_dropped_are_wanted_with_no_members() {
+        let status = status_of(vec![role_of("w", Vec::new()), role_of("gone", Vec::new())]);
+        let order = with_removed_roles(&want(2), &status);
+        let ids: Vec<(&str, i32)> = order.iter().map(|w| (w.id.as_str(), w.members)).collect();
+        assert_eq!(ids, vec![("w", 2), ("gone", 0)]);
+    }
+
+    #[test]
+    fn resize_roles_waits_for_members_being_set_up_and_finishes_empty_roles() {
+        let mut gated =
+            Plan { status: status_of(vec![role_of("w", vec![member_in("kdss-w-0", CREATING)])]), ..Plan::default() };
+        assert!(!resize_roles(&mut gated, &facts(false), &want(3), &BTreeSet::new()), "gated");
+        assert_eq!(gated.status.roles[0].members.len(), 1);
+        let mut empty = Plan { status: status_of(vec![role_of("w", Vec::new())]), ..Plan::default() };
+        let existing = BTreeSet::from(["kdss-w".to_string()]);
+        assert!(!resize_roles(&mut empty, &facts(false), &want(0), &existing));
+        assert!(empty.status.roles.is_empty());
+        assert_eq!(empty.delete_statefulsets, vec!["kdss-w".to_string()]);
+        let mut fresh = Plan { status: status_of(Vec::new()), ..Plan::default() };
+        assert!(resize_roles(&mut fresh, &facts(false), &want(2), &BTreeSet::new()));
+        assert_eq!(states(&fresh.status), vec![CREATE_PENDING, CREATE_PENDING]);
+        assert_eq!(fresh.status.last_node_id, Some(2));
+    }
+
+    #[test]
+    fn shrink_keeps_the_lowest_current_members() {
+        let mut role = role_of(
+            "w",
+            vec![
+                member_in("kdss-w-0", CONFIGURED),
+                member_in("kdss-w-1", DELETING),
+                member_in("kdss-w-2", CONFIGURED),
+                member_in("kdss-w-3", CREATE_PENDING),
+            ],
+        );
+        shrink(&mut role, 1);
+        let after: Vec<&str> = role.members.iter().map(|m| m.state.as_str()).collect();
+        assert_eq!(after, vec![CONFIGURED, DELETING, DELETE_PENDING, DELETING], "no pod yet: gone at once");
+    }
+
+    #[test]
+    fn a_member_moves_one_state_per_pass() {
+        let role = RoleSetup { id: "w", needs_exec: true, setup_package: true };
+        let running = PodView { phase: "Running".into(), app_container_id: Some("c1".into()), ..PodView::default() };
+        let mut events = Vec::new();
+        let mut m = member_in("kdss-w-0", CREATE_PENDING);
+        assert_eq!(advance_member(&mut m, role, Some(&running), None, Some(1), &mut events), Moved::Quiet);
+        assert_eq!((m.state.as_str(), m.state_detail.configuring_container.as_deref()), (CREATING, Some("c1")));
+        let done = SetupOutcome::Done;
+        assert_eq!(advance_member(&mut m, role, Some(&running), Some(&done), Some(1), &mut events), Moved::Added);
+        assert_eq!(m.state, CONFIGURED);
+        assert_eq!(m.state_detail.last_configured_container.as_deref(), Some("c1"));
+        assert_eq!(m.state_detail.last_config_data_generation, Some(1));
+        m.state = DELETE_PENDING.into();
+        m.state_detail.pending_notify_cmds.push(notification(ADDNODES, "w", &[]));
+        assert_eq!(advance_member(&mut m, role, Some(&running), None, Some(1), &mut events), Moved::Leaving);
+        assert!(m.state == DELETING && m.state_detail.pending_notify_cmds.is_empty());
+        assert_eq!(advance_member(&mut m, role, Some(&running), None, Some(1), &mut events), Moved::Quiet);
+        assert_eq!(advance_member(&mut m, role, None, None, Some(1), &mut events), Moved::Gone);
+        let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, vec!["initial config done for member{kdss-w-0} in role{w}"]);
+    }
+
+    #[test]
+    fn a_setup_interrupted_or_failed_is_said_so() {
+        let role = RoleSetup { id: "w", needs_exec: true, setup_package: true };
+        let running = PodView { phase: "Running".into(), app_container_id: Some("c1".into()), ..PodView::default() };
+        let mut events = Vec::new();
+        let mut m = member_in("kdss-w-0", CREATING);
+        m.state_detail.configuring_container = Some("c0".into());
+        assert_eq!(finish_setup(&mut m, role, Some(&running), None, None, &mut events), Moved::Quiet);
+        assert_eq!(m.state, CREATE_PENDING, "another container: start over");
+        m.state = CREATING.into();
+        m.state_detail.configuring_container = Some("c1".into());
+        let failed = SetupOutcome::Failed("boom".into());
+        assert_eq!(finish_setup(&mut m, role, Some(&running), Some(&failed), None, &mut events), Moved::Quiet);
+        assert_eq!((m.state.as_str(), m.state_detail.config_error_detail.as_deref()), (CONFIG_ERROR, Some("boom")));
+        assert!(events[1].warning);
+        // A member in config error whose container changed starts over, detail cleared.
+        m.state = CREATE_PENDING.into();
+        let restarted = PodView { app_container_id: Some("c2".into()), ..running.clone() };
+        start_setup(&mut m, Some(&restarted), &mut events);
+        assert_eq!((m.state.as_str(), m.state_detail.config_error_detail.as_deref()), (CREATING, None));
+        assert!(events[2].message.contains("previously in config error state"));
+    }
+
+    #[test]
+    fn announce_queues_news_and_drops_gone_members() {
+        let mut status = status_of(vec![
+            role_of("c", vec![member_in("kdss-c-0", CONFIGURED)]),
+            role_of("w", vec![member_in("kdss-w-0", CONFIGURED), member_in("kdss-w-1", DELETING)]),
+        ]);
+        let w = want(1)[0].clone();
+        let order =
+            vec![RoleWanted { id: "c".into(), setup_package: true, events: vec![DELNODES.into()], ..w.clone() }, w];
+        let moves = Moves {
+            removed: BTreeMap::from([("w".to_string(), vec![("kdss-w-1".to_string(), "w1.fqdn".to_string())])]),
+            gone: vec![("w".to_string(), "kdss-w-1".to_string())],
+            ..Moves::default()
+        };
+        announce(&mut status, &order, &moves);
+        let news = &status.roles[0].members[0].state_detail.pending_notify_cmds;
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].arguments.first().map(String::as_str), Some("--delnodes"));
+        assert_eq!(news[0].arguments.last().map(String::as_str), Some("w1.fqdn"));
+        assert!(status.roles[1].members[0].state_detail.pending_notify_cmds.is_empty(), "w asked for nothing");
+        assert_eq!(status.roles[1].members.len(), 1, "the gone member left the status");
+    }
+
+    #[test]
+    fn size_objects_counts_pods_and_gives_services_where_roles_expose_ports() {
+        let mut leaving = member_in("kdss-w-1", DELETING);
+        leaving.pvc = None;
+        let mut teller = member_in("kdss-w-0", CONFIGURED);
+        let fqdn = names::fqdn("kdss-w-1", "kdhs-x", "ns", ".svc.cluster.local");
+        teller.state_detail.pending_notify_cmds.push(notification(DELNODES, "w", std::slice::from_ref(&fqdn)));
+        let mut plan = Plan {
+            status: status_of(vec![role_of("w", vec![teller, leaving, member_in("kdss-w-2", DELETING)])]),
+            ..Plan::default()
+        };
+        size_objects(&mut plan, &facts(false), &want(1));
+        assert_eq!(plan.statefulsets.get("kdss-w"), Some(&("w".to_string(), 2)), "the leaving member waits");
+        assert_eq!(plan.member_services, vec![("w".to_string(), "kdss-w-0".to_string())]);
+        let m = &plan.status.roles[0].members;
+        assert_eq!((m[0].service.as_str(), m[1].fqdn.as_deref()), ("s-kdss-w-0", Some(fqdn.as_str())));
+        let mut closed =
+            Plan { status: status_of(vec![role_of("w", vec![member_in("kdss-w-0", CONFIGURED)])]), ..Plan::default() };
+        let no_ports = vec![RoleWanted { ports: false, ..want(1)[0].clone() }];
+        size_objects(&mut closed, &facts(false), &no_ports);
+        assert_eq!(closed.status.roles[0].members[0].service, names::NO_SERVICE);
+        assert!(closed.member_services.is_empty());
+        assert!(closed.delete_services.is_empty(), "it never had a Service");
+    }
+
+    #[test]
+    fn a_role_whose_choice_took_its_services_away_loses_its_member_services() {
+        let mut served = member_in("kdss-w-0", CONFIGURED);
+        served.service = names::member_service("kdss-w-0");
+        let mut plan = Plan { status: status_of(vec![role_of("w", vec![served])]), ..Plan::default() };
+        let no_ports = vec![RoleWanted { ports: false, ..want(1)[0].clone() }];
+        size_objects(&mut plan, &facts(false), &no_ports);
+        assert_eq!(plan.delete_services, vec!["s-kdss-w-0".to_string()]);
+        assert_eq!(plan.status.roles[0].members[0].service, names::NO_SERVICE);
+        size_objects(&mut plan, &facts(false), &no_ports);
+        assert_eq!(plan.delete_services.len(), 1, "deleted once: the status says it is gone");
+    }
+
+    #[test]
+    fn the_rollup_flags_what_members_go_through() {
+        let mut restarting = member_in("a", CREATING);
+        restarting.state_detail.last_configured_container = Some("c".into());
+        let mut down = member_in("b", CONFIGURED);
+        down.state_detail.last_known_container_state = Some("terminated".into());
+        let mut waiting = member_in("c", CREATE_PENDING);
+        waiting.state_detail.last_known_container_state = Some("absent".into());
+        let broken = member_in("d", CONFIG_ERROR);
+        let r = rollup(&[&restarting, &down, &waiting, &broken]);
+        assert!(r.members_restarting && r.members_down && r.members_waiting && r.config_errors);
+        assert!(r.membership_changing, "a new member being created");
+        assert!(!r.members_initializing);
+        assert_eq!(rollup(&[]), StateRollup::default());
+    }
+
+    #[test]
+    fn conclude_settles_only_a_quiet_complete_cluster() {
+        let configured = |pod: &str| {
+            let mut m = member_in(pod, CONFIGURED);
+            m.state_detail.last_config_data_generation = Some(3);
+            m
+        };
+        let mut quiet = Plan { status: status_of(vec![role_of("w", vec![configured("kdss-w-0")])]), ..Plan::default() };
+        quiet.status.state = Some(CLUSTER_UPDATING.into());
+        conclude(&mut quiet, &want(1), false);
+        assert!(quiet.settled);
+        assert_eq!(quiet.status.state.as_deref(), Some(CLUSTER_CONFIGURED));
+        assert_eq!(quiet.status.members_ready.as_deref(), Some("1/1"));
+        assert_eq!(quiet.events.len(), 1, "stable");
+        let mut changed =
+            Plan { status: status_of(vec![role_of("w", vec![configured("kdss-w-0")])]), ..Plan::default() };
+        conclude(&mut changed, &want(1), true);
+        assert!(!changed.settled);
+        assert_eq!(changed.status.spec_generation_to_process, Some(4));
+        assert_eq!(changed.status.state.as_deref(), Some(CLUSTER_UPDATING));
+        let packaged = vec![RoleWanted { setup_package: true, ..want(1)[0].clone() }];
+        let mut stale = Plan { status: status_of(vec![role_of("w", vec![configured("kdss-w-0")])]), ..Plan::default() };
+        stale.status.spec_generation_to_process = Some(4);
+        assert!(configmeta_stale(&stale.status, &packaged));
+        conclude(&mut stale, &packaged, false);
+        assert!(!stale.settled, "configmeta of an older generation");
     }
 }

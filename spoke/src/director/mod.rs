@@ -2,16 +2,28 @@
 //! `KubeDirectorCluster` objects on its own API server into a headless Service, one
 //! StatefulSet per role, a Service per member and PVCs, and tracks every member's state.
 //!
-//! Each reconcile: dereference (app, config) → validate → plan (pure, `members::plan`) →
-//! apply (server-side apply, deletes) → write status → record Events.
+//! Each reconcile (`reconcile`) is a list of named steps: dereference (the app, the
+//! config, pods, StatefulSets and connected objects, each read once; [`dereference`]) →
+//! connections (record the hash; [`connections`]) → validate (`kdfed_crds::resolve`) →
+//! setup (exec into members being set up; [`lifecycle`]) → plan (pure: members, roles,
+//! tokens, notifications and the object changes; [`plan`], [`members`]) → apply
+//! (server-side apply, deletes; [`apply`], builders in [`build`]) → notify (exec;
+//! [`lifecycle`]) → status (conditions, the one write, Events; [`status`]).
 
+pub mod apply;
 pub mod build;
 pub mod configmeta;
 pub mod connections;
+pub mod dereference;
+pub mod lifecycle;
 pub mod members;
 pub mod names;
+pub mod plan;
 mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod setup;
+pub mod status;
+pub mod upgrade;
 
-pub use reconcile::{Context, run};
+pub use reconcile::{Context, Error, run};

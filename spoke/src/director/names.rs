@@ -117,6 +117,13 @@ pub fn cluster_labels(cluster: &str, app: &str, app_catalog: &str) -> BTreeMap<S
     ])
 }
 
+/// Labels that make ConfigMaps and Secrets connectable (defined once, beside the cluster type).
+pub use kdfed_crds::cluster::{LABEL_CONFIGMAP_TYPE, LABEL_SECRET_TYPE};
+/// Annotation: how many times the connections hash changed (upstream's connection version).
+pub const HASH_CHANGE_COUNTER: &str = "kubedirector.hpe.com/hashChangeCounter";
+/// Annotation: bumped on a cluster when a cluster it connects to becomes `configured`.
+pub const CONN_UPDATE_COUNTER: &str = "kubedirector.hpe.com/connUpdateCounter";
+
 #[cfg(test)]
 mod tests {
     use super::*;

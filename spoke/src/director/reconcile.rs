@@ -1,6 +1,12 @@
-//! The controller around the pure planner: watches, API calls, status and Events.
+//! The controller around the director's steps: watches, the error policy, and one
+//! reconcile of a cluster as a list of named steps —
+//! dereference ([`dereference`](super::dereference)) → connections (record the hash) →
+//! validate (`kdfed_crds::resolve`) → setup ([`lifecycle`](super::lifecycle)) →
+//! plan ([`plan`](super::plan), pure) → apply ([`apply`](super::apply)) → notify
+//! ([`lifecycle`](super::lifecycle)) → status ([`status`](super::status)); deletion
+//! (cleanup) and fencing leave the list early.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,11 +14,10 @@ use futures::StreamExt;
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
-use kdfed_crds::app::KubeDirectorAppSpec;
-use kdfed_crds::cluster::{Connections, KubeDirectorCluster, KubeDirectorClusterSpec, KubeDirectorClusterStatus};
-use kdfed_crds::config::{CONFIG_NAME, KubeDirectorConfig};
+use kdfed_common::{ApiError, Doing};
+use kdfed_crds::cluster::{Connections, KubeDirectorCluster};
 use kdfed_crds::federation::{ANNOTATION_FENCED, ANNOTATION_SELF_FENCED};
-use kdfed_crds::{defaults, validate};
+use kdfed_crds::resolve::Resolved;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -22,37 +27,67 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::apply::{Applier, ignore_missing};
 use super::build::{self, Inputs};
-use super::connections::{self, CONN_UPDATE_COUNTER, HASH_CHANGE_COUNTER};
-use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
-use super::{configmeta, names, setup};
+use super::connections::{self, Connected, HASH_CHANGE_COUNTER};
+use super::dereference::{self, Observed};
+use super::lifecycle::{self, SetupView};
+use super::plan::{self, ClusterPlan, ConnectionState, Desired, Seen};
+use super::rollout::{self, Rollout};
+use super::{names, setup, status};
 use crate::metrics::SpokeMetrics;
-use kdfed_common::Doing;
 use kdfed_common::reconcile;
-
-/// Field manager of everything the director writes.
-pub const FIELD_MANAGER: &str = "kdfed-director";
 
 /// Wait after a cluster's first failed reconcile; it doubles with each further failure.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between failed reconciles of one cluster.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
-/// Condition type: whether the member's API server took every object the cluster needs.
-pub const CONDITION_APPLIED: &str = "Applied";
-/// Reason (condition and Warning Event) of an apply the member's API server refused.
-pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
-/// Longest API server message kept in the `Applied` condition and its Event.
-const MAX_APPLY_MESSAGE: usize = 1024;
 
-/// Errors of one reconcile; each is retried with backoff.
+/// Errors of one reconcile, one variant per step that can fail; each is retried with
+/// backoff. The display is the underlying error's, unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The API server refused or failed a request.
+    /// Reading the cluster or what it refers to (app, config, pods, StatefulSets,
+    /// connected objects) failed.
     #[error(transparent)]
-    Kube(#[from] kdfed_common::ApiError),
+    Dereference(ApiError),
+    /// Adding the finalizer failed.
+    #[error(transparent)]
+    Finalizer(ApiError),
+    /// Recording a new connections hash (counter annotation, status) failed.
+    #[error(transparent)]
+    Connections(ApiError),
+    /// Scaling a fenced copy down or recording the fence failed.
+    #[error(transparent)]
+    Fence(ApiError),
     /// An object could not be built.
     #[error(transparent)]
     Build(#[from] build::BuildError),
+    /// The member's API server refused a change.
+    #[error(transparent)]
+    Apply(ApiError),
+    /// Writing the status failed.
+    #[error(transparent)]
+    Status(ApiError),
+    /// Deleting the cluster's objects or releasing the finalizer failed.
+    #[error(transparent)]
+    Cleanup(ApiError),
+}
+
+impl Error {
+    /// The step that failed, as a bounded label for metrics.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Dereference(_) => "dereference",
+            Error::Finalizer(_) => "finalizer",
+            Error::Connections(_) => "connections",
+            Error::Fence(_) => "fence",
+            Error::Build(_) => "build",
+            Error::Apply(_) => "apply",
+            Error::Status(_) => "status",
+            Error::Cleanup(_) => "cleanup",
+        }
+    }
 }
 
 /// Shared state of the director's reconciles.
@@ -74,11 +109,6 @@ pub struct Context {
     /// The cluster versions the director wrote itself: their watch events are dropped.
     pub own_writes: reconcile::OwnWrites,
 }
-
-/// Label that makes a ConfigMap visible in configmeta's `connections.configmaps`.
-pub const LABEL_CONFIGMAP_TYPE: &str = "kubedirector.hpe.com/cmType";
-/// Label that makes a Secret visible in configmeta's `connections.secrets`.
-pub const LABEL_SECRET_TYPE: &str = "kubedirector.hpe.com/secretType";
 
 type ClusterStore = Store<DeserializeGuard<KubeDirectorCluster>>;
 
@@ -145,12 +175,12 @@ pub async fn run(
         })
         .watches(
             Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_CONFIGMAP_TYPE),
+            watcher::Config::default().labels(names::LABEL_CONFIGMAP_TYPE),
             move |cm: ConfigMap| connecting(&by_configmap, cm.namespace(), &cm.name_any(), |k| &k.configmaps),
         )
         .watches(
             Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(LABEL_SECRET_TYPE),
+            watcher::Config::default().labels(names::LABEL_SECRET_TYPE),
             move |secret: Secret| connecting(&by_secret, secret.namespace(), &secret.name_any(), |k| &k.secrets),
         )
         .watches(clusters, watcher::Config::default(), move |other: DeserializeGuard<KubeDirectorCluster>| {
@@ -171,7 +201,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<C
     let started = Instant::now();
     let key = reconcile::key(guard.as_ref());
     let result = reconcile_cluster(guard, ctx.clone()).await;
-    ctx.metrics.reconciles.observe("director", started, result.is_err());
+    ctx.metrics.reconciles.finished("director", started, result.as_ref().err().map(Error::step));
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
@@ -185,912 +215,180 @@ fn retry(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, error: &Error, ctx: 
     Action::requeue(delay)
 }
 
+/// One pass over a cluster, as a list of steps (see the module header).
 async fn reconcile_cluster(
     guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    // The status is the director's memory (members, node ids): plan from the latest one.
-    let Some((api, mut fresh)) = reconcile::latest(&guard, &ctx.client, &ctx.recorder, "Cluster").await? else {
-        return Ok(Action::await_change());
-    };
-    let ns = fresh.namespace().unwrap_or_else(|| "default".into());
-    let name = fresh.name_any();
-    let cluster = &fresh;
     // kube-runtime already wraps each reconcile in a span naming the object; a span
     // entered here would be held across awaits and leak into other tasks.
-
+    // The status is the director's memory (members, node ids): plan from the latest one.
+    let latest = reconcile::latest(&guard, &ctx.client, &ctx.recorder, "Cluster").await;
+    let Some((api, cluster)) = latest.map_err(Error::Dereference)? else { return Ok(Action::await_change()) };
     if cluster.metadata.deletion_timestamp.is_some() {
-        return cleanup(cluster, &api, &ctx).await;
+        return cleanup(&cluster, &api, &ctx).await;
     }
-    if reconcile::add_finalizer(&api, cluster, names::FINALIZER).await? {
+    if reconcile::add_finalizer(&api, &cluster, names::FINALIZER).await.map_err(Error::Finalizer)? {
         // The patch changed the resourceVersion; plan from the new object next time.
         return Ok(Action::requeue(Duration::from_millis(50)));
     }
-
-    if let Some(why) = fence_reason(cluster) {
-        return fence(cluster, &api, &ctx, &why).await;
+    if let Some(why) = fence_reason(&cluster) {
+        return fence(&cluster, &api, &ctx, &why).await;
     }
-
-    // Connections: a new hash bumps the connection version (annotation), and the status
-    // records the hash (with the new spec generation a change means) right away, before
-    // anything can fail: each hash bumps the counter once, however many passes fail after
-    // it. A crash between the two writes only bumps it once more.
-    let connections_hash = connections::hash(&observe_connections(&ctx, &ns, cluster).await?);
-    let previous_hash = cluster.status.as_ref().and_then(|s| s.last_connection_hash.clone());
-    let mut connection_version = connections::counter(cluster.annotations(), HASH_CHANGE_COUNTER).unwrap_or(0);
-    // The first hash only initialises the counter; later ones are changes to announce.
-    let connections_changed = previous_hash.as_ref().is_some_and(|h| h != &connections_hash);
-    if previous_hash.as_ref() != Some(&connections_hash) {
-        let next = connections::next_counter(cluster.annotations(), HASH_CHANGE_COUNTER);
-        let patch = json!({"metadata": {
-            "resourceVersion": cluster.resource_version(),
-            "annotations": {HASH_CHANGE_COUNTER: next.to_string()},
-        }});
-        fresh = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .doing("bump the connections counter")?;
-        ctx.own_writes.record(&fresh);
-        connection_version = next;
-        info!(counter = next, changed = connections_changed, "connections hash {connections_hash}");
-        let mut status = fresh.status.clone().unwrap_or_default();
-        status.last_connection_hash = Some(connections_hash.clone());
-        if connections_changed {
-            // Upstream: a connection change is a new spec generation, so configured
-            // members get fresh configmeta and `--reconnect`.
-            status.spec_generation_to_process = Some(status.spec_generation_to_process.unwrap_or(0) + 1);
-            if status.state.as_deref() != Some(members::CLUSTER_CREATING) {
-                status.state = Some(members::CLUSTER_UPDATING.to_string());
-            }
-        }
-        fresh = write_status(&ctx, &api, &fresh, &status).await?;
-    }
-    let cluster = &fresh;
-
-    // Dereference: the app (local, then system catalog) and the global config.
-    let found = kdfed_common::catalog::find_app(
-        &ctx.client,
-        &ns,
-        &ctx.system_namespace,
-        &cluster.spec.app,
-        cluster.spec.app_catalog.as_deref(),
-    )
-    .await
-    .doing("read app")?;
-    let (app, catalog) = match found {
-        Some(found) => found,
-        None => {
-            let message = format!("Invalid app({}). This app resource ID has not been registered.", cluster.spec.app);
-            invalid(&ctx, cluster, &api, "spec.app", &message).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
+    // Dereference, then record the connections hash before anything else can fail.
+    let observed = dereference::read(&ctx.client, &ctx.system_namespace, &cluster).await.map_err(Error::Dereference)?;
+    let (cluster, connections) = record_connections(&ctx, &api, cluster, &observed.connected).await?;
+    // Validate.
+    let (resolved, catalog) = match validate(&ctx, &api, &cluster, &observed).await? {
+        Ok(valid) => valid,
+        Err(wait) => return Ok(wait),
     };
-    let config = Api::<KubeDirectorConfig>::namespaced(ctx.client.clone(), &ctx.system_namespace)
-        .get_opt(CONFIG_NAME)
-        .await
-        .doing("read KubeDirectorConfig")?
-        .map(|c| c.spec);
-
-    // Validate against the app, with defaults applied.
-    let mut app_spec = app.spec.clone();
-    defaults::app(&mut app_spec);
-    let mut spec = cluster.spec.clone();
-    defaults::cluster(&mut spec, &app_spec, config.as_ref());
-    if let Err(errors) = validate::app(&app_spec).and_then(|()| validate::cluster(&spec, &cluster.spec.app, &app_spec))
-    {
-        invalid(&ctx, cluster, &api, "spec", &errors.to_string()).await?;
-        return Ok(Action::await_change());
-    }
-
-    // Observe pods and StatefulSets of this cluster.
-    let selector = format!("{}={}", names::LABEL_CLUSTER, name);
-    let lp = ListParams::default().labels(&selector);
-    let pod_list = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await.doing("list pods")?;
-    let pods: BTreeMap<String, PodView> = pod_list.items.iter().map(|p| (p.name_any(), pod_view(p))).collect();
-    let sts_list =
-        Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns).list(&lp).await.doing("list statefulsets")?;
-    let existing: BTreeSet<String> = sts_list.items.iter().map(ResourceExt::name_any).collect();
-
-    let facts = ClusterFacts {
-        name: name.clone(),
-        uid: cluster.metadata.uid.clone().unwrap_or_default(),
-        naming_scheme: spec.naming_scheme.clone().unwrap_or_default(),
-        retain_pvcs_when_scaled: spec.retain_pvcs_when_scaled(),
-        namespace: ns.clone(),
-        domain_base: config
-            .as_ref()
-            .and_then(|c| c.cluster_svc_domain_base.clone())
-            .unwrap_or_else(|| defaults::DEFAULT_SVC_DOMAIN_BASE.to_string()),
+    // Live upgrade: the app each role runs and the rollout to advance (rollout.rs).
+    let mut rollout = match rollout::prepare(&ctx, &api, &cluster, &observed, &resolved).await? {
+        Ok(rollout) => rollout,
+        Err(wait) => return Ok(wait),
     };
-    let wanted: Vec<RoleWanted> = spec
-        .roles
-        .iter()
-        .map(|r| {
-            let app_role = app_spec.role(&r.id);
-            RoleWanted {
-                id: r.id.clone(),
-                members: build::desired_members(&spec, &app_spec, &r.id),
-                storage: r.storage.is_some(),
-                ports: !build::exposed_ports(&app_spec, &r.id).is_empty(),
-                setup_package: app_role.is_some_and(build::has_setup_package),
-                file_injections: !r.file_injections.is_empty(),
-                // No list means every event (upstream's default).
-                events: app_role
-                    .and_then(|a| a.event_list.clone())
-                    .unwrap_or_else(|| kdfed_crds::validate::EVENTS.iter().map(|e| e.to_string()).collect()),
-            }
-        })
-        .collect();
-    let token_roles: BTreeSet<String> = spec
-        .roles
-        .iter()
-        .filter(|r| {
-            app_spec
-                .role_services(&r.id)
-                .iter()
-                .any(|s| s.endpoint.as_ref().is_some_and(|e| e.has_auth_token == Some(true)))
-        })
-        .map(|r| r.id.clone())
-        .collect();
+    // Setup: members being set up go one exec step further; the plan needs the outcomes.
+    let desired = plan::desired(&cluster, &resolved, observed.config.as_ref());
     let old_status = cluster.status.clone().unwrap_or_default();
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let master_key = config.as_ref().and_then(|c| c.master_encryption_key.clone());
-    let setup_view = SetupView {
-        cluster,
-        spec: &spec,
-        app: &app_spec,
-        facts: &facts,
-        wanted: &wanted,
-        master_key: master_key.as_deref(),
-    };
-    let outcomes = run_setups(&ctx, &pod_api, &setup_view, &old_status, &pods).await;
-    let mut plan = members::plan_with_setup(&facts, &wanted, &old_status, &pods, &existing, &outcomes);
-    plan.status.last_connection_hash = Some(connections_hash);
-    if connections_changed {
-        // The new spec generation is already in the status (above); this pass announces it.
-        plan.settled = false;
-        plan.events.retain(|e| !(e.reason == "Cluster" && e.message == "stable"));
-        if plan.status.state.as_deref() != Some(members::CLUSTER_CREATING) {
-            plan.status.state = Some(members::CLUSTER_UPDATING.to_string());
-        }
+    let view = SetupView::new(&cluster, &resolved, &desired, &observed);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &desired.facts.namespace);
+    let outcomes = lifecycle::run_setups(&ctx, &pods_api, &view, &old_status, &observed.pods).await;
+    let moved = rollout::run_steps(&pods_api, &view, &old_status, &observed.pods, &rollout).await;
+    // Plan (pure), then apply.
+    let seen = Seen { pods: &observed.pods, statefulsets: &observed.statefulsets, setup: &outcomes };
+    let mut planned = plan::plan(&desired, &old_status, seen, &connections, new_auth_token);
+    rollout::advance(&mut rollout, &mut planned.members, &desired, &observed.pods, &moved);
+    if planned.tokens_generated > 0 {
+        info!(generated = planned.tokens_generated, "auth tokens generated");
     }
-    // Members configured from now on start at the current connection version.
-    for m in plan.status.roles.iter_mut().flat_map(|r| r.members.iter_mut()) {
-        if m.state == members::CONFIGURED && m.state_detail.last_connection_version.is_none() {
-            m.state_detail.last_connection_version = Some(connection_version);
-        }
-    }
-    let generated = connections::assign_auth_tokens(&mut plan.status, &token_roles, || {
-        connections::new_auth_token().unwrap_or_else(|e| {
-            // Left empty, the token is generated on a later pass.
-            warn!("cannot generate an auth token: {e}");
-            String::new()
-        })
-    });
-    if generated > 0 {
-        info!(generated, "auth tokens generated");
-    }
-
-    // Apply: headless Service, StatefulSets, member Services; then deletions.
-    let headless = plan.status.cluster_service.clone().unwrap_or_default();
-    let inputs = Inputs {
-        cluster,
-        spec: &spec,
-        app_name: &cluster.spec.app,
-        app: &app_spec,
-        config: config.as_ref(),
-        app_catalog: &catalog,
-        headless: &headless,
-    };
-    if let Err(e) = apply_objects(&ctx, &ns, &inputs, &plan, &existing, &token_roles).await {
+    let inputs = inputs(&cluster, &resolved, &observed, &catalog, &planned);
+    if let Err(e) = apply_plan(&ctx, &inputs, &planned, &observed, &desired, &rollout).await {
         // Whatever the member's API server refused (an invalid object, a full Service IP
         // range, a policy) is the user's to see: on the cluster, not only in the log.
-        apply_failed(&ctx, cluster, &api, &old_status, &e).await;
+        status::apply_failed(&ctx, &cluster, &api, &old_status, &e).await;
         return Err(e);
     }
+    // Notify members of what changed, then the status, its Events and the next pass.
+    let mut next = planned.members.status.clone();
+    let delivered =
+        lifecycle::deliver_notifications(&ctx, &pods_api, &view, &mut next, &observed.pods, connections.version).await;
+    status::conditions(&old_status, &mut next, cluster.metadata.generation);
+    let written = status::report(&ctx, &api, &cluster, &old_status, &next, &planned.members.events).await?;
+    Ok(status::next_action(written, planned.members.settled, delivered))
+}
 
-    // Lifecycle notifications (with fresh configmeta first), then status, with the Valid
-    // and Applied conditions, then Events.
-    let mut status = plan.status.clone();
-    let delivered = deliver_notifications(&ctx, &pod_api, &setup_view, &mut status, &pods, connection_version).await;
-    status.conditions = kdfed_common::conditions::set_condition(
-        &old_status.conditions,
-        "Valid",
-        "True",
-        "Valid",
-        "spec is valid",
-        cluster.metadata.generation,
-    );
-    status.conditions = kdfed_common::conditions::set_condition(
-        &status.conditions,
-        CONDITION_APPLIED,
-        "True",
-        "Applied",
-        "the member's API server took every object",
-        cluster.metadata.generation,
-    );
-    // A lifted fence is history, not a current state.
-    if kdfed_common::conditions::condition(&status.conditions, "Fenced").is_some_and(|c| c.status == "True") {
-        status.conditions = kdfed_common::conditions::set_condition(
-            &status.conditions,
-            "Fenced",
-            "False",
-            "Lifted",
-            "the fence was lifted: this copy runs again",
-            cluster.metadata.generation,
-        );
-    }
-    let written = status != old_status;
-    if written {
-        write_status(&ctx, &api, cluster, &status).await?;
-    }
-    let was_failing = kdfed_common::conditions::condition(&old_status.conditions, CONDITION_APPLIED)
-        .is_some_and(|c| c.reason == REASON_APPLY_FAILED);
-    if was_failing {
-        ctx.recorder.publish(cluster, false, "Applied", "the member's API server took every object again").await;
-    }
-    for e in &plan.events {
-        info!(reason = e.reason, "{}", e.message);
-        ctx.recorder.publish(cluster, e.warning, e.reason, &e.message).await;
-    }
-    let configured = Some(members::CLUSTER_CONFIGURED);
-    if status.state.as_deref() == configured && old_status.state.as_deref() != configured {
-        announce_configured(&ctx, cluster).await;
-    }
-    Ok(if written {
-        // The next step plans from this status (even a settled plan may leave one, e.g. an
-        // emptied role to remove); its own watch event no longer wakes the director, so ask
-        // for that pass now, as soon as the event would have. A pass that changes nothing
-        // does not come back before its timer.
-        Action::requeue(Duration::from_millis(50))
-    } else if plan.settled && !delivered {
-        Action::requeue(Duration::from_secs(300))
-    } else {
-        Action::requeue(Duration::from_secs(2))
+/// A new member auth token; left empty when there is no randomness, so that a later pass
+/// generates it.
+fn new_auth_token() -> String {
+    connections::new_auth_token().unwrap_or_else(|e| {
+        warn!("cannot generate an auth token: {e}");
+        String::new()
     })
 }
 
-/// The apply step: headless Service, StatefulSets, member Services; then deletions.
-async fn apply_objects(
+/// The connections step: a new hash bumps the connection version (annotation), and the
+/// status records the hash (with the new spec generation a change means) right away,
+/// before anything can fail: each hash bumps the counter once, however many passes fail
+/// after it. A crash between the two writes only bumps it once more. Returns the cluster
+/// as written and where its connections stand.
+async fn record_connections(
     ctx: &Context,
-    ns: &str,
-    inputs: &Inputs<'_>,
-    plan: &members::Plan,
-    existing: &BTreeSet<String>,
-    token_roles: &BTreeSet<String>,
-) -> Result<(), Error> {
-    let spec = inputs.spec;
-    let headless = plan.status.cluster_service.clone().unwrap_or_default();
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    services
-        .patch(&headless, &pp, &Patch::Apply(inputs.headless_service()?))
+    api: &Api<KubeDirectorCluster>,
+    cluster: KubeDirectorCluster,
+    connected: &Connected,
+) -> Result<(KubeDirectorCluster, ConnectionState), Error> {
+    let hash = connections::hash(&connections::observed(connected));
+    let previous = cluster.status.as_ref().and_then(|s| s.last_connection_hash.clone());
+    let version = connections::counter(cluster.annotations(), HASH_CHANGE_COUNTER).unwrap_or(0);
+    // The first hash only initialises the counter; later ones are changes to announce.
+    let changed = previous.as_ref().is_some_and(|h| h != &hash);
+    if previous.as_ref() == Some(&hash) {
+        return Ok((cluster, ConnectionState { hash, version, changed }));
+    }
+    let next = connections::next_counter(cluster.annotations(), HASH_CHANGE_COUNTER);
+    let patch = json!({"metadata": {
+        "resourceVersion": cluster.resource_version(),
+        "annotations": {HASH_CHANGE_COUNTER: next.to_string()},
+    }});
+    let bumped = api
+        .patch(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .doing(format!("apply headless service {headless}"))?;
-    for (sts_name, (role_id, replicas)) in &plan.statefulsets {
-        let Some(role) = spec.roles.iter().find(|r| &r.id == role_id).cloned() else {
-            // A role removed from the spec keeps its StatefulSet, scaled down, until its
-            // members are gone.
-            if existing.contains(sts_name) {
-                let patch = json!({"spec": {"replicas": replicas}});
-                statefulsets
-                    .patch(sts_name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .doing("scale statefulset")?;
-            }
-            continue;
-        };
-        let sts = inputs.statefulset(&role, sts_name, *replicas)?;
-        statefulsets.patch(sts_name, &pp, &Patch::Apply(sts)).await.doing(format!("apply statefulset {sts_name}"))?;
-    }
-    for (role_id, pod) in &plan.member_services {
-        let Some(role) = spec.roles.iter().find(|r| &r.id == role_id) else { continue };
-        if let Some(mut svc) = inputs.member_service(role, pod)? {
-            if token_roles.contains(role_id)
-                && let Some(token) = member_token(&plan.status, pod)
-            {
-                svc.metadata.annotations.get_or_insert_default().insert(names::ANNOTATION_AUTH_TOKEN.into(), token);
-            }
-            let svc_name = names::member_service(pod);
-            services
-                .patch(&svc_name, &pp, &Patch::Apply(svc))
-                .await
-                .doing(format!("apply member service {svc_name}"))?;
-        }
-    }
-    for sts_name in &plan.delete_statefulsets {
-        ignore_missing(statefulsets.delete(sts_name, &DeleteParams::background()).await).doing("delete statefulset")?;
-    }
-    for svc in &plan.delete_services {
-        ignore_missing(services.delete(svc, &DeleteParams::background()).await).doing("delete member service")?;
-    }
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    for pvc in &plan.delete_pvcs {
-        ignore_missing(pvcs.delete(pvc, &DeleteParams::background()).await).doing("delete member pvc")?;
-    }
-    Ok(())
+        .doing("bump the connections counter")
+        .map_err(Error::Connections)?;
+    ctx.own_writes.record(&bumped);
+    info!(counter = next, changed, "connections hash {hash}");
+    let mut next_status = bumped.status.clone().unwrap_or_default();
+    connections::record_hash(&mut next_status, &hash, changed);
+    let written = status::write(ctx, api, &bumped, &next_status).await.map_err(Error::Connections)?;
+    Ok((written, ConnectionState { hash, version: next, changed }))
 }
 
-/// What the `Applied` condition says about a failed apply: what was being done (naming
-/// the object) and the API server's own message, cut to [`MAX_APPLY_MESSAGE`].
-fn apply_failure_message(error: &Error) -> String {
-    let message = match error {
-        Error::Kube(kdfed_common::ApiError { action, source: kube::Error::Api(status) }) => {
-            format!("{action}: {}", status.message)
-        }
-        other => other.to_string(),
-    };
-    kdfed_common::conditions::capped(message, MAX_APPLY_MESSAGE)
-}
-
-/// Records a failed apply on the cluster: `Applied=False, reason ApplyFailed` with the
-/// API server's message, and a Warning Event when the message is new (a failure that
-/// repeats writes nothing). A failure to record it is only logged: the apply error is
-/// what the reconcile returns.
-async fn apply_failed(
+/// The validate step: the app must exist, and app and cluster resolve (defaults, then
+/// validation). An invalid spec is recorded on the cluster (`Valid=False`) and the pass
+/// ends with the returned action; nothing already running is touched.
+async fn validate(
     ctx: &Context,
-    cluster: &KubeDirectorCluster,
     api: &Api<KubeDirectorCluster>,
-    old_status: &KubeDirectorClusterStatus,
-    error: &Error,
-) {
-    let message = apply_failure_message(error);
-    let mut status = old_status.clone();
-    status.conditions = kdfed_common::conditions::set_condition(
-        &old_status.conditions,
-        CONDITION_APPLIED,
-        "False",
-        REASON_APPLY_FAILED,
-        &message,
-        cluster.metadata.generation,
-    );
-    if status == *old_status {
-        return;
-    }
-    if let Err(e) = write_status(ctx, api, cluster, &status).await {
-        warn!("cannot record the failed apply: {e}");
-        return;
-    }
-    let new_message = kdfed_common::conditions::condition(&old_status.conditions, CONDITION_APPLIED)
-        .is_none_or(|c| c.reason != REASON_APPLY_FAILED || c.message != message);
-    if new_message {
-        ctx.recorder.publish(cluster, true, REASON_APPLY_FAILED, &message).await;
-    }
-}
-
-/// The auth token recorded for a member, if any.
-fn member_token(status: &KubeDirectorClusterStatus, pod: &str) -> Option<String> {
-    status
-        .roles
-        .iter()
-        .flat_map(|r| &r.members)
-        .find(|m| m.pod == pod)
-        .and_then(|m| m.auth_token.clone())
-        .filter(|t| !t.is_empty())
-}
-
-/// Reads what `spec.connections` names, for the connections hash. Missing objects count
-/// as missing; any other API error fails the pass (a guess would fake a change).
-async fn observe_connections(
-    ctx: &Context,
-    ns: &str,
     cluster: &KubeDirectorCluster,
-) -> Result<connections::Observed, Error> {
-    let mut observed = connections::Observed::default();
-    let Some(wanted) = &cluster.spec.connections else { return Ok(observed) };
-    let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.clusters {
-        let found = clusters.get_opt(name).await.doing("read connected cluster")?;
-        let generation = found.map(|g| g.0.ok().and_then(|c| c.status).and_then(|s| s.spec_generation_to_process));
-        observed.clusters.push((name.clone(), generation));
-    }
-    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.configmaps {
-        let found = configmaps.get_opt(name).await.doing("read connected configmap")?;
-        observed.configmaps.push((name.clone(), found.and_then(|c| c.metadata.resource_version)));
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.secrets {
-        let found = secrets.get_opt(name).await.doing("read connected secret")?;
-        observed.secrets.push((name.clone(), found.and_then(|s| s.metadata.resource_version)));
-    }
-    Ok(observed)
-}
-
-/// A cluster just became `configured`: bump `connUpdateCounter` on every cluster of its
-/// namespace that connects to it, so they pick up its new shape (upstream; upstream looks
-/// in every namespace, but connections name clusters of the same namespace).
-async fn announce_configured(ctx: &Context, cluster: &KubeDirectorCluster) {
-    let ns = cluster.namespace().unwrap_or_else(|| "default".into());
-    let name = cluster.name_any();
-    let api: Api<DeserializeGuard<KubeDirectorCluster>> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(list) => list,
-        Err(e) => {
-            warn!("cannot list clusters to tell those connected to {name}: {e}");
-            return;
-        }
+    observed: &Observed,
+) -> Result<Result<(Resolved, String), Action>, Error> {
+    let Some((app, catalog)) = &observed.app else {
+        let message = format!("Invalid app({}). This app resource ID has not been registered.", cluster.spec.app);
+        status::invalid(ctx, cluster, api, "spec.app", &message).await?;
+        return Ok(Err(Action::requeue(Duration::from_secs(30))));
     };
-    for other in list.items.into_iter().filter_map(|g| g.0.ok()) {
-        if !other.spec.connections.as_ref().is_some_and(|k| k.clusters.contains(&name)) {
-            continue;
-        }
-        let other_name = other.name_any();
-        ctx.recorder
-            .publish(cluster, false, "Cluster", &format!("connected to cluster {{{other_name}}}; updating it"))
-            .await;
-        ctx.recorder.publish(&other, false, "Cluster", &format!("connected cluster {{{name}}} has changed")).await;
-        let typed: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        let mut current = other;
-        for _ in 0..5 {
-            let next = connections::next_counter(current.annotations(), CONN_UPDATE_COUNTER);
-            let patch = json!({"metadata": {
-                "resourceVersion": current.resource_version(),
-                "annotations": {CONN_UPDATE_COUNTER: next.to_string()},
-            }});
-            match typed.patch(&other_name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(_) => break,
-                Err(kube::Error::Api(e)) if e.code == 409 => match typed.get_opt(&other_name).await {
-                    Ok(Some(c)) => current = c,
-                    _ => break,
-                },
-                Err(e) => {
-                    warn!("cannot bump {CONN_UPDATE_COUNTER} on {other_name}: {e}");
-                    break;
-                }
-            }
+    match kdfed_crds::resolve(&app.spec, &cluster.spec, observed.config.as_ref()) {
+        Ok(resolved) => Ok(Ok((resolved, catalog.clone()))),
+        Err(errors) => {
+            status::invalid(ctx, cluster, api, "spec", &errors.to_string()).await?;
+            Ok(Err(Action::await_change()))
         }
     }
 }
 
-/// What setup and notifications need to know about the cluster being reconciled.
-struct SetupView<'a> {
+/// What the builders need: the cluster, its resolved spec and app, the config, where the
+/// app was found and the planned headless Service name.
+fn inputs<'a>(
     cluster: &'a KubeDirectorCluster,
-    spec: &'a KubeDirectorClusterSpec,
-    app: &'a KubeDirectorAppSpec,
-    facts: &'a ClusterFacts,
-    wanted: &'a [RoleWanted],
-    /// Master key of `KubeDirectorConfig`, to decrypt secret keys into configmeta only.
-    master_key: Option<&'a str>,
-}
-
-impl SetupView<'_> {
-    fn wanted(&self, role: &str) -> Option<&RoleWanted> {
-        self.wanted.iter().find(|w| w.id == role)
-    }
-
-    /// Per-member configmeta documents of the cluster as `status` describes it.
-    async fn configmeta(&self, ctx: &Context, status: &KubeDirectorClusterStatus) -> BTreeMap<String, String> {
-        let headless = status.cluster_service.clone().unwrap_or_default();
-        let roles: Vec<configmeta::RoleMembers<'_>> = self
-            .spec
-            .roles
-            .iter()
-            .filter_map(|spec| {
-                let role = status.roles.iter().find(|r| r.id == spec.id)?;
-                let members: Vec<_> = role
-                    .members
-                    .iter()
-                    .filter(|m| !matches!(m.state.as_str(), members::DELETE_PENDING | members::DELETING))
-                    .collect();
-                let (secret_keys, unreadable) =
-                    kdfed_common::secretkeys::plain_values(&spec.secret_keys, self.master_key);
-                for e in unreadable {
-                    warn!(role = %spec.id, "{e}");
-                }
-                (!members.is_empty()).then_some(configmeta::RoleMembers { spec, members, secret_keys })
-            })
-            .collect();
-        let view = configmeta::ClusterView {
-            name: &self.facts.name,
-            uid: &self.facts.uid,
-            app: self.app,
-            domain: configmeta::domain(&headless, &self.facts.namespace, &self.facts.domain_base),
-            roles,
-        };
-        let connections =
-            connections(ctx, self.cluster, self.spec, &self.facts.namespace, &self.facts.domain_base).await;
-        let base = configmeta::with_connections(configmeta::cluster_document(&view, None), &connections);
-        view.roles
-            .iter()
-            .flat_map(|r| &r.members)
-            .filter_map(|m| Some((m.pod.clone(), configmeta::for_member(&view, &base, &m.pod)?.to_string())))
-            .collect()
+    resolved: &'a Resolved,
+    observed: &'a Observed,
+    catalog: &'a str,
+    planned: &'a ClusterPlan,
+) -> Inputs<'a> {
+    Inputs {
+        cluster,
+        spec: &resolved.cluster,
+        app_name: &cluster.spec.app,
+        app: &resolved.chosen,
+        config: observed.config.as_ref(),
+        app_catalog: catalog,
+        headless: planned.members.status.cluster_service.as_deref().unwrap_or_default(),
     }
 }
 
-/// The objects named in `spec.connections`, as configmeta shows them. Missing ones are
-/// skipped (as upstream), and so are ConfigMaps and Secrets without a type label.
-async fn connections(
+/// The apply step: builds the planned changes (pure; each StatefulSet from the app its
+/// role runs during a live upgrade) and makes them.
+async fn apply_plan(
     ctx: &Context,
-    cluster: &KubeDirectorCluster,
-    spec: &KubeDirectorClusterSpec,
-    ns: &str,
-    domain_base: &str,
-) -> configmeta::Connections {
-    let mut out = configmeta::Connections::default();
-    let Some(wanted) = &spec.connections else { return out };
-    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.configmaps {
-        let Ok(Some(cm)) = configmaps.get_opt(name).await else { continue };
-        let Some(kind) = cm.labels().get("kubedirector.hpe.com/cmType").cloned() else { continue };
-        out.configmaps.push(configmeta::ConnectedObject {
-            kind,
-            name: name.clone(),
-            data: cm.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
-            labels: cm.labels().clone(),
-            annotations: cm.annotations().clone(),
-        });
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.secrets {
-        let Ok(Some(secret)) = secrets.get_opt(name).await else { continue };
-        let Some(kind) = secret.labels().get("kubedirector.hpe.com/secretType").cloned() else { continue };
-        out.secrets.push(configmeta::ConnectedObject {
-            kind,
-            name: name.clone(),
-            data: secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
-            labels: secret.labels().clone(),
-            annotations: secret.annotations().clone(),
-        });
-    }
-    let clusters: Api<KubeDirectorCluster> = Api::namespaced(ctx.client.clone(), ns);
-    for name in &wanted.clusters {
-        if name == &cluster.name_any() {
-            continue;
-        }
-        let Ok(Some(other)) = clusters.get_opt(name).await else { continue };
-        let found = kdfed_common::catalog::find_app(
-            &ctx.client,
-            ns,
-            &ctx.system_namespace,
-            &other.spec.app,
-            other.spec.app_catalog.as_deref(),
-        )
-        .await;
-        let Ok(Some((app, _))) = found else { continue };
-        let mut app_spec = app.spec.clone();
-        defaults::app(&mut app_spec);
-        let status = other.status.clone().unwrap_or_default();
-        let headless = status.cluster_service.clone().unwrap_or_default();
-        let roles = other
-            .spec
-            .roles
-            .iter()
-            .filter_map(|spec| {
-                let role = status.roles.iter().find(|r| r.id == spec.id)?;
-                Some(configmeta::RoleMembers {
-                    spec,
-                    members: role.members.iter().collect(),
-                    secret_keys: BTreeMap::new(),
-                })
-            })
-            .collect();
-        let uid = other.metadata.uid.clone().unwrap_or_default();
-        let view = configmeta::ClusterView {
-            name,
-            uid: &uid,
-            app: &app_spec,
-            domain: configmeta::domain(&headless, ns, domain_base),
-            roles,
-        };
-        out.clusters.insert(name.clone(), configmeta::cluster_document(&view, Some(name)));
-    }
-    out
-}
-
-/// Takes every member in `creating` whose role needs exec steps one step further, all at
-/// once; each exec is time-bound, so a slow member delays this cluster's pass by at most a
-/// few exec timeouts and never blocks other clusters (reconciles run concurrently).
-async fn run_setups(
-    ctx: &Context,
-    pods_api: &Api<Pod>,
-    view: &SetupView<'_>,
-    status: &KubeDirectorClusterStatus,
-    pods: &BTreeMap<String, PodView>,
-) -> BTreeMap<String, SetupOutcome> {
-    let mut work = Vec::new();
-    for role in &status.roles {
-        let Some(want) = view.wanted(&role.id).filter(|w| w.needs_exec()) else { continue };
-        let Some(spec_role) = view.spec.roles.iter().find(|r| r.id == role.id) else { continue };
-        let app_role = view.app.role(&role.id);
-        for m in role.members.iter().filter(|m| m.state == members::CREATING) {
-            let Some(container) = m.state_detail.configuring_container.clone() else { continue };
-            if pods.get(&m.pod).and_then(|p| p.app_container_id.as_ref()) != Some(&container) {
-                continue;
-            }
-            let package_url = if want.setup_package {
-                app_role.and_then(|r| r.config_package.clone()).flatten().map(|p| p.package_url)
-            } else {
-                None
-            };
-            let injections = spec_role
-                .file_injections
-                .iter()
-                .map(|f| setup::Injection {
-                    src_url: f.src_url.clone(),
-                    dest_dir: f.dest_dir.clone(),
-                    mode: f.permissions.as_ref().and_then(|p| p.file_mode),
-                    owner: f.permissions.as_ref().and_then(|p| p.file_owner.clone()),
-                    group: f.permissions.as_ref().and_then(|p| p.file_group.clone()),
-                })
-                .collect();
-            let max_log = app_role.and_then(|r| r.max_log_size_dump).unwrap_or(setup::DEFAULT_MAX_LOG_SIZE_DUMP);
-            // Upstream: a role that lists its events and leaves out `configure` gets its
-            // package and configmeta but no `--configure` run.
-            let run_configure = app_role
-                .and_then(|r| r.event_list.as_ref())
-                .is_none_or(|events| events.iter().any(|e| e == "configure"));
-            work.push(setup::MemberSetup {
-                pod: m.pod.clone(),
-                container_id: container,
-                injections,
-                package_url,
-                configmeta: String::new(),
-                max_log_size_dump: usize::try_from(max_log.max(0)).unwrap_or(0),
-                systemd_required: view.app.systemd_required == Some(true),
-                run_configure,
-                configcli: ctx.configcli.clone(),
-            });
-        }
-    }
-    if work.is_empty() {
-        return BTreeMap::new();
-    }
-    let documents = view.configmeta(ctx, status).await;
-    for w in &mut work {
-        w.configmeta = documents.get(&w.pod).cloned().unwrap_or_default();
-    }
-    let results = futures::future::join_all(work.iter().map(|w| setup::advance(pods_api, w))).await;
-    for (w, outcome) in work.iter().zip(&results) {
-        observe_configure(ctx, &view.facts.namespace, w, outcome);
-    }
-    work.into_iter().map(|w| w.pod).zip(results).collect()
-}
-
-/// Counts and times initial setups (`configure` step): a run is timed from the pass that
-/// saw it running in this process to the pass that saw it finish.
-fn observe_configure(ctx: &Context, ns: &str, setup: &setup::MemberSetup, outcome: &SetupOutcome) {
-    let key = format!("{ns}/{}/{}", setup.pod, setup.container_id);
-    let Ok(mut started) = ctx.configure_started.lock() else { return };
-    match outcome {
-        SetupOutcome::Running => {
-            started.entry(key).or_insert_with(Instant::now);
-        }
-        SetupOutcome::Done => {
-            // A run this process never saw start (finished before a restart) is not counted.
-            if let Some(t) = started.remove(&key) {
-                ctx.metrics.observe_setup("configure", false, Some(t.elapsed().as_secs_f64()));
-            } else if setup.package_url.is_none() {
-                ctx.metrics.observe_setup("configure", false, None);
-            }
-        }
-        SetupOutcome::Failed(_) => {
-            let seconds = started.remove(&key).map(|t| t.elapsed().as_secs_f64());
-            ctx.metrics.observe_setup("configure", true, seconds);
-        }
-        SetupOutcome::Interrupted => {
-            started.remove(&key);
-        }
-        SetupOutcome::Waiting(_) | SetupOutcome::Retrying(_) => {}
-    }
-}
-
-/// Brings configured members of roles with a setup package up to date, each in order:
-/// fresh configmeta when the spec generation moved; then `startscript --reconnect` when the
-/// connection version moved past the member's (upstream: whatever the role's `eventList`);
-/// then its pending `--addnodes`/`--delnodes`. A failed step is reported and retried on a
-/// later pass (configmeta counts as written only once `--reconnect` succeeded; a failed
-/// notification stays queued and blocks the ones after it). Returns whether any member was
-/// worked on.
-async fn deliver_notifications(
-    ctx: &Context,
-    pods_api: &Api<Pod>,
-    view: &SetupView<'_>,
-    status: &mut KubeDirectorClusterStatus,
-    pods: &BTreeMap<String, PodView>,
-    connection_version: i64,
-) -> bool {
-    struct Target {
-        pod: String,
-        role: String,
-        stale: bool,
-        reconnect: bool,
-        cmds: Vec<kdfed_crds::cluster::NotificationDesc>,
-    }
-    #[derive(Default)]
-    struct Result {
-        written: bool,
-        reconnected: bool,
-        delivered: usize,
-        problems: Vec<String>,
-    }
-    let generation = status.spec_generation_to_process.unwrap_or(0);
-    let mut targets = Vec::new();
-    for role in &status.roles {
-        if !view.wanted(&role.id).is_some_and(|w| w.setup_package) {
-            continue;
-        }
-        for m in role.members.iter().filter(|m| m.state == members::CONFIGURED) {
-            let stale = m.state_detail.last_config_data_generation.is_some_and(|g| g != generation);
-            if !stale && m.state_detail.pending_notify_cmds.is_empty() {
-                continue;
-            }
-            let live = pods.get(&m.pod).and_then(|p| p.app_container_id.as_ref());
-            if live.is_none() || live != m.state_detail.last_configured_container.as_ref() {
-                continue;
-            }
-            let behind = m.state_detail.last_connection_version.is_some_and(|v| v < connection_version);
-            targets.push(Target {
-                pod: m.pod.clone(),
-                role: role.id.clone(),
-                stale,
-                reconnect: stale && behind,
-                cmds: m.state_detail.pending_notify_cmds.clone(),
-            });
-        }
-    }
-    if targets.is_empty() {
-        return false;
-    }
-    let documents = view.configmeta(ctx, status).await;
-    let work = targets.iter().map(|t| {
-        let document = documents.get(&t.pod).cloned();
-        async move {
-            let mut result = Result::default();
-            let pod = t.pod.as_str();
-            if t.stale
-                && let Some(document) = document
-            {
-                match setup::write_file(pods_api, pod, configmeta::PATH, &document).await {
-                    Ok(out) if setup::succeeded(&out) => {}
-                    Ok(_) | Err(_) => {
-                        result
-                            .problems
-                            .push(format!("failed to update config in member{{{pod}}} in role{{{}}}", t.role));
-                        return result;
-                    }
-                }
-                if t.reconnect {
-                    info!(member = %pod, "--reconnect will be called for pod : {pod}");
-                    if !notify_timed(ctx, pods_api, pod, &["--reconnect".to_string()]).await {
-                        result.problems.push(format!(
-                            "failed to run startscript with --reconnect in member{{{pod}}} in role{{{}}}",
-                            t.role
-                        ));
-                        return result;
-                    }
-                    result.reconnected = true;
-                }
-                result.written = true;
-            }
-            for cmd in &t.cmds {
-                info!(member = %pod, "will notify member{{{pod}}}: {}", cmd.arguments.join(" "));
-                if !notify_timed(ctx, pods_api, pod, &cmd.arguments).await {
-                    result.problems.push(format!("failed to notify member{{{pod}}} about member changes"));
-                    break;
-                }
-                result.delivered += 1;
-            }
-            result
-        }
-    });
-    let results = futures::future::join_all(work).await;
-    for (t, result) in targets.iter().zip(results) {
-        if result.written {
-            members::configmeta_written(status, &t.pod, generation);
-        }
-        if result.reconnected
-            && let Some(m) = status.roles.iter_mut().flat_map(|r| r.members.iter_mut()).find(|m| m.pod == t.pod)
-        {
-            m.state_detail.last_connection_version = Some(connection_version);
-        }
-        members::notifications_delivered(status, &t.pod, result.delivered);
-        for message in result.problems {
-            warn!("{message}");
-            ctx.recorder.publish(view.cluster, true, "Member", &message).await;
-        }
-    }
-    true
-}
-
-/// Runs one notification and records it in the metrics; whether it succeeded.
-async fn notify_timed(ctx: &Context, pods_api: &Api<Pod>, pod: &str, arguments: &[String]) -> bool {
-    let started = Instant::now();
-    let result = setup::notify(pods_api, pod, arguments).await;
-    let ok = matches!(&result, Ok(out) if setup::succeeded(out));
-    if let Err(e) = &result {
-        warn!(member = %pod, "notification not delivered: {e}");
-    }
-    let step = arguments.first().map(|a| a.trim_start_matches('-')).unwrap_or_default();
-    if crate::metrics::SETUP_STEPS.contains(&step) {
-        ctx.metrics.observe_setup(step, !ok, Some(started.elapsed().as_secs_f64()));
-    }
-    ok
-}
-
-fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn pod_view(pod: &Pod) -> PodView {
-    let status = pod.status.clone().unwrap_or_default();
-    let conditions = status.conditions.clone().unwrap_or_default();
-    let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    let unschedulable = conditions
-        .iter()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-        .map(|c| c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()));
-    let app = status.container_statuses.unwrap_or_default().into_iter().find(|c| c.name == names::APP_CONTAINER);
-    let app_state = app.as_ref().and_then(|c| c.state.as_ref()).map(|s| {
-        if s.running.is_some() {
-            "running"
-        } else if s.terminated.is_some() {
-            "terminated"
-        } else {
-            "waiting"
-        }
-        .to_string()
-    });
-    let initializing = status
-        .init_container_statuses
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.state.as_ref().is_none_or(|s| s.terminated.is_none()));
-    PodView {
-        phase: status.phase.unwrap_or_default(),
-        ready,
-        app_container_id: app.and_then(|c| c.container_id).filter(|id| !id.is_empty()),
-        app_state,
-        initializing,
-        deleting: pod.metadata.deletion_timestamp.is_some(),
-        unschedulable,
-    }
-}
-
-/// Writes the cluster's whole status (see [`reconcile::write_status`]); its watch event
-/// will not wake the director.
-async fn write_status(
-    ctx: &Context,
-    api: &Api<KubeDirectorCluster>,
-    cluster: &KubeDirectorCluster,
-    status: &KubeDirectorClusterStatus,
-) -> Result<KubeDirectorCluster, Error> {
-    let written = reconcile::write_status(api, cluster, status, FIELD_MANAGER).await?;
-    ctx.own_writes.record(&written);
-    Ok(written)
-}
-
-/// Records that the spec cannot be built as asked: `Valid=False`, a Warning Event; nothing
-/// already running is touched.
-async fn invalid(
-    ctx: &Context,
-    cluster: &KubeDirectorCluster,
-    api: &Api<KubeDirectorCluster>,
-    field: &str,
-    message: &str,
+    inputs: &Inputs<'_>,
+    planned: &ClusterPlan,
+    observed: &Observed,
+    desired: &Desired,
+    rollout: &Rollout,
 ) -> Result<(), Error> {
-    let old = cluster.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    status.conditions = kdfed_common::conditions::set_condition(
-        &old.conditions,
-        "Valid",
-        "False",
-        "InvalidSpec",
-        message,
-        cluster.metadata.generation,
-    );
-    if status != old {
-        write_status(ctx, api, cluster, &status).await?;
-        ctx.recorder.publish(cluster, true, "Cluster", &format!("{field}: {message}")).await;
-    }
-    warn!(field, "{message}");
-    Ok(())
+    let mut changes = plan::changes(inputs, &planned.members, &observed.statefulsets, &desired.token_roles)?;
+    let other = rollout.other.as_ref().map(|(name, other)| Inputs {
+        cluster: inputs.cluster,
+        spec: &other.cluster,
+        app_name: name,
+        app: &other.app,
+        config: inputs.config,
+        app_catalog: inputs.app_catalog,
+        headless: inputs.headless,
+    });
+    rollout::adjust(&mut changes, rollout, &planned.members, other.as_ref())?;
+    Applier::new(&ctx.client, &desired.facts.namespace).apply(&changes).await.map_err(Error::Apply)
 }
 
 /// Why a copy must not run, if it must not.
@@ -1130,7 +428,7 @@ async fn fence(
     let ns = cluster.namespace().unwrap_or_else(|| "default".into());
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let lp = ListParams::default().labels(&format!("{}={}", names::LABEL_CLUSTER, cluster.name_any()));
-    for sts in statefulsets.list(&lp).await.doing("list statefulsets")?.items {
+    for sts in statefulsets.list(&lp).await.doing("list statefulsets").map_err(Error::Fence)?.items {
         let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         let retained =
             sts.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref()).is_some_and(|p| {
@@ -1143,7 +441,8 @@ async fn fence(
             statefulsets
                 .patch(&sts.name_any(), &PatchParams::default(), &Patch::Merge(patch))
                 .await
-                .doing("fence statefulset")?;
+                .doing("fence statefulset")
+                .map_err(Error::Fence)?;
             info!(statefulset = %sts.name_any(), "fenced: scaled to zero, PVCs retained");
         }
     }
@@ -1152,14 +451,14 @@ async fn fence(
     status.state = Some("fenced".to_string());
     status.conditions = kdfed_common::conditions::set_condition(
         &old.conditions,
-        "Fenced",
+        status::CONDITION_FENCED,
         "True",
         why.reason,
         &why.message,
         cluster.metadata.generation,
     );
     if status != old {
-        write_status(ctx, api, cluster, &status).await?;
+        status::write(ctx, api, cluster, &status).await.map_err(Error::Fence)?;
         warn!(reason = why.reason, "fenced: {}", why.message);
         let event = if why.reason == "PlacementMoved" { "Cluster" } else { "SelfFenced" };
         ctx.recorder.publish(cluster, true, event, &format!("fenced: {}", why.message)).await;
@@ -1186,18 +485,20 @@ async fn cleanup(
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let dp = DeleteParams::background();
     let mut remaining = 0;
-    for sts in statefulsets.list(&lp).await.doing("list statefulsets")?.items {
+    for sts in statefulsets.list(&lp).await.doing("list statefulsets").map_err(Error::Cleanup)?.items {
         remaining += 1;
-        ignore_missing(statefulsets.delete(&sts.name_any(), &dp).await).doing("delete statefulset")?;
+        ignore_missing(statefulsets.delete(&sts.name_any(), &dp).await)
+            .doing("delete statefulset")
+            .map_err(Error::Cleanup)?;
     }
-    for svc in services.list(&lp).await.doing("list services")?.items {
-        ignore_missing(services.delete(&svc.name_any(), &dp).await).doing("delete service")?;
+    for svc in services.list(&lp).await.doing("list services").map_err(Error::Cleanup)?.items {
+        ignore_missing(services.delete(&svc.name_any(), &dp).await).doing("delete service").map_err(Error::Cleanup)?;
     }
-    remaining += pods.list(&lp).await.doing("list pods")?.items.len();
+    remaining += pods.list(&lp).await.doing("list pods").map_err(Error::Cleanup)?.items.len();
     if !cluster.spec.retain_pvcs_when_deleted() {
-        for pvc in pvcs.list(&lp).await.doing("list pvcs")?.items {
+        for pvc in pvcs.list(&lp).await.doing("list pvcs").map_err(Error::Cleanup)?.items {
             if pvc.metadata.deletion_timestamp.is_none() {
-                ignore_missing(pvcs.delete(&pvc.name_any(), &dp).await).doing("delete pvc")?;
+                ignore_missing(pvcs.delete(&pvc.name_any(), &dp).await).doing("delete pvc").map_err(Error::Cleanup)?;
             }
         }
     }
@@ -1205,7 +506,7 @@ async fn cleanup(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     ctx.recorder.publish(cluster, false, "Cluster", "greenlighting for deletion").await;
-    reconcile::remove_finalizer(api, cluster, names::FINALIZER).await?;
+    reconcile::remove_finalizer(api, cluster, names::FINALIZER).await.map_err(Error::Cleanup)?;
     ctx.own_writes.forget(&reconcile::key(cluster));
     info!("cleanup done");
     Ok(Action::await_change())
@@ -1214,6 +515,26 @@ async fn cleanup(
 #[cfg(test)]
 mod fence_tests {
     use super::*;
+
+    #[test]
+    fn every_error_names_its_step_with_a_bounded_label() {
+        let api = |action: &str| ApiError {
+            action: action.into(),
+            source: kube::Error::Api(kube::core::Status::failure("no", "Forbidden").with_code(403).boxed()),
+        };
+        let errors = [
+            Error::Dereference(api("read app")),
+            Error::Finalizer(api("add finalizer")),
+            Error::Connections(api("bump the connections counter")),
+            Error::Fence(api("fence statefulset")),
+            Error::Apply(api("apply statefulset x")),
+            Error::Status(api("write status")),
+            Error::Cleanup(api("delete pvc")),
+        ];
+        let steps: Vec<&str> = errors.iter().map(Error::step).collect();
+        assert_eq!(steps, ["dereference", "finalizer", "connections", "fence", "apply", "status", "cleanup"]);
+        assert!(errors[4].to_string().starts_with("apply statefulset x"), "the display is the API error's");
+    }
 
     #[test]
     fn a_moved_placement_outranks_a_self_fence_and_both_say_why() {

@@ -2,10 +2,10 @@
 //! the same functions the controller uses.
 
 use kdfed_crds::app::KubeDirectorApp;
-use kdfed_crds::cluster::{APP_CATALOG_LOCAL, KubeDirectorCluster};
+use kdfed_crds::cluster::{APP_CATALOG_LOCAL, KubeDirectorCluster, MemberStatus};
 use kdfed_crds::config::KubeDirectorConfigSpec;
+use kdfed_crds::defaults;
 use kdfed_crds::validate::{FieldError, ValidationErrors};
-use kdfed_crds::{defaults, validate};
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -26,14 +26,32 @@ pub enum RenderError {
     Serialize(#[from] serde_json::Error),
 }
 
-/// The objects for `cluster` with every member it asks for: the headless Service, then per
-/// role its StatefulSet and member Services. Names in the `UID` scheme derive from
-/// `metadata.uid`, or from `<namespace>/<name>` when the manifest has none.
-pub fn render(
+/// A cluster resolved against its app, with what `render` fills in for a manifest that was
+/// never stored: the namespace (`default`) and the UID seed of generated names.
+struct Prepared {
+    resolved: kdfed_crds::Resolved,
+    /// The cluster with its namespace and `metadata.uid` (the seed) set.
+    cluster: KubeDirectorCluster,
+    namespace: String,
+    /// `metadata.uid`, or `<namespace>/<name>` when the manifest has none.
+    seed: String,
+    headless: String,
+}
+
+impl Prepared {
+    /// The StatefulSet name of a role.
+    fn statefulset(&self, role_id: &str) -> String {
+        let naming = self.resolved.cluster.naming_scheme.clone().unwrap_or_default();
+        names::statefulset(&naming, &self.cluster.name_any(), &self.seed, role_id)
+    }
+}
+
+/// Checks the cluster names this app, then resolves both (defaults and validation).
+fn prepare(
     app: &KubeDirectorApp,
     cluster: &KubeDirectorCluster,
     config: Option<&KubeDirectorConfigSpec>,
-) -> Result<Vec<Value>, RenderError> {
+) -> Result<Prepared, RenderError> {
     if app.name_any() != cluster.spec.app {
         return Err(ValidationErrors(vec![FieldError {
             path: "spec.app".into(),
@@ -42,40 +60,42 @@ pub fn render(
         }])
         .into());
     }
-    let mut app_spec = app.spec.clone();
-    defaults::app(&mut app_spec);
-    validate::app(&app_spec)?;
-    let mut spec = cluster.spec.clone();
-    defaults::cluster(&mut spec, &app_spec, config);
-    validate::cluster(&spec, &cluster.spec.app, &app_spec)?;
-
+    let resolved = kdfed_crds::resolve(&app.spec, &cluster.spec, config)?;
     let mut cluster = cluster.clone();
-    let ns = cluster.namespace().unwrap_or_else(|| "default".to_string());
-    cluster.metadata.namespace = Some(ns.clone());
-    let seed = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{}", cluster.name_any()));
+    let namespace = cluster.namespace().unwrap_or_else(|| "default".to_string());
+    cluster.metadata.namespace = Some(namespace.clone());
+    let seed = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{namespace}/{}", cluster.name_any()));
     cluster.metadata.uid = Some(seed.clone());
     let headless = names::headless_service(&seed);
-    let catalog = spec.app_catalog.clone().unwrap_or_else(|| APP_CATALOG_LOCAL.to_string());
+    Ok(Prepared { resolved, cluster, namespace, seed, headless })
+}
+
+/// The objects for `cluster` with every member it asks for: the headless Service, then per
+/// role its StatefulSet and member Services. Names in the `UID` scheme derive from
+/// `metadata.uid`, or from `<namespace>/<name>` when the manifest has none.
+pub fn render(
+    app: &KubeDirectorApp,
+    cluster: &KubeDirectorCluster,
+    config: Option<&KubeDirectorConfigSpec>,
+) -> Result<Vec<Value>, RenderError> {
+    let prepared = prepare(app, cluster, config)?;
+    let resolved = &prepared.resolved;
+    let catalog = resolved.cluster.app_catalog.clone().unwrap_or_else(|| APP_CATALOG_LOCAL.to_string());
     let inputs = Inputs {
-        cluster: &cluster,
-        spec: &spec,
-        app_name: &cluster.spec.app,
-        app: &app_spec,
+        cluster: &prepared.cluster,
+        spec: &resolved.cluster,
+        app_name: &prepared.cluster.spec.app,
+        app: &resolved.chosen,
         config,
         app_catalog: &catalog,
-        headless: &headless,
+        headless: &prepared.headless,
     };
-    let naming = spec.naming_scheme.clone().unwrap_or_default();
     let mut out = vec![serde_json::to_value(inputs.headless_service()?)?];
-    for role in &spec.roles {
-        let members = build::desired_members(&spec, &app_spec, &role.id);
-        if members == 0 {
-            continue;
-        }
-        let sts = names::statefulset(&naming, &cluster.name_any(), &seed, &role.id);
-        out.push(serde_json::to_value(inputs.statefulset(role, &sts, members)?)?);
-        for ordinal in 0..members.max(0) as usize {
-            if let Some(svc) = inputs.member_service(role, &names::pod(&sts, ordinal))? {
+    for role in resolved.active_roles() {
+        let sts = prepared.statefulset(&role.spec.id);
+        out.push(serde_json::to_value(inputs.statefulset(role.spec, &sts, role.members)?)?);
+        for ordinal in 0..role.members.max(0) as usize {
+            if let Some(svc) = inputs.member_service(role.spec, &names::pod(&sts, ordinal))? {
                 out.push(serde_json::to_value(svc)?);
             }
         }
@@ -92,62 +112,37 @@ pub fn render_configmeta(
     cluster: &KubeDirectorCluster,
     config: Option<&KubeDirectorConfigSpec>,
 ) -> Result<Value, RenderError> {
-    render(app, cluster, config)?;
-    let mut app_spec = app.spec.clone();
-    defaults::app(&mut app_spec);
-    let mut spec = cluster.spec.clone();
-    defaults::cluster(&mut spec, &app_spec, config);
-    let ns = cluster.namespace().unwrap_or_else(|| "default".to_string());
-    let seed = cluster.metadata.uid.clone().unwrap_or_else(|| format!("{ns}/{}", cluster.name_any()));
-    let naming = spec.naming_scheme.clone().unwrap_or_default();
+    let prepared = prepare(app, cluster, config)?;
+    let resolved = &prepared.resolved;
+    let members = every_member(&prepared);
+    let master_key = config.and_then(|c| c.master_encryption_key.as_deref());
+    let roles = resolved
+        .roles()
+        .zip(&members)
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(role, list)| configmeta::RoleMembers {
+            spec: role.spec,
+            members: list.iter().collect(),
+            secret_keys: kdfed_common::secretkeys::plain_values(&role.spec.secret_keys, master_key).0,
+        })
+        .collect();
     let domain_base = config
         .and_then(|c| c.cluster_svc_domain_base.clone())
         .unwrap_or_else(|| defaults::DEFAULT_SVC_DOMAIN_BASE.to_string());
-    let mut node_id = 0;
-    let mut members: Vec<(String, Vec<kdfed_crds::cluster::MemberStatus>)> = Vec::new();
-    for role in &spec.roles {
-        let sts = names::statefulset(&naming, &cluster.name_any(), &seed, &role.id);
-        let list = (0..build::desired_members(&spec, &app_spec, &role.id).max(0) as usize)
-            .map(|ordinal| {
-                node_id += 1;
-                kdfed_crds::cluster::MemberStatus {
-                    pod: names::pod(&sts, ordinal),
-                    state: "configured".into(),
-                    node_id,
-                    ..Default::default()
-                }
-            })
-            .collect();
-        members.push((role.id.clone(), list));
-    }
-    let roles = spec
-        .roles
-        .iter()
-        .zip(&members)
-        .filter(|(_, (_, list))| !list.is_empty())
-        .map(|(role, (_, list))| configmeta::RoleMembers {
-            spec: role,
-            members: list.iter().collect(),
-            secret_keys: kdfed_common::secretkeys::plain_values(
-                &role.secret_keys,
-                config.and_then(|c| c.master_encryption_key.as_deref()),
-            )
-            .0,
-        })
-        .collect();
-    let name = cluster.name_any();
+    let name = prepared.cluster.name_any();
     let view = configmeta::ClusterView {
         name: &name,
-        uid: &seed,
-        app: &app_spec,
-        domain: configmeta::domain(&names::headless_service(&seed), &ns, &domain_base),
+        uid: &prepared.seed,
+        app: &resolved.chosen,
+        domain: configmeta::domain(&prepared.headless, &prepared.namespace, &domain_base),
         roles,
+        choices: &resolved.choices,
     };
     let base =
         configmeta::with_connections(configmeta::cluster_document(&view, None), &configmeta::Connections::default());
     let mut out = serde_json::Map::new();
-    for (role_id, list) in &members {
-        if !app_spec.role(role_id).is_some_and(build::has_setup_package) {
+    for (role, list) in resolved.roles().zip(&members) {
+        if !build::has_setup_package(role.app) {
             continue;
         }
         for m in list {
@@ -157,6 +152,30 @@ pub fn render_configmeta(
         }
     }
     Ok(Value::Object(out))
+}
+
+/// Every member the cluster asks for, per role (in the order of `Resolved::roles`), as the
+/// director records them once built: configured, node ids counting from 1.
+fn every_member(prepared: &Prepared) -> Vec<Vec<MemberStatus>> {
+    let mut node_id = 0;
+    prepared
+        .resolved
+        .roles()
+        .map(|role| {
+            let sts = prepared.statefulset(&role.spec.id);
+            (0..role.members.max(0) as usize)
+                .map(|ordinal| {
+                    node_id += 1;
+                    MemberStatus {
+                        pod: names::pod(&sts, ordinal),
+                        state: "configured".into(),
+                        node_id,
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -317,3 +336,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "testdata/golden.rs"]
+mod golden;

@@ -567,9 +567,148 @@ pub fn succeeded(out: &Output) -> bool {
     marked(out)
 }
 
+/// Status of the running upgrade or rollback script, `<container id>=<exit status>`.
+pub const UPGRADE_STATUS_FILE: &str = "/opt/guestconfig/upgrade.status";
+/// Output of the upgrade or rollback script.
+pub const UPGRADE_STDOUT_FILE: &str = "/opt/guestconfig/upgrade.stdout";
+/// Errors of the upgrade or rollback script.
+pub const UPGRADE_STDERR_FILE: &str = "/opt/guestconfig/upgrade.stderr";
+
+/// What a live upgrade (or rollback) runs in one member whose pod was recreated from the
+/// other app's template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeSetup {
+    /// Pod name.
+    pub pod: String,
+    /// Id of the new `app` container.
+    pub container_id: String,
+    /// The setup package of the app the member moves to.
+    pub package_url: String,
+    /// The member's configmeta (JSON) under the app it moves to.
+    pub configmeta: String,
+    /// `startscript` arguments (`--upgrade --from V` or `--rollback --from V`).
+    pub arguments: Vec<String>,
+    /// Bytes of stdout/stderr kept in the error detail.
+    pub max_log_size_dump: usize,
+}
+
+/// Replaces the installed setup package by the one at `$1` (the persistent
+/// `/opt/guestconfig` keeps the old one, and the status files of earlier runs stay).
+fn reinstall_script() -> String {
+    format!(
+        r#"set -e
+{FETCH}
+mkdir -p {GUESTCONFIG}
+cd {GUESTCONFIG}
+for d in {GUESTCONFIG}/*/; do [ -d "$d" ] && rm -rf "$d"; done
+fetch "$1" appconfig.tgz
+tar xzf appconfig.tgz
+chmod +x {GUESTCONFIG}/*/startscript
+rm -f appconfig.tgz
+echo kdfed-ok"#
+    )
+}
+
+/// Starts `startscript <arguments>` in the background, recording `<container id>=<status>`.
+fn upgrade_script() -> String {
+    format!(
+        r#"rm -f {GUESTCONFIG}/upgrade.*
+printf '%s=' "$1" > {UPGRADE_STATUS_FILE}
+shift
+nohup sh -c 'cd {GUESTCONFIG} && {GUESTCONFIG}/*/startscript "$@"; printf %s $? >> {UPGRADE_STATUS_FILE}' kdfed-upgrade "$@" > {UPGRADE_STDOUT_FILE} 2> {UPGRADE_STDERR_FILE} < /dev/null &
+echo kdfed-ok"#
+    )
+}
+
+/// Where an upgrade script of `container_id` stands: only a run in this very container
+/// counts (an earlier upgrade on the same volume ran in another one).
+pub fn parse_upgrade_status(text: Option<&str>, container_id: &str) -> ConfigureStatus {
+    let Some((id, code)) = text.and_then(|t| t.trim().split_once('=')) else { return ConfigureStatus::NotStarted };
+    if id != container_id {
+        return ConfigureStatus::NotStarted;
+    }
+    match code.trim() {
+        "" => ConfigureStatus::Running,
+        c => c.parse().map_or(ConfigureStatus::NotStarted, ConfigureStatus::Finished),
+    }
+}
+
+/// Takes one member's upgrade (or rollback) as far as it goes this pass: writes configmeta,
+/// installs the new package and starts the script once, then reports `Running`, `Done` or
+/// `Failed` (exit status and output tails), or `Retrying` when an exec could not run.
+pub async fn advance_upgrade(pods: &Api<Pod>, setup: &UpgradeSetup) -> SetupOutcome {
+    match try_advance_upgrade(pods, setup).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(pod = %setup.pod, "upgrade step failed, will retry: {e}");
+            SetupOutcome::Retrying(format!("upgrade of member{{{}}} could not run a step: {e}; will retry", setup.pod))
+        }
+    }
+}
+
+async fn try_advance_upgrade(pods: &Api<Pod>, setup: &UpgradeSetup) -> Result<SetupOutcome, ExecError> {
+    let pod = setup.pod.as_str();
+    let verb = setup.arguments.first().map(|a| a.trim_start_matches('-')).unwrap_or("upgrade").to_string();
+    let status = read_file(pods, pod, UPGRADE_STATUS_FILE).await?;
+    match parse_upgrade_status(status.as_deref(), &setup.container_id) {
+        ConfigureStatus::Running => return Ok(SetupOutcome::Running),
+        ConfigureStatus::Finished(0) => return Ok(SetupOutcome::Done),
+        ConfigureStatus::Finished(code) => {
+            let max = setup.max_log_size_dump;
+            let stdout = read_file(pods, pod, UPGRADE_STDOUT_FILE).await?.unwrap_or_default();
+            let stderr = read_file(pods, pod, UPGRADE_STDERR_FILE).await?.unwrap_or_default();
+            return Ok(SetupOutcome::Failed(format!(
+                "startscript --{verb} failed with exit status {{{code}}}; stderr: {}\n\
+                 stderr (last {max} bytes):\n{}\nstdout (last {max} bytes):\n{}",
+                tail(stderr.trim_end(), 200).lines().last().unwrap_or_default(),
+                tail(&stderr, max),
+                tail(&stdout, max)
+            )));
+        }
+        ConfigureStatus::NotStarted | ConfigureStatus::Stale => {}
+    }
+    let written = write_file(pods, pod, super::configmeta::PATH, &setup.configmeta).await?;
+    if !marked(&written) {
+        return Ok(SetupOutcome::Failed(format!("{verb} failed: cannot write configmeta: {}", failure(&written))));
+    }
+    let url = setup.package_url.as_str();
+    let installed = run(pods, pod, &reinstall_script(), &[url], EXEC_TIMEOUT).await?;
+    if !marked(&installed) {
+        return Ok(SetupOutcome::Failed(format!(
+            "{verb} failed: cannot install setup package {url}: {}",
+            failure(&installed)
+        )));
+    }
+    if !still_same_container(pods, pod, &setup.container_id).await {
+        return Ok(SetupOutcome::Interrupted);
+    }
+    let mut args: Vec<&str> = vec![setup.container_id.as_str()];
+    args.extend(setup.arguments.iter().map(String::as_str));
+    let started = run(pods, pod, &upgrade_script(), &args, EXEC_TIMEOUT).await?;
+    if !marked(&started) {
+        return Ok(SetupOutcome::Failed(format!("{verb} failed: cannot start startscript: {}", failure(&started))));
+    }
+    Ok(SetupOutcome::Running)
+}
+
+async fn still_same_container(pods: &Api<Pod>, pod: &str, expected: &str) -> bool {
+    container_id(pods, pod).await.as_deref() == Some(expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_status_counts_only_this_container() {
+        assert_eq!(parse_upgrade_status(None, "c1"), ConfigureStatus::NotStarted);
+        assert_eq!(parse_upgrade_status(Some("c1="), "c1"), ConfigureStatus::Running);
+        assert_eq!(parse_upgrade_status(Some("c1=0\n"), "c1"), ConfigureStatus::Finished(0));
+        assert_eq!(parse_upgrade_status(Some("c1=4"), "c1"), ConfigureStatus::Finished(4));
+        // An upgrade on the same volume in an earlier container is another run.
+        assert_eq!(parse_upgrade_status(Some("c0=0"), "c1"), ConfigureStatus::NotStarted);
+        assert_eq!(parse_upgrade_status(Some("junk"), "c1"), ConfigureStatus::NotStarted);
+    }
 
     #[test]
     fn status_files_are_read_per_container() {

@@ -602,3 +602,6 @@ impl Fleet {
         link
     }
 }
+
+/// A test bed for the CLI tests (kubectl plugin, output formats, completions).
+pub mod cli;
