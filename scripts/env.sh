@@ -16,6 +16,8 @@ kdfed_need_packages() {
   command -v unshare >/dev/null || missing+=(util-linux)
   command -v mount >/dev/null || missing+=(mount)
   command -v tar >/dev/null || missing+=(tar)
+  # scripts/test.sh reads the test binaries from cargo's JSON messages.
+  command -v jq >/dev/null || missing+=(jq)
   # The completion tests run the generated scripts in real shells.
   command -v zsh >/dev/null || missing+=(zsh)
   # promtool checks the alert rules and dashboard queries; Prometheus for observability tests.

@@ -139,7 +139,7 @@ async fn exec_runs_commands_in_the_fake_pods_own_filesystem() {
     let (_, _, code) = exec(
         &pods,
         "exec-a",
-        "nohup sh -c 'for i in $(seq 50); do [ -f /usr/local/bin/tool ] && break; sleep 0.1; done; /usr/local/bin/tool > /opt/guestconfig/tool-out' >/dev/null 2>&1 </dev/null &",
+        "nohup sh -c 'for i in $(seq 1200); do [ -f /usr/local/bin/tool ] && break; sleep 0.1; done; /usr/local/bin/tool > /opt/guestconfig/tool-out' >/dev/null 2>&1 </dev/null &",
         None,
     )
     .await;
