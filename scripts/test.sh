@@ -70,7 +70,9 @@ export work
 tr '\t' '\n' <"$work/ordered.tsv" | xargs -d '\n' -n 3 -P "$jobs" bash -c '
   exe="$1"; dir="$2"; name="$3"; log="$work/logs/$name.log"
   start=$(date +%s)
-  (cd "$dir" && "$exe") >"$log" 2>&1
+  # federation.rs holds seven fleet tests, the longest binary by far: four at a time.
+  case "$name" in tests-test-federation) threads=4 ;; *) threads="${RUST_TEST_THREADS:-2}" ;; esac
+  (cd "$dir" && "$exe" --test-threads="$threads") >"$log" 2>&1
   status=$?
   echo "$status" >"$work/logs/$name.status"
   echo "[kdfed] $name: exit $status after $(( $(date +%s) - start )) s" >&2
