@@ -9,7 +9,9 @@
 //! reads the Lease every [`POLL`] and times the silence on its own monotonic clock from the
 //! moment it saw the Lease change; the first time it sees the Lease it also counts the age
 //! of its `renewTime` on its wall clock ([`Silence`]), so that a watchdog started after the
-//! spoke died fences at once. Each failover-enabled copy whose silence reaches
+//! spoke died fences at once; after the Lease could not be read for a while (the member's
+//! API server was down, so the spoke could not write it either) it waits two heartbeat
+//! intervals before acting. Each failover-enabled copy whose silence reaches
 //! [`fence_after`] (the same `self_fence_margin_seconds` as the spoke) is annotated
 //! [`ANNOTATION_SELF_FENCED`] with a reason naming the watchdog, and its StatefulSets are
 //! scaled to zero with their claims retained (the director may be dead too). PVCs are never
@@ -64,12 +66,31 @@ pub struct Silence {
     since: Instant,
     /// ...plus this much (the Lease's age on the wall clock when it was first seen).
     before: Duration,
+    /// When the Lease could be read again after reads failed (the member's API server was
+    /// down): the spoke could not record its renewals meanwhile either, so the silence is
+    /// trusted only once it had time to write again.
+    recovered: Option<Instant>,
+    /// Whether the last read failed.
+    unreadable: bool,
 }
 
 impl Silence {
     /// Silence counted from `started` until the Lease is seen.
     pub fn new(started: Instant) -> Silence {
-        Silence { seen: None, since: started, before: Duration::ZERO }
+        Silence { seen: None, since: started, before: Duration::ZERO, recovered: None, unreadable: false }
+    }
+
+    /// Records a read of the Lease that failed.
+    pub fn unreadable(&mut self) {
+        self.unreadable = true;
+    }
+
+    /// Whether the silence may be acted on at `now`: always, unless the Lease has just
+    /// become readable again after failed reads — then only two heartbeat `interval`s later,
+    /// so that a spoke that was alive all along has written its next renewal (a member API
+    /// server outage longer than the fence time must not stop copies the hub still sees).
+    pub fn trusted(&self, now: Instant, interval: Duration) -> bool {
+        self.recovered.is_none_or(|t| now.saturating_duration_since(t) >= interval.saturating_mul(2))
     }
 
     /// Records one read of the Lease at `now` (monotonic) and `wall` (wall clock): its
@@ -79,6 +100,9 @@ impl Silence {
     /// trust the monotonic clock alone, so a skewed wall clock (the watchdog's or the
     /// spoke's) cannot keep a copy fenced while renewals arrive.
     pub fn observe(&mut self, renew: Option<jiff::Timestamp>, now: Instant, wall: jiff::Timestamp) {
+        if std::mem::take(&mut self.unreadable) {
+            self.recovered = Some(now);
+        }
         let Some(renew) = renew else { return };
         let text = renew.to_string();
         if self.seen.as_deref() == Some(text.as_str()) {
@@ -195,11 +219,20 @@ pub async fn run(w: Watchdog) {
 
 async fn pass(w: &Watchdog, silence: &mut Silence) -> Result<(), ApiError> {
     let leases: Api<Lease> = Api::namespaced(w.local.clone(), &w.namespace);
-    let lease = leases.get_opt(SPOKE_HEARTBEAT_LEASE).await.doing("read the spoke's heartbeat lease")?;
+    let lease = match leases.get_opt(SPOKE_HEARTBEAT_LEASE).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            silence.unreadable();
+            return Err(e).doing("read the spoke's heartbeat lease");
+        }
+    };
     let renew = lease.and_then(|l| l.spec).and_then(|s| s.renew_time).map(|t| t.0);
     silence.observe(renew, Instant::now(), jiff::Timestamp::now());
     let quiet = silence.at(Instant::now());
     w.metrics.silence.set(quiet.as_secs_f64());
+    if !silence.trusted(Instant::now(), w.interval) {
+        return Ok(());
+    }
     let clusters: Api<KubeDirectorCluster> = Api::all(w.local.clone());
     let copies = clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items;
     for copy in copies.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
@@ -280,6 +313,23 @@ mod tests {
         // A spoke that died: no change for a minute.
         s.observe(Some(wall(9)), start + secs(70), wall(70));
         assert_eq!(s.at(start + secs(70)), secs(60));
+    }
+
+    #[test]
+    fn after_the_lease_was_unreadable_the_spoke_gets_two_intervals_to_record_again() {
+        let start = Instant::now();
+        let mut s = Silence::new(start);
+        s.observe(Some(wall(0)), start, wall(0));
+        assert!(s.trusted(start, INTERVAL), "a watchdog that can read acts at once");
+        // The member's API server is down for 30 s: neither side can read or write.
+        s.unreadable();
+        s.observe(Some(wall(0)), start + secs(30), wall(30));
+        assert_eq!(s.at(start + secs(30)), secs(30));
+        assert!(!s.trusted(start + secs(31), INTERVAL), "the spoke may not have written yet");
+        assert!(s.trusted(start + secs(32), INTERVAL));
+        // The spoke was alive: its next renewal shows, and the silence is short again.
+        s.observe(Some(wall(31)), start + secs(31), wall(31));
+        assert_eq!(s.at(start + secs(32)), secs(1));
     }
 
     #[test]
