@@ -315,3 +315,23 @@ pub async fn cluster_role_identity(
 pub fn deploy_base(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy").join(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_with_several_service_accounts_needs_the_name_of_the_one_to_use() {
+        let sa =
+            |name: &str| json!({"kind": "ServiceAccount", "metadata": {"name": name, "namespace": "kdfed-system"}});
+        let one = [sa("kdfed-hub"), json!({"kind": "ClusterRole", "metadata": {"name": "x"}})];
+        assert_eq!(service_account(&one, None).expect("the only one").to_string(), "kdfed-system/kdfed-hub");
+        let two = [sa("kdfed-spoke"), sa("kdfed-fence-watchdog")];
+        let err = service_account(&two, None).expect_err("ambiguous").to_string();
+        assert!(err.contains("found 2") && err.contains("kdfed-system/kdfed-fence-watchdog"), "{err}");
+        let chosen = service_account(&two, Some("kdfed-fence-watchdog")).expect("named");
+        assert_eq!(chosen.name, "kdfed-fence-watchdog");
+        let missing = service_account(&two, Some("other")).expect_err("not there").to_string();
+        assert_eq!(missing, "no ServiceAccount other in the base");
+    }
+}
