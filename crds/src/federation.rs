@@ -328,6 +328,9 @@ pub const ANNOTATION_ORPHAN: &str = "federation.kubedirector.hpe.com/orphan";
 pub const MEMBER_SERVICE_ACCOUNT: &str = "kdfed-spoke";
 /// Name of a member's heartbeat Lease in its namespace.
 pub const MEMBER_LEASE: &str = "kdfed-spoke";
+/// Name of the Lease on the member's own API server (in the spoke's namespace) where the
+/// spoke records each heartbeat renewal the hub accepted; the fence watchdog reads it.
+pub const SPOKE_HEARTBEAT_LEASE: &str = "kdfed-spoke-heartbeat";
 /// Name of a member's cluster-scoped RBAC objects on the hub.
 pub fn member_rbac_name(member: &str) -> String {
     format!("kdfed-member-{member}")

@@ -50,14 +50,16 @@ for c in hub east west; do
   echo "  $c: CRDs established"
 done
 
-step "Creating the binaries' identities: the ServiceAccounts and RBAC of deploy/hub and deploy/spoke"
+step "Creating the binaries' identities: the ServiceAccounts and RBAC of deploy/hub and deploy/spoke (spoke, fence watchdog)"
 read -r account _ < <("$BIN/testbed" sa-kubeconfig --dir "$FLEET_DIR" --cluster hub --base deploy/hub \
   --out "$FLEET_DIR/hub-sa.kubeconfig")
 echo "  hub:  $account"
 for c in east west; do
   read -r account _ < <("$BIN/testbed" sa-kubeconfig --dir "$FLEET_DIR" --cluster "$c" --base deploy/spoke \
-    --out "$FLEET_DIR/$c-spoke-sa.kubeconfig")
-  echo "  $c: $account"
+    --account kdfed-spoke --out "$FLEET_DIR/$c-spoke-sa.kubeconfig")
+  read -r watchdog _ < <("$BIN/testbed" sa-kubeconfig --dir "$FLEET_DIR" --cluster "$c" --base deploy/spoke \
+    --account kdfed-fence-watchdog --out "$FLEET_DIR/$c-watchdog-sa.kubeconfig")
+  echo "  $c: $account, $watchdog"
 done
 
 step "Starting the hub (controllers, admission webhook)"
@@ -86,7 +88,7 @@ $PLATFORM member add west --label region=us --label provider=cloud -o "$FLEET_DI
 # west's does not: both ways a member may run.
 read -r east_crt east_key east_ca < <("$BIN/testbed" webhook-cert --dir "$FLEET_DIR" --cluster east --name spoke-webhook)
 east_hook=$(free_port)
-declare -A spoke_admin
+declare -A spoke_admin watchdog_admin
 for c in east west; do
   spoke_admin[$c]=$(free_port)
   webhook=()
@@ -97,6 +99,10 @@ for c in east west; do
   start_bg "spoke-$c" "$BIN/kdfed-spoke" --kubeconfig "$FLEET_DIR/$c-spoke-sa.kubeconfig" \
     --hub-kubeconfig "$FLEET_DIR/$c-join.kubeconfig" --member "$c" \
     --admin-address "127.0.0.1:${spoke_admin[$c]}" --log-format json "${webhook[@]}"
+  # Beside each spoke, its fence watchdog (deploy/spoke's second Deployment).
+  watchdog_admin[$c]=$(free_port)
+  start_bg "watchdog-$c" "$BIN/kdfed-spoke" --fence-watchdog --kubeconfig "$FLEET_DIR/$c-watchdog-sa.kubeconfig" \
+    --admin-address "127.0.0.1:${watchdog_admin[$c]}" --log-format json
 done
 for i in $(seq 60); do
   avail=$($PLATFORM member list 2>/dev/null | awk 'NR>1 && $3=="True"' | wc -l)
@@ -104,7 +110,7 @@ for i in $(seq 60); do
   sleep 1
 done
 
-step "Starting Prometheus (scraping the hub and both spokes, with kdfed's alert rules)"
+step "Starting Prometheus (scraping the hub, both spokes and their fence watchdogs, with kdfed's alert rules)"
 prom_port=$(free_port)
 mkdir -p "$FLEET_DIR/prometheus"
 cat > "$FLEET_DIR/prometheus/prometheus.yml" <<PROM
@@ -120,6 +126,9 @@ scrape_configs:
 - job_name: kdfed-spoke
   static_configs:
   - targets: ['127.0.0.1:${spoke_admin[east]}', '127.0.0.1:${spoke_admin[west]}']
+- job_name: kdfed-fence-watchdog
+  static_configs:
+  - targets: ['127.0.0.1:${watchdog_admin[east]}', '127.0.0.1:${watchdog_admin[west]}']
 PROM
 start_bg prometheus /usr/bin/prometheus --config.file="$FLEET_DIR/prometheus/prometheus.yml" \
   --storage.tsdb.path="$FLEET_DIR/prometheus/data" --web.listen-address="127.0.0.1:$prom_port"
@@ -174,6 +183,7 @@ if [ -n "$pod" ]; then
 fi
 echo
 echo "  metrics:    hub http://127.0.0.1:$hub_admin/metrics, east http://127.0.0.1:${spoke_admin[east]}/metrics, west http://127.0.0.1:${spoke_admin[west]}/metrics"
+echo "              fence watchdogs east http://127.0.0.1:${watchdog_admin[east]}/metrics, west http://127.0.0.1:${watchdog_admin[west]}/metrics"
 echo "  Prometheus: http://127.0.0.1:$prom_port (dashboards to import into Grafana: dashboards/*.json)"
 cat <<MSG
 

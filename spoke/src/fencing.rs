@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use kdfed_common::Doing;
 use kdfed_common::conditions::condition;
 use kdfed_crds::cluster::KubeDirectorCluster;
@@ -140,6 +141,49 @@ struct AnnotationsOnly<'a> {
 /// `null`, which is how a merge patch removes a key).
 pub fn annotation<'a>(key: &'a str, value: Option<&'a str>) -> AnnotationPatch<'a> {
     AnnotationPatch { metadata: AnnotationsOnly { annotations: BTreeMap::from([(key, value)]) } }
+}
+
+/// Whether a StatefulSet of a fenced copy still needs [`zero_replicas_patch`]: it has
+/// replicas, or its claims are not retained both when scaled and when deleted.
+pub fn needs_scale_down(sts: &StatefulSet) -> bool {
+    let spec = sts.spec.as_ref();
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(0);
+    let retained = spec
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+        .is_some_and(|p| p.when_scaled.as_deref() == Some("Retain") && p.when_deleted.as_deref() == Some("Retain"));
+    replicas != 0 || !retained
+}
+
+/// The merge patch that stops a fenced copy's StatefulSet: zero replicas, and its claims
+/// retained in the same patch, so that scaling down never takes a PVC with it (a cluster
+/// may say `whenScaled: Delete`).
+pub fn zero_replicas_patch() -> serde_json::Value {
+    serde_json::json!({"spec": {"replicas": 0,
+        "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"}}})
+}
+
+/// Scales every StatefulSet of the copy `cluster` in `namespace` to zero with its claims
+/// retained (PVCs are never deleted) and returns the names of those it changed. The
+/// director does this for a fenced copy, and the fence watchdog when the director is dead.
+pub async fn scale_to_zero(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    pp: &PatchParams,
+) -> Result<Vec<String>, kdfed_common::ApiError> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&format!("{}={cluster}", crate::director::names::LABEL_CLUSTER));
+    let mut scaled = Vec::new();
+    for sts in statefulsets.list(&lp).await.doing("list statefulsets")?.items {
+        if needs_scale_down(&sts) {
+            statefulsets
+                .patch(&sts.name_any(), pp, &Patch::Merge(zero_replicas_patch()))
+                .await
+                .doing("fence statefulset")?;
+            scaled.push(sts.name_any());
+        }
+    }
+    Ok(scaled)
 }
 
 /// What the self-fencing loop needs.
@@ -295,6 +339,25 @@ mod tests {
         assert_eq!(set, serde_json::json!({"metadata": {"annotations": {"a/b": "why"}}}));
         let removed = serde_json::to_value(annotation("a/b", None)).expect("json");
         assert_eq!(removed, serde_json::json!({"metadata": {"annotations": {"a/b": null}}}));
+    }
+
+    #[test]
+    fn a_fenced_statefulset_goes_to_zero_with_its_claims_retained() {
+        let sts = |replicas: i32, scaled: &str, deleted: &str| -> StatefulSet {
+            serde_json::from_value(serde_json::json!({"spec": {"replicas": replicas, "selector": {},
+                "serviceName": "s", "template": {},
+                "persistentVolumeClaimRetentionPolicy": {"whenScaled": scaled, "whenDeleted": deleted}}}))
+            .expect("sts")
+        };
+        assert!(needs_scale_down(&sts(2, "Retain", "Retain")));
+        assert!(needs_scale_down(&sts(0, "Delete", "Retain")), "claims not retained when scaled");
+        assert!(needs_scale_down(&sts(0, "Retain", "Delete")), "claims not retained when deleted");
+        assert!(!needs_scale_down(&sts(0, "Retain", "Retain")));
+        assert!(needs_scale_down(&StatefulSet::default()), "no retention policy at all");
+        let patch = zero_replicas_patch();
+        assert_eq!(patch["spec"]["replicas"], 0);
+        assert_eq!(patch["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Retain");
+        assert_eq!(patch["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"], "Retain");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod hubaccess;
 pub mod hubsync;
 pub mod metrics;
 pub mod settings;
+pub mod watchdog;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,9 @@ pub use settings::Settings;
 /// SIGINT/SIGTERM. Hub sync failures never stop the director: local clusters keep being
 /// reconciled while the hub is unreachable.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    if settings.fence_watchdog {
+        return run_watchdog(settings).await;
+    }
     let configcli = match &settings.configcli_package {
         Some(path) => {
             let package = director::setup::ConfigcliPackage::load(path)
@@ -52,6 +56,32 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         });
         director.await;
         sync.abort();
+    }
+    info!("shutting down");
+    Ok(())
+}
+
+/// Runs the fence watchdog ([`watchdog`]) on the member's API server until SIGINT/SIGTERM.
+async fn run_watchdog(settings: Settings) -> anyhow::Result<()> {
+    let runtime = Runtime::builder("fence_watchdog")
+        .admin(settings.admin_address)
+        .client(settings.kubeconfig.clone(), ApiServer { label: "local", cluster: "member" })
+        .build(watchdog::WatchdogMetrics::register)
+        .await?;
+    let watchdog = watchdog::Watchdog {
+        recorder: kdfed_common::events::Recorder::new(runtime.client.clone(), watchdog::FIELD_MANAGER),
+        local: runtime.client,
+        namespace: settings.system_namespace.clone(),
+        margin: Duration::from_secs(settings.self_fence_margin_seconds),
+        interval: Duration::from_secs(settings.lease_interval_seconds),
+        metrics: runtime.metrics,
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listen for SIGTERM")?;
+    tokio::select! {
+        () = watchdog::run(watchdog) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
     info!("shutting down");
     Ok(())

@@ -20,6 +20,10 @@ struct Args {
     /// Run only the director, without a hub.
     #[arg(long)]
     standalone: bool,
+    /// Run as the member's fence watchdog (its own Deployment): stop failover-enabled
+    /// copies when the spoke records no heartbeat renewal for too long.
+    #[arg(long)]
+    fence_watchdog: bool,
     /// File that keeps the current hub token.
     #[arg(long)]
     hub_token_file: Option<String>,
@@ -45,6 +49,7 @@ async fn main() -> ExitCode {
         ("hub_kubeconfig", args.hub_kubeconfig),
         ("member", args.member),
         ("standalone", args.standalone.then(|| "true".to_string())),
+        ("fence_watchdog", args.fence_watchdog.then(|| "true".to_string())),
         ("lease_interval_seconds", args.lease_interval_seconds),
         ("self_fence_margin_seconds", args.self_fence_margin_seconds),
         ("hub_token_renew_seconds", args.hub_token_renew_seconds),

@@ -18,6 +18,10 @@ pub struct Settings {
     pub member: Option<String>,
     /// Run only the director, as a single-cluster KubeDirector, without a hub.
     pub standalone: bool,
+    /// Run as the member's fence watchdog instead of the spoke: stop failover-enabled
+    /// copies when the spoke records no heartbeat renewal for too long (the spoke is dead
+    /// or cut off from the hub). Needs no hub credentials.
+    pub fence_watchdog: bool,
     /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
     pub admin_address: SocketAddr,
     /// `text` or `json`.
@@ -54,6 +58,7 @@ impl Default for Settings {
             hub_kubeconfig: None,
             member: None,
             standalone: false,
+            fence_watchdog: false,
             admin_address: SocketAddr::from(([127, 0, 0, 1], 9091)),
             log_format: "text".into(),
             log_level: "info".into(),
@@ -101,7 +106,12 @@ impl kdfed_common::settings::Component for Settings {
                 return Err(format!("configcli_package: {} is not a file", path.display()));
             }
         }
-        if !self.standalone {
+        if self.fence_watchdog && self.standalone {
+            return Err(
+                "fence_watchdog: a standalone director has no hub to fail over from; not with standalone".into()
+            );
+        }
+        if !self.standalone && !self.fence_watchdog {
             if self.hub_kubeconfig.is_none() {
                 return Err("hub_kubeconfig: required unless standalone is true".into());
             }
@@ -126,6 +136,14 @@ mod tests {
         assert!(s.validate().unwrap_err().starts_with("member"));
         let s = Settings { standalone: true, ..Settings::default() };
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_fence_watchdog_needs_no_hub_and_is_never_standalone() {
+        let s = Settings { fence_watchdog: true, ..Settings::default() };
+        assert_eq!(s.validate(), Ok(()));
+        let s = Settings { fence_watchdog: true, standalone: true, ..Settings::default() };
+        assert!(s.validate().unwrap_err().starts_with("fence_watchdog: "));
     }
 
     #[test]

@@ -75,6 +75,10 @@ enum Command {
         /// The kustomize base, e.g. `deploy/hub`.
         #[arg(long)]
         base: PathBuf,
+        /// The base's ServiceAccount, when it has several (deploy/spoke: `kdfed-spoke`,
+        /// `kdfed-fence-watchdog`).
+        #[arg(long)]
+        account: Option<String>,
         /// Where to write the kubeconfig.
         #[arg(long)]
         out: PathBuf,
@@ -171,12 +175,13 @@ async fn main() -> Result<()> {
             let (crt, key, ca) = kdfed_testbed::certs::webhook_cert(&pki, &name)?;
             println!("{}\t{}\t{}", crt.display(), key.display(), ca.display());
         }
-        Command::SaKubeconfig { dir, cluster, base, out, token_seconds } => {
+        Command::SaKubeconfig { dir, cluster, base, account, out, token_seconds } => {
             let admin = dir.join(format!("{cluster}.kubeconfig"));
             if !admin.exists() {
                 bail!("no test-bed cluster {cluster:?} in {}", dir.display());
             }
-            let account = kdfed_testbed::rbac::deploy_identity(&admin, &base, token_seconds, &out).await?;
+            let account =
+                kdfed_testbed::rbac::deploy_identity_as(&admin, &base, account.as_deref(), token_seconds, &out).await?;
             println!("{account}\t{}", out.display());
         }
         Command::RoleKubeconfig { dir, cluster, account, cluster_role, out, token_seconds } => {

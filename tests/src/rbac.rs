@@ -87,8 +87,10 @@ impl std::fmt::Display for ServiceAccountRef {
     }
 }
 
-/// The one ServiceAccount among `objects` (a base runs one workload identity).
-pub fn service_account(objects: &[Value]) -> Result<ServiceAccountRef> {
+/// The ServiceAccount among `objects` named `name`, or, without a name, the only one (a
+/// base with several workload identities, as deploy/spoke with its fence watchdog, needs
+/// the name).
+pub fn service_account(objects: &[Value], name: Option<&str>) -> Result<ServiceAccountRef> {
     let accounts: Vec<ServiceAccountRef> = objects
         .iter()
         .filter(|o| o["kind"] == "ServiceAccount")
@@ -96,10 +98,16 @@ pub fn service_account(objects: &[Value]) -> Result<ServiceAccountRef> {
             namespace: o["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
             name: o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
         })
+        .filter(|a| name.is_none_or(|n| a.name == n))
         .collect();
-    match accounts.as_slice() {
-        [one] => Ok(one.clone()),
-        other => bail!("expected exactly one ServiceAccount, found {}", other.len()),
+    match (accounts.as_slice(), name) {
+        ([one], _) => Ok(one.clone()),
+        ([], Some(name)) => bail!("no ServiceAccount {name} in the base"),
+        (other, _) => bail!(
+            "expected exactly one ServiceAccount, found {}: {}; name the one to use",
+            other.len(),
+            other.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -236,8 +244,20 @@ pub async fn deploy_identity(
     token_seconds: i64,
     out: &Path,
 ) -> Result<ServiceAccountRef> {
+    deploy_identity_as(admin_kubeconfig, base, None, token_seconds, out).await
+}
+
+/// As [`deploy_identity`], for the ServiceAccount `account` of the base (when it has
+/// several, as deploy/spoke: `kdfed-spoke` and `kdfed-fence-watchdog`).
+pub async fn deploy_identity_as(
+    admin_kubeconfig: &Path,
+    base: &Path,
+    account: Option<&str>,
+    token_seconds: i64,
+    out: &Path,
+) -> Result<ServiceAccountRef> {
     let objects = rbac_objects(base)?;
-    let account = service_account(&objects)?;
+    let account = service_account(&objects, account)?;
     let admin = crate::client_for(admin_kubeconfig).await?;
     apply(&admin, &objects).await?;
     write_identity(&admin, admin_kubeconfig, &account, token_seconds, out, &bound_roles(&objects, &account)).await?;
@@ -294,4 +314,24 @@ pub async fn cluster_role_identity(
 /// The repository's `deploy/<name>` base.
 pub fn deploy_base(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("deploy").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_with_several_service_accounts_needs_the_name_of_the_one_to_use() {
+        let sa =
+            |name: &str| json!({"kind": "ServiceAccount", "metadata": {"name": name, "namespace": "kdfed-system"}});
+        let one = [sa("kdfed-hub"), json!({"kind": "ClusterRole", "metadata": {"name": "x"}})];
+        assert_eq!(service_account(&one, None).expect("the only one").to_string(), "kdfed-system/kdfed-hub");
+        let two = [sa("kdfed-spoke"), sa("kdfed-fence-watchdog")];
+        let err = service_account(&two, None).expect_err("ambiguous").to_string();
+        assert!(err.contains("found 2") && err.contains("kdfed-system/kdfed-fence-watchdog"), "{err}");
+        let chosen = service_account(&two, Some("kdfed-fence-watchdog")).expect("named");
+        assert_eq!(chosen.name, "kdfed-fence-watchdog");
+        let missing = service_account(&two, Some("other")).expect_err("not there").to_string();
+        assert_eq!(missing, "no ServiceAccount other in the base");
+    }
 }

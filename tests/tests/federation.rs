@@ -1170,3 +1170,178 @@ async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A failover cluster on west (`mobile`, afterSeconds 10, may move to east) and one that
+/// may only run on west (`pinned`, afterSeconds 10), both with data. West's SPOKE is killed
+/// (kill -9); its fence watchdog lives on. The watchdog stops both copies on its own clock
+/// (afterSeconds 10 - margin 5 s after the last renewal the spoke recorded) — with the
+/// director dead too, it scales the StatefulSets itself — and the hub creates mobile's Work
+/// on east only after west's pods are gone (grace 5 s + 10 s + skew margin 10 s). Then the
+/// spoke comes back: mobile's Work is gone, so its old copy stays fenced for good with its
+/// PVCs; pinned's placement never moved (no other member fits), so the spoke lifts the
+/// watchdog's fence once the hub confirms it, and the director scales it back up on the
+/// same PVCs.
+#[tokio::test]
+async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_places_the_new_one() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    seed_catalog(&hub).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    for (name, placement) in [
+        ("mobile", json!({"preferences": [{"weight": 50, "preference": {"matchLabels": {"region": "west"}}}]})),
+        ("pinned", json!({"memberSelector": {"matchLabels": {"region": "west"}}})),
+    ] {
+        let mut manifest = cluster(name, 1, "1", None);
+        manifest["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
+        manifest["spec"]["placement"] = placement;
+        manifest["spec"]["placement"]["failover"] = json!({"policy": "Reschedule", "afterSeconds": 10});
+        clusters.create(&PostParams::default(), &serde_json::from_value(manifest).expect("c")).await.expect("create");
+    }
+    for name in ["mobile", "pinned"] {
+        let c = wait_cluster(&clusters, name, "ready on west", |c| ready_with(c, "2/2")).await;
+        assert_eq!(member_of(&c).as_deref(), Some("west"), "{name}");
+    }
+    let west = fleet.bed.client("west").await.expect("west");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(west.clone(), "default");
+    let data = claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items);
+    assert_eq!(data.len(), 2, "one data PVC per cluster on west: {data:?}");
+    // The spoke records its renewals on the member for the watchdog.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(west.clone(), "kdfed-system");
+    let record = leases.get("kdfed-spoke-heartbeat").await.expect("the spoke's heartbeat record");
+    assert_eq!(record.spec.and_then(|s| s.holder_identity).as_deref(), Some("west"));
+
+    let killed = tokio::time::Instant::now();
+    fleet.spokes.get_mut("west").expect("west").kill();
+    let (fenced_after, placed_after) = watch_the_race(&fleet, &clusters, killed).await;
+    eprintln!(
+        "dead spoke: west's copy down {fenced_after:?} after the kill, east's Work seen {placed_after:?} after \
+         (gap {:?})",
+        placed_after.saturating_sub(fenced_after)
+    );
+    assert!(fenced_after < placed_after, "west's copy was stopped only after the hub placed the new one");
+    assert!(placed_after >= Duration::from_secs(20), "the hub failed over after only {placed_after:?}");
+    assert!(fleet.watchdogs.get_mut("west").expect("watchdog").running(), "west's watchdog stayed up");
+    assert_fenced_by_the_watchdog(&west, &["mobile", "pinned"]).await;
+    assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "data PVCs kept");
+    let text = http_get(fleet.watchdog_admin["west"], "/metrics").await;
+    let fences = sample(&text, "kdfed_fence_watchdog_fences_total");
+    assert!(fences.is_some_and(|n| n >= 2.0), "west's watchdog counted {fences:?} fences");
+    let c = clusters.get("pinned").await.expect("pinned");
+    assert_eq!(member_of(&c).as_deref(), Some("west"), "pinned has nowhere else to go");
+
+    // The spoke comes back.
+    fleet.start_spoke("west");
+    wait_member(&hub, "west", "True").await;
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let mobile_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        // Mobile's Work is gone: fenced for good, never running again on west.
+        let mobile = local.get("mobile").await.expect("west's old copy is kept");
+        assert_eq!(pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "west's old copy restarted");
+        let for_good = mobile.annotations().get("federation.kubedirector.hpe.com/fenced").is_some_and(|v| v == "true");
+        // Pinned's placement is confirmed: the fence is lifted and the director scales it up.
+        let pinned = local.get("pinned").await.expect("pinned");
+        let lifted = !pinned.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced");
+        let running = pinned
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state.as_deref() == Some("configured") && s.members_ready.as_deref() == Some("2/2"));
+        if for_good && lifted && running {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the spoke came back: mobile fenced for good {for_good}, pinned lifted {lifted} running {running}: \
+             {:#?}",
+            pinned.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(west.clone(), "default");
+    let pinned_sets = ListParams::default().labels("kubedirector.hpe.com/kdcluster=pinned");
+    let replicas: i32 =
+        sets.list(&pinned_sets).await.expect("sets").items.iter().filter_map(|s| s.spec.as_ref()?.replicas).sum();
+    assert_eq!(replicas, 2, "the director restored pinned's replicas");
+    assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "same PVCs");
+    wait_cluster(&clusters, "pinned", "ready on west again", |c| ready_with(c, "2/2")).await;
+    let east = fleet.bed.client("east").await.expect("east");
+    let east_pods: Api<Pod> = Api::namespaced(east, "default");
+    assert_eq!(east_pods.list(&mobile_pods).await.expect("pods").items.len(), 2, "mobile keeps running on east");
+}
+
+/// Samples west's and east's pods of `mobile` and east's Work until mobile runs on east;
+/// fails at once if the Work exists (or east runs a pod) while west still runs one. Returns
+/// when west's copy was seen down and when the Work was seen, after `killed`.
+async fn watch_the_race(
+    fleet: &Fleet,
+    clusters: &Api<KubeDirectorCluster>,
+    killed: tokio::time::Instant,
+) -> (Duration, Duration) {
+    let mobile_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
+    let west_pods: Api<Pod> = Api::namespaced(fleet.bed.client("west").await.expect("west"), "default");
+    let east_pods: Api<Pod> = Api::namespaced(fleet.bed.client("east").await.expect("east"), "default");
+    let east_works: Api<KubeDirectorWork> = Api::namespaced(fleet.hub.clone(), "kdfed-member-east");
+    let (mut fenced, mut placed) = (None, None);
+    loop {
+        let on_west = west_pods.list(&mobile_pods).await.expect("west pods").items.len();
+        let work = east_works.get_opt("default.mobile").await.expect("work").is_some();
+        let on_east = east_pods.list(&mobile_pods).await.expect("east pods").items.len();
+        let t = killed.elapsed();
+        assert!(!(work && on_west > 0), "the hub placed mobile on east {t:?} after the kill while west runs {on_west}");
+        assert!(on_west == 0 || on_east == 0, "two live copies {t:?} after the kill");
+        if on_west == 0 && fenced.is_none() {
+            fenced = Some(t);
+        }
+        assert!(on_west == 0 || fenced.is_none(), "west's copy started again {t:?} after the kill");
+        if work && placed.is_none() {
+            placed = Some(t);
+        }
+        let c = clusters.get("mobile").await.expect("mobile");
+        if member_of(&c).as_deref() == Some("east") && ready_with(&c, "2/2") {
+            break;
+        }
+        assert!(t < TIMEOUT, "mobile did not fail over to east: {:#?}", c.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (fenced.expect("west's copy went down"), placed.expect("the hub placed mobile on east"))
+}
+
+/// Each of `names` on west is annotated self-fenced by the watchdog, its StatefulSets are at
+/// zero replicas, it has no pods, and the watchdog recorded an Event on it.
+async fn assert_fenced_by_the_watchdog(west: &Client, names: &[&str]) {
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(west.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(west.clone(), "default");
+    for name in names {
+        let copy = local.get(name).await.expect("west's copy is kept");
+        let why = copy.annotations().get("federation.kubedirector.hpe.com/self-fenced").cloned().unwrap_or_default();
+        assert!(why.starts_with("fence watchdog: "), "{name}: {:?}", copy.annotations());
+        let lp = ListParams::default().labels(&format!("kubedirector.hpe.com/kdcluster={name}"));
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !pods.list(&lp).await.expect("pods").items.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: pods still on west");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let listed = sets.list(&lp).await.expect("statefulsets").items;
+        assert!(!listed.is_empty(), "{name}: no StatefulSets");
+        for sts in listed {
+            let spec = sts.spec.expect("spec");
+            assert_eq!(spec.replicas, Some(0), "{name}: {} not scaled to zero", sts.metadata.name.unwrap_or_default());
+            let policy = spec.persistent_volume_claim_retention_policy.expect("retention");
+            assert_eq!(
+                (policy.when_scaled.as_deref(), policy.when_deleted.as_deref()),
+                (Some("Retain"), Some("Retain"))
+            );
+        }
+        let listed = events.list(&ListParams::default()).await.expect("events").items;
+        assert!(
+            listed.iter().any(|e| e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some("SelfFenced")
+                && e.message.as_deref().is_some_and(|m| m.contains("fence watchdog"))),
+            "{name}: no SelfFenced Event from the watchdog"
+        );
+    }
+}

@@ -178,7 +178,23 @@ async fn every_identity_may_do_exactly_what_its_committed_table_says_and_no_more
         user: "system:serviceaccount:kdfed-system:kdfed-spoke".into(),
         home: "kdfed-system".into(),
         namespaces: vec!["kdfed-system", "default", "kube-system"],
-        named: vec![],
+        named: vec![
+            ("kdfed-system", "coordination.k8s.io", "leases", "", "kdfed-spoke-heartbeat", "patch"),
+            ("kdfed-system", "coordination.k8s.io", "leases", "", "kdfed-hub", "patch"),
+        ],
+    };
+    // The fence watchdog reads the spoke's heartbeat record, fences copies and scales their
+    // StatefulSets; it may not delete anything, read Secrets or touch PVCs.
+    let watchdog = Identity {
+        table: "fence-watchdog-on-member",
+        user: "system:serviceaccount:kdfed-system:kdfed-fence-watchdog".into(),
+        home: "kdfed-system".into(),
+        namespaces: vec!["kdfed-system", "default", "kube-system"],
+        named: vec![
+            ("kdfed-system", "coordination.k8s.io", "leases", "", "kdfed-spoke-heartbeat", "get"),
+            ("kdfed-system", "coordination.k8s.io", "leases", "", "kdfed-spoke-heartbeat", "patch"),
+            ("kdfed-system", "coordination.k8s.io", "leases", "", "kdfed-hub", "get"),
+        ],
     };
     // The fleet admin's identity exists once it is used.
     let platform = fleet.platform_team().await;
@@ -188,6 +204,7 @@ async fn every_identity_may_do_exactly_what_its_committed_table_says_and_no_more
         failures.extend(compare_with_table(who.table, &lines));
     }
     failures.extend(compare_with_table(spoke.table, &access_table(&east, &spoke).await));
+    failures.extend(compare_with_table(watchdog.table, &access_table(&east, &watchdog).await));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 
     // No role shipped or made by the registry holds a wildcard.

@@ -426,25 +426,11 @@ async fn fence(
     why: &FenceReason,
 ) -> Result<Action, Error> {
     let ns = cluster.namespace().unwrap_or_else(|| "default".into());
-    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let lp = ListParams::default().labels(&format!("{}={}", names::LABEL_CLUSTER, cluster.name_any()));
-    for sts in statefulsets.list(&lp).await.doing("list statefulsets").map_err(Error::Fence)?.items {
-        let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        let retained =
-            sts.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref()).is_some_and(|p| {
-                p.when_scaled.as_deref() == Some("Retain") && p.when_deleted.as_deref() == Some("Retain")
-            });
-        if replicas != 0 || !retained {
-            // Retain first (same patch): scaling down must never take PVCs with it.
-            let patch = json!({"spec": {"replicas": 0,
-                "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"}}});
-            statefulsets
-                .patch(&sts.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .doing("fence statefulset")
-                .map_err(Error::Fence)?;
-            info!(statefulset = %sts.name_any(), "fenced: scaled to zero, PVCs retained");
-        }
+    let scaled = crate::fencing::scale_to_zero(&ctx.client, &ns, &cluster.name_any(), &PatchParams::default())
+        .await
+        .map_err(Error::Fence)?;
+    for sts in scaled {
+        info!(statefulset = %sts, "fenced: scaled to zero, PVCs retained");
     }
     let old = cluster.status.clone().unwrap_or_default();
     let mut status = old.clone();

@@ -3,7 +3,8 @@
 //!
 //! 1. `credentials`: the hub client, and renewal of the member's token before it ends;
 //! 2. `heartbeat`: the member's Lease on the hub, whose renewals also feed self-fencing
-//!    ([`crate::fencing`]);
+//!    ([`crate::fencing`]) and are recorded in a member-local Lease for the fence watchdog
+//!    ([`crate::watchdog`]);
 //! 3. `report`: capacity, storage classes and cluster counts into the member's status,
 //!    written only when they change, after `fencing` fenced the copies whose Work is gone;
 //! 4. `work`: each Work in the member's namespace becomes local objects for the director
@@ -209,9 +210,22 @@ pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
             crate::fencing::run(self_fencing).await;
         }
     };
+    // The member-local record for the fence watchdog (not for the simulator's virtual
+    // members, which share one member API server and run no watchdog).
+    let (record, renewals) = tokio::sync::watch::channel(None);
+    let record = (!shared_local).then_some(record);
+    let record_locally = {
+        let ctx = ctx.clone();
+        async move {
+            if !shared_local {
+                heartbeat::record_locally(ctx, renewals).await;
+            }
+        }
+    };
     tokio::join!(
         credentials::renew(ctx.clone()),
-        heartbeat::run(ctx.clone()),
+        heartbeat::run(ctx.clone(), record),
+        record_locally,
         report::run(ctx.clone()),
         work::run(ctx),
         self_fence

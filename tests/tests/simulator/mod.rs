@@ -818,7 +818,8 @@ impl Sim {
         kdfed_common::crds::install(local.clone()).await?;
         let identity = self.dir.join("real-spoke.kubeconfig");
         let base = kdfed_testbed::rbac::deploy_base("spoke");
-        kdfed_testbed::rbac::deploy_identity(&bed.cluster("real").kubeconfig, &base, 24 * 3600, &identity).await?;
+        let real = &bed.cluster("real").kubeconfig;
+        kdfed_testbed::rbac::deploy_identity_as(real, &base, Some("kdfed-spoke"), 24 * 3600, &identity).await?;
         let platform = client_for(&self.dir.join("platform.kubeconfig")).await?;
         let server = self.bed.cluster("hub").server.clone();
         let names = [("real-spoke".to_string(), "real".to_string())];

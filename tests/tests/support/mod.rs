@@ -1,7 +1,8 @@
 //! The fleet the end-to-end tests and the fleet benchmark run: a hub and two members (east,
 //! west) on real control planes, the real `kdfed-hub` and `kdfed-spoke` processes running
-//! as the ServiceAccounts of deploy/hub and deploy/spoke, joined with scoped credentials,
-//! plus helpers to wait for members and clusters.
+//! as the ServiceAccounts of deploy/hub and deploy/spoke, joined with scoped credentials, a
+//! fence watchdog (`kdfed-spoke --fence-watchdog`, deploy/spoke's second ServiceAccount)
+//! beside each spoke, plus helpers to wait for members and clusters.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -67,6 +68,9 @@ pub struct Fleet {
     /// west's does not, so both ways a member may run are exercised.
     east_webhook: (u16, (PathBuf, PathBuf, PathBuf)),
     pub spokes: BTreeMap<String, Daemon>,
+    /// The fence watchdog beside each spoke (deploy/spoke's second Deployment).
+    pub watchdogs: BTreeMap<String, Daemon>,
+    pub watchdog_admin: BTreeMap<String, u16>,
     /// When a test restarted an API server or etcd: for a moment after, a restarted API
     /// server refuses with 403 until its RBAC caches are filled again, which is not a gap in
     /// the deploy RBAC.
@@ -78,7 +82,7 @@ pub struct Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for d in self.hubs.iter_mut().chain(self.spokes.values_mut()) {
+        for d in self.hubs.iter_mut().chain(self.spokes.values_mut()).chain(self.watchdogs.values_mut()) {
             d.kill();
         }
         if std::thread::panicking() {
@@ -91,6 +95,7 @@ impl Drop for Fleet {
             .hubs
             .iter()
             .chain(self.spokes.values())
+            .chain(self.watchdogs.values())
             .map(|d| d.log.clone())
             .chain(std::fs::read_dir(&self.dir).into_iter().flatten().flatten().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -154,6 +159,38 @@ impl Fleet {
     /// The kubeconfig of deploy/spoke's ServiceAccount on `member`'s API server.
     pub fn spoke_identity(&self, member: &str) -> PathBuf {
         self.dir.join(format!("{member}-spoke.kubeconfig"))
+    }
+
+    /// The kubeconfig of deploy/spoke's fence watchdog ServiceAccount on `member`'s API server.
+    pub fn watchdog_identity(&self, member: &str) -> PathBuf {
+        self.dir.join(format!("{member}-watchdog.kubeconfig"))
+    }
+
+    /// Starts `member`'s fence watchdog (as deploy/spoke's kdfed-fence-watchdog), with the
+    /// spokes' heartbeat interval and the default margin, killing what is left of it first.
+    pub fn start_watchdog(&mut self, member: &str) {
+        if let Some(old) = self.watchdogs.get_mut(member) {
+            old.kill();
+        }
+        let admin = *self.watchdog_admin.entry(member.to_string()).or_insert_with(free_port);
+        let args: Vec<String> = vec![
+            "--fence-watchdog".into(),
+            "--kubeconfig".into(),
+            self.watchdog_identity(member).display().to_string(),
+            "--lease-interval-seconds".into(),
+            "1".into(),
+            "--admin-address".into(),
+            format!("127.0.0.1:{admin}"),
+        ];
+        let n = self.watchdogs.len();
+        let watchdog = Daemon::start(
+            &format!("watchdog-{member}-{n}"),
+            &workspace_binary("kdfed-spoke").expect("spoke"),
+            &args,
+            &self.dir,
+        )
+        .expect("start fence watchdog");
+        self.watchdogs.insert(member.to_string(), watchdog);
     }
 
     pub fn start_spoke(&mut self, member: &str) {
@@ -254,10 +291,13 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
         .await
         .expect("deploy/hub identity");
     for member in ["east", "west"] {
-        let out = dir.join(format!("{member}-spoke.kubeconfig"));
-        kdfed_testbed::rbac::deploy_identity(&bed.cluster(member).kubeconfig, &base("spoke"), day, &out)
-            .await
-            .expect("deploy/spoke identity");
+        let admin = &bed.cluster(member).kubeconfig;
+        for (account, file) in [("kdfed-spoke", "spoke"), ("kdfed-fence-watchdog", "watchdog")] {
+            let out = dir.join(format!("{member}-{file}.kubeconfig"));
+            kdfed_testbed::rbac::deploy_identity_as(admin, &base("spoke"), Some(account), day, &out)
+                .await
+                .expect("deploy/spoke identity");
+        }
     }
 
     // The hub serves its admission webhook and registers it. Replicas sit behind one
@@ -313,6 +353,8 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
             certs::webhook_cert(&bed_dir_pki_east, "spoke-webhook").expect("east webhook cert"),
         ),
         spokes: BTreeMap::new(),
+        watchdogs: BTreeMap::new(),
+        watchdog_admin: BTreeMap::new(),
         control_plane_restarts: Vec::new(),
         _tmp: tmp,
     };
@@ -333,6 +375,8 @@ pub async fn fleet_with_hubs(replicas: usize) -> Fleet {
     }
     fleet.start_spoke("east");
     fleet.start_spoke("west");
+    fleet.start_watchdog("east");
+    fleet.start_watchdog("west");
     for m in ["east", "west"] {
         wait_member(&fleet.hub, m, "True").await;
     }
