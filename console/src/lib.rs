@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, env = "KDFED_CONSOLE_ADDRESS", default_value = "127.0.0.1:8080")]
     pub address: SocketAddr,
     /// Admin server address (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(long, env = "KDFED_CONSOLE_ADMIN_ADDRESS", default_value = "127.0.0.1:9091")]
+    #[arg(long, env = "KDFED_CONSOLE_ADMIN_ADDRESS", default_value = "127.0.0.1:9092")]
     pub admin_address: SocketAddr,
     /// TLS certificate (PEM); re-read when it changes. Without it the console serves plain
     /// HTTP (for loopback, or behind a TLS-terminating proxy).

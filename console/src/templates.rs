@@ -186,3 +186,52 @@ pub struct DeletePage {
     /// Why the last attempt was refused.
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::catalog::{app_view, tests::greeter};
+
+    fn launch(input: FormInput, errors: FieldMessages, offers: Option<Vec<LabelOffer>>) -> String {
+        let app = app_view(&greeter(), "kdfed-system");
+        let chrome = Chrome { user: "alice".into(), csrf: "c5rf".into(), namespace: "team-a".into(), local: false };
+        LaunchPage { chrome, app, input, errors, offers, matching: Some((2, 1)) }.render().expect("render")
+    }
+
+    /// The HTML of the field whose input has `id`, to the end of its block.
+    fn field<'a>(html: &'a str, id: &str) -> &'a str {
+        let at = html.find(&format!("id=\"{id}\"")).expect("field");
+        &html[at..at + html[at..].find("</div>").expect("end of field")]
+    }
+
+    #[test]
+    fn the_form_labels_every_field_and_shows_each_message_at_its_field() {
+        let mut input = FormInput::default();
+        input.fields.insert("name".into(), "<b>hello</b>".into());
+        let errors = FieldMessages::from([
+            ("members.worker".to_string(), vec!["count refused (rule: cardinality)".to_string()]),
+            (String::new(), vec!["spec.defaultSecret: missing".to_string()]),
+        ]);
+        let html = launch(input, errors, None);
+        assert!(field(&html, "members-worker").contains("count refused (rule: cardinality)"));
+        assert!(!field(&html, "members-head").contains("count refused"));
+        assert!(html.contains("spec.defaultSecret: missing"), "what names no field is shown on top");
+        assert!(field(&html, "name").contains("value=\"&#60;b&#62;hello&#60;/b&#62;\""), "input kept, escaped");
+        for id in ["name", "namespace", "members-head", "cpu-worker", "memory-worker", "storage-head", "choice-language", "labels"] {
+            assert!(html.contains(&format!("<label for=\"{id}\"")), "a label for {id}");
+        }
+        assert!(html.contains("name=\"csrf\" value=\"c5rf\""), "the session's CSRF token in the form");
+        assert!(html.contains("not allowed to list the member clusters"), "no offers: said, free text accepted");
+        assert!(html.contains("2 member clusters match these labels; 1 of them available."));
+    }
+
+    #[test]
+    fn member_labels_are_offered_with_their_counts() {
+        let offers = vec![LabelOffer { label: "region=eu".into(), members: 2, available: 1 }];
+        let mut input = FormInput::default();
+        input.labels.push("region=eu".into());
+        let html = launch(input, FieldMessages::new(), Some(offers));
+        assert!(html.contains("value=\"region=eu\" checked"), "{html}");
+        assert!(html.contains("(2 members, 1 available)"));
+    }
+}

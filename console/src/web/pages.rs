@@ -153,7 +153,8 @@ pub async fn launch(
     let api = Api::<KubeDirectorCluster>::namespaced(user.client.clone(), &target);
     match api.create(&PostParams::default(), &cluster).await {
         Ok(created) => Redirect::to(&format!("/clusters/{target}/{}", created.name_any())).into_response(),
-        Err(kube::Error::Api(e)) if e.code == 403 => {
+        // An admission webhook's refusal comes as 403 too; it names fields, RBAC does not.
+        Err(kube::Error::Api(e)) if e.code == 403 && !e.message.contains("denied the request") => {
             let mut errors = FieldMessages::new();
             errors.insert(
                 "namespace".into(),
@@ -233,6 +234,25 @@ async fn events(client: &Client, namespace: &str, name: &str) -> Option<Vec<Even
     )
 }
 
+/// The apps a cluster with `app_catalog` can name that the user may read (a local app hides
+/// a system one of the same name); a catalog the user may not list is left out.
+async fn readable_apps(user: &User, namespace: &str, system: &str, app_catalog: Option<&str>) -> Vec<KubeDirectorApp> {
+    use kdfed_crds::cluster::{APP_CATALOG_LOCAL, APP_CATALOG_SYSTEM};
+    let list = |ns: &str| {
+        let api = Api::<KubeDirectorApp>::namespaced(user.client.clone(), ns);
+        async move { api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() }
+    };
+    let mut apps = if app_catalog == Some(APP_CATALOG_SYSTEM) { Vec::new() } else { list(namespace).await };
+    if app_catalog != Some(APP_CATALOG_LOCAL) {
+        for app in list(system).await {
+            if !apps.iter().any(|a| a.metadata.name == app.metadata.name) {
+                apps.push(app);
+            }
+        }
+    }
+    apps
+}
+
 /// The cluster page of `namespace/name` for `user`, with `errors` of a refused change.
 pub async fn cluster_page(
     console: &Console,
@@ -247,14 +267,7 @@ pub async fn cluster_page(
         Ok(c) => c,
         Err(e) => return api_failure(console, user, namespace, &format!("read cluster {name} in {namespace}"), e),
     };
-    let catalog = kdfed_common::catalog::list_apps(
-        &user.client,
-        namespace,
-        &console.system_namespace,
-        c.spec.app_catalog.as_deref(),
-    )
-    .await
-    .unwrap_or_default();
+    let catalog = readable_apps(user, namespace, &console.system_namespace, c.spec.app_catalog.as_deref()).await;
     let app = catalog.iter().find(|a| a.metadata.name.as_deref() == Some(c.spec.app.as_str()));
     let view = page(&c, app, &catalog);
     let events = events(&user.client, namespace, name).await;
