@@ -217,7 +217,16 @@ mod tests {
         assert!(!field(&html, "members-head").contains("count refused"));
         assert!(html.contains("spec.defaultSecret: missing"), "what names no field is shown on top");
         assert!(field(&html, "name").contains("value=\"&#60;b&#62;hello&#60;/b&#62;\""), "input kept, escaped");
-        for id in ["name", "namespace", "members-head", "cpu-worker", "memory-worker", "storage-head", "choice-language", "labels"] {
+        for id in [
+            "name",
+            "namespace",
+            "members-head",
+            "cpu-worker",
+            "memory-worker",
+            "storage-head",
+            "choice-language",
+            "labels",
+        ] {
             assert!(html.contains(&format!("<label for=\"{id}\"")), "a label for {id}");
         }
         assert!(html.contains("name=\"csrf\" value=\"c5rf\""), "the session's CSRF token in the form");
