@@ -388,4 +388,47 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
     let log = std::fs::read_to_string(&console.log).expect("console log");
     assert!(log.contains("signed in"), "{log}");
     assert!(!log.contains(&token), "the token appears in the console's log");
+
+    local_mode(&fleet).await;
+}
+
+/// `kdfed-console --kubeconfig K`: the kubeconfig's identity without sign-in, on loopback
+/// only, forms still CSRF-checked.
+async fn local_mode(fleet: &Fleet) {
+    let binary = workspace_binary("kdfed-console").expect("console binary");
+    let kubeconfig = fleet.bed.cluster("hub").kubeconfig.display().to_string();
+    let open = std::process::Command::new(&binary)
+        .args(["--kubeconfig", &kubeconfig, "--address", "0.0.0.0:0", "--admin-address", "127.0.0.1:0"])
+        .output()
+        .expect("run the console");
+    assert!(!open.status.success(), "local mode refuses a non-loopback address");
+    let said = String::from_utf8_lossy(&open.stderr);
+    assert!(said.contains("(rule: local-loopback)"), "{said}");
+
+    let (port, admin_port) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--admin-address",
+        &format!("127.0.0.1:{admin_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut console = Daemon::start("console-local", &binary, &args, &fleet.dir).expect("start the local console");
+    wait_ready(admin_port, &mut console).await;
+    let sign_in = http(port, "GET", "/sign-in", "", &[]).await;
+    assert_eq!((sign_in.status, sign_in.header("location")), (303, Some("/catalog")), "no sign-in locally");
+    let catalog = http(port, "GET", "/catalog?namespace=default", "", &[]).await;
+    assert_eq!(catalog.status, 200, "{}", catalog.body);
+    assert!(catalog.body.contains("Spark lite"), "{}", catalog.body);
+    let list = http(port, "GET", "/clusters?namespace=default", "", &[]).await;
+    assert!(list.body.contains("payroll-secret"), "the kubeconfig's identity sees default: {}", list.body);
+    let forged = http(port, "POST", "/launch/default/spark-lite", "", &[("name", "x"), ("namespace", "default")]).await;
+    assert_eq!(forged.status, 403, "a form without the CSRF token is refused locally too");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(fleet.hub.clone(), "default");
+    assert!(clusters.get_opt("x").await.expect("get").is_none());
+    console.kill();
 }

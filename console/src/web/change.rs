@@ -16,32 +16,52 @@ use super::pages::cluster_page;
 use super::{Console, Shared, User, api_failure, poster, render, user};
 use crate::templates::DeletePage;
 use crate::views::cluster::{deletion_text, row};
-use crate::views::launch::{FieldMessages, choice_field, members_field, refusal_fields};
+use crate::views::launch::{FieldMessages, members_field, refusal_fields};
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim())
 }
 
-/// Applies `patch` (a merge patch carrying the resource version read, so a concurrent
-/// change is refused rather than overwritten) and answers with the cluster page.
-async fn patch(
+/// Times a change is tried again when the cluster changed between read and patch (the
+/// hub and the members write its status, which moves its resource version).
+const CONFLICT_RETRIES: usize = 5;
+
+/// Reads the cluster, builds the merge patch from what it read with `build` (carrying the
+/// resource version read, so a concurrent change of the spec is never overwritten: the patch
+/// is built again from a fresh read), applies it, and answers with the cluster page, or the
+/// page with the refusal at the fields it names.
+async fn change(
     console: &Console,
     user: &User,
     namespace: &str,
     name: &str,
-    patch: Value,
-    roles: &[String],
+    build: impl Fn(&KubeDirectorCluster) -> Value,
 ) -> Response {
     let api = Api::<KubeDirectorCluster>::namespaced(user.client.clone(), namespace);
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Redirect::to(&format!("/clusters/{namespace}/{name}")).into_response(),
-        Err(kube::Error::Api(e))
-            if e.code == 422 || e.code == 400 || e.code == 409 || e.message.contains("denied the request") =>
-        {
-            let errors = refusal_fields(&e.message, roles);
-            cluster_page(console, user, namespace, name, errors, StatusCode::UNPROCESSABLE_ENTITY).await
+    let mut attempt = 0;
+    loop {
+        let c = match current(console, user, namespace, name).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let mut body = build(&c);
+        body["metadata"] = json!({"resourceVersion": c.metadata.resource_version});
+        let roles: Vec<String> = c.spec.roles.iter().map(|r| r.id.clone()).collect();
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            Ok(_) => return Redirect::to(&format!("/clusters/{namespace}/{name}")).into_response(),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_RETRIES => attempt += 1,
+            // Refusals that name fields: the webhook's (403 with "denied the request"), the
+            // API server's validation (422, 400), a conflict that kept coming back (409).
+            Err(kube::Error::Api(e))
+                if e.message.contains("denied the request") || matches!(e.code, 400 | 409 | 422) =>
+            {
+                let errors = refusal_fields(&e.message, &roles);
+                return cluster_page(console, user, namespace, name, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+            Err(e) => {
+                return api_failure(console, user, namespace, &format!("change cluster {name} in {namespace}"), e);
+            }
         }
-        Err(e) => api_failure(console, user, namespace, &format!("change cluster {name} in {namespace}"), e),
     }
 }
 
@@ -64,30 +84,32 @@ pub async fn members(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let c = match current(&console, &user, &namespace, &name).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let ids: Vec<String> = c.spec.roles.iter().map(|r| r.id.clone()).collect();
+    let mut wanted = BTreeMap::new();
     let mut errors = FieldMessages::new();
-    let mut roles = c.spec.roles.clone();
-    for role in &mut roles {
-        let Some(text) = field(&form, &members_field(&role.id)) else { continue };
-        match text.parse::<i32>() {
-            Ok(n) => role.members = Some(n),
+    for (key, text) in &form {
+        let Some(role) = key.strip_prefix("members.") else { continue };
+        match text.trim().parse::<i32>() {
+            Ok(n) => {
+                wanted.insert(role.to_string(), n);
+            }
             Err(_) => {
-                errors.insert(
-                    members_field(&role.id),
-                    vec![format!("Members of role {} must be a whole number.", role.id)],
-                );
+                errors.insert(members_field(role), vec![format!("Members of role {role} must be a whole number.")]);
             }
         }
     }
     if !errors.is_empty() {
         return cluster_page(&console, &user, &namespace, &name, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    let body = json!({"metadata": {"resourceVersion": c.metadata.resource_version}, "spec": {"roles": roles}});
-    patch(&console, &user, &namespace, &name, body, &ids).await
+    change(&console, &user, &namespace, &name, |c| {
+        let mut roles = c.spec.roles.clone();
+        for role in &mut roles {
+            if let Some(n) = wanted.get(&role.id) {
+                role.members = Some(*n);
+            }
+        }
+        json!({"spec": {"roles": roles}})
+    })
+    .await
 }
 
 /// `POST .../choices`: new values of mutable choices (`choice.<id>`).
@@ -101,18 +123,12 @@ pub async fn choices(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let c = match current(&console, &user, &namespace, &name).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let chosen: BTreeMap<String, String> = form
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("choice.")?.to_string(), v.trim().to_string())))
-        .filter(|(id, v)| !v.is_empty() && field(&form, &choice_field(id)).is_some())
+        .filter(|(_, v)| !v.is_empty())
         .collect();
-    let body = json!({"metadata": {"resourceVersion": c.metadata.resource_version}, "spec": {"configChoices": chosen}});
-    let ids: Vec<String> = c.spec.roles.iter().map(|r| r.id.clone()).collect();
-    patch(&console, &user, &namespace, &name, body, &ids).await
+    change(&console, &user, &namespace, &name, |_| json!({"spec": {"configChoices": chosen}})).await
 }
 
 /// `POST .../upgrade`: a new `spec.app` (`app`), one the app catalog allows.
@@ -130,12 +146,7 @@ pub async fn upgrade(
         let errors = BTreeMap::from([("app".to_string(), vec!["Choose an app version to upgrade to.".to_string()])]);
         return cluster_page(&console, &user, &namespace, &name, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
-    let c = match current(&console, &user, &namespace, &name).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let body = json!({"metadata": {"resourceVersion": c.metadata.resource_version}, "spec": {"app": app}});
-    patch(&console, &user, &namespace, &name, body, &[]).await
+    change(&console, &user, &namespace, &name, |_| json!({"spec": {"app": app}})).await
 }
 
 /// `GET .../delete`: the confirmation, saying what happens to the data.
