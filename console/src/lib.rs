@@ -152,6 +152,11 @@ pub async fn run(args: Args) -> Result<()> {
             axum::serve(tls::TlsListener { tcp: listener, acceptor }, router).await?;
         }
         _ => {
+            if !bound.ip().is_loopback() {
+                tracing::warn!(
+                    "serving plain HTTP on {bound}: the session cookie is Secure, so browsers keep it only over HTTPS; give --tls-cert/--tls-key or put a TLS-terminating proxy in front"
+                );
+            }
             info!("console serving on http://{bound}");
             axum::serve(listener, router).await?;
         }

@@ -226,7 +226,8 @@ fn endpoints(c: &KubeDirectorCluster, app: &KubeDirectorAppSpec) -> Vec<Endpoint
                 let Some(port) = endpoint.port else { continue };
                 let scheme = endpoint.url_scheme.clone().unwrap_or_default();
                 let path = endpoint.path.clone().unwrap_or_default();
-                let url = (endpoint.is_dashboard == Some(true) && !scheme.is_empty())
+                // Only web schemes become links: an app's `urlScheme` is free text.
+                let url = (endpoint.is_dashboard == Some(true) && matches!(scheme.as_str(), "http" | "https"))
                     .then(|| format!("{scheme}://{host}:{port}{path}"));
                 out.push(EndpointView {
                     role: role.id.clone(),
@@ -326,6 +327,18 @@ mod tests {
         assert_eq!((p.mutable_choices[0].0.id.as_str(), p.mutable_choices[0].1.as_str()), ("language", "en"));
         assert_eq!(p.upgrade_targets, ["greeter-3"]);
         assert!(p.deletion.contains("DELETED"), "{}", p.deletion);
+    }
+
+    #[test]
+    fn only_web_dashboards_become_links() {
+        let mut app = greeter();
+        if let Some(endpoint) = app.spec.services[0].endpoint.as_mut() {
+            endpoint.url_scheme = Some("javascript".into());
+            endpoint.path = Some("/%0aalert(1)".into());
+        }
+        let p = page(&cluster(running()), Some(&app), &[]);
+        let web = p.endpoints.iter().find(|e| e.service == "Web UI").expect("web endpoint");
+        assert_eq!((web.scheme.as_str(), web.url.as_deref()), ("javascript", None));
     }
 
     #[test]
