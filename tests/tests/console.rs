@@ -350,6 +350,9 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    let changes = choices_and_upgrade(port, &session, &csrf, &hub).await;
+    bodies.extend(changes);
+
     // Sign-out clears the cookie (and wants the CSRF token too).
     let refused_out = http(port, "POST", "/sign-out", &session, &[]).await;
     assert_eq!(refused_out.status, 403);
@@ -390,6 +393,60 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
     assert!(!log.contains(&token), "the token appears in the console's log");
 
     local_mode(&fleet).await;
+}
+
+/// Two versions of an app with a mutable choice in team-a: a cluster of the first changes
+/// its choice and moves to the second from its page; a move to an app that does not accept
+/// it is refused with the webhook's message. Returns the pages seen.
+async fn choices_and_upgrade(port: u16, session: &str, csrf: &str, hub: &Client) -> Vec<String> {
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "team-a");
+    for (name, version, from) in [("greeter-1", "1", None), ("greeter-2", "2", Some("greeter-1"))] {
+        let mut app = spark_like();
+        app["metadata"] = json!({"name": name, "namespace": "team-a"});
+        app["spec"]["distroID"] = json!("test/greeter");
+        app["spec"]["version"] = json!(version);
+        app["spec"]["configChoices"] =
+            json!([{"id": "language", "label": {"name": "Language"}, "values": ["en", "fr"], "mutable": true}]);
+        if let Some(from) = from {
+            app["spec"]["upgradeFrom"] = json!([from]);
+        }
+        apps.create(&PostParams::default(), &serde_json::from_value(app).expect("app")).await.expect("app");
+    }
+    let launched = http(
+        port,
+        "POST",
+        "/launch/team-a/greeter-1",
+        session,
+        &[
+            ("csrf", csrf),
+            ("name", "greet"),
+            ("namespace", "team-a"),
+            ("members.controller", "1"),
+            ("members.worker", "1"),
+            ("choice.language", "en"),
+        ],
+    )
+    .await;
+    assert_eq!(launched.status, 303, "{}", launched.body);
+    let page = http(port, "GET", "/clusters/team-a/greet", session, &[]).await;
+    assert!(page.body.contains("id=\"choice-language\""), "the mutable choice is offered: {}", page.body);
+    assert!(page.body.contains("<option value=\"greeter-2\">"), "the allowed upgrade is offered: {}", page.body);
+    let chosen =
+        http(port, "POST", "/clusters/team-a/greet/choices", session, &[("csrf", csrf), ("choice.language", "fr")])
+            .await;
+    assert_eq!(chosen.status, 303, "{}", chosen.body);
+    let mine: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "team-a");
+    let c = mine.get("greet").await.expect("get");
+    assert_eq!(c.spec.config_choices.get("language").map(String::as_str), Some("fr"));
+    let wrong =
+        http(port, "POST", "/clusters/team-a/greet/upgrade", session, &[("csrf", csrf), ("app", "spark-lite")]).await;
+    assert_eq!(wrong.status, 422, "{}", wrong.body);
+    assert!(wrong.body.contains("denied") || wrong.body.contains("(rule: "), "the webhook's reason: {}", wrong.body);
+    let moved =
+        http(port, "POST", "/clusters/team-a/greet/upgrade", session, &[("csrf", csrf), ("app", "greeter-2")]).await;
+    assert_eq!(moved.status, 303, "{}", moved.body);
+    assert_eq!(mine.get("greet").await.expect("get").spec.app, "greeter-2");
+    vec![launched.body, page.body, chosen.body, wrong.body, moved.body]
 }
 
 /// `kdfed-console --kubeconfig K`: the kubeconfig's identity without sign-in, on loopback
