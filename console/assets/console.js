@@ -36,7 +36,26 @@
       .catch(function () { /* the next poll tries again */ })
       .finally(function () { setTimeout(function () { poll(el); }, PERIOD_MS); });
   }
+  // The launch form: how many member clusters match the placement labels, as they change.
+  function placementCount(out) {
+    const form = out.closest("form");
+    function update() {
+      const query = new URLSearchParams();
+      form.querySelectorAll('input[name="label"]:checked').forEach(function (b) { query.append("label", b.value); });
+      const typed = form.querySelector('input[name="labels"]');
+      if (typed) { query.append("labels", typed.value); }
+      fetch(out.dataset.placement + "?" + query.toString(), { credentials: "same-origin" })
+        .then(function (r) { return r.status === 200 || r.status === 422 ? r.json() : null; })
+        .then(function (data) { if (data && data.text !== undefined) { out.textContent = data.text; } })
+        .catch(function () { /* keep the last count */ });
+    }
+    form.addEventListener("change", function (e) {
+      if (e.target.name === "label" || e.target.name === "labels") { update(); }
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    const out = document.getElementById("matching");
+    if (out && out.dataset.placement) { placementCount(out); }
     document.querySelectorAll("[data-poll]").forEach(function (el) {
       setTimeout(function () { poll(el); }, PERIOD_MS);
     });

@@ -107,16 +107,20 @@ impl LaunchPage {
     }
 
     /// How many member clusters match the labels asked for, in words.
-    pub fn matching_text(&self) -> Option<String> {
-        let (n, available) = self.matching?;
-        let clusters = if n == 1 { "member cluster matches" } else { "member clusters match" };
-        Some(format!("{n} {clusters} these labels; {available} of them available."))
+    pub fn matching_text(&self) -> String {
+        self.matching.map(|(n, available)| matching_text(n, available)).unwrap_or_default()
     }
 
     /// Whether member label `label` is checked.
     pub fn checked(&self, label: &str) -> bool {
         self.input.has_label(label)
     }
+}
+
+/// `2 member clusters match these labels; 1 of them available.`
+pub fn matching_text(n: usize, available: usize) -> String {
+    let clusters = if n == 1 { "member cluster matches" } else { "member clusters match" };
+    format!("{n} {clusters} these labels; {available} of them available.")
 }
 
 /// One Event of a cluster.
@@ -231,7 +235,7 @@ mod tests {
         }
         assert!(html.contains("name=\"csrf\" value=\"c5rf\""), "the session's CSRF token in the form");
         assert!(html.contains("not allowed to list the member clusters"), "no offers: said, free text accepted");
-        assert!(html.contains("2 member clusters match these labels; 1 of them available."));
+        assert!(!html.contains("id=\"matching\""), "no count without member clusters to count");
     }
 
     #[test]
@@ -242,5 +246,8 @@ mod tests {
         let html = launch(input, FieldMessages::new(), Some(offers));
         assert!(html.contains("value=\"region=eu\" checked"), "{html}");
         assert!(html.contains("(2 members, 1 available)"));
+        assert!(html.contains(
+            "data-placement=\"/placement.json\">2 member clusters match these labels; 1 of them available.</p>"
+        ));
     }
 }

@@ -224,6 +224,8 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
     assert!(launch.body.contains("not allowed to list the member clusters"), "{}", launch.body);
     let csrf = csrf_of(&launch.body);
     assert_eq!(csrf.len(), 32);
+    let count = http(port, "GET", "/placement.json?label=region%3Deast", &session, &[]).await;
+    assert_eq!(count.status, 403, "no member counts for a user who may not list members");
 
     // A launch the hub's webhook refuses: its message at the field, the input kept, nothing created.
     let refused = http(
@@ -483,6 +485,13 @@ async fn local_mode(fleet: &Fleet) {
     assert!(catalog.body.contains("Spark lite"), "{}", catalog.body);
     let list = http(port, "GET", "/clusters?namespace=default", "", &[]).await;
     assert!(list.body.contains("payroll-secret"), "the kubeconfig's identity sees default: {}", list.body);
+    let form = http(port, "GET", "/launch/default/spark-lite", "", &[]).await;
+    assert!(form.body.contains("region=east <small>(1 member, 1 available)</small>"), "{}", form.body);
+    let count = http(port, "GET", "/placement.json?label=region%3Deast&labels=", "", &[]).await;
+    let count: serde_json::Value = serde_json::from_str(&count.body).expect("json");
+    assert_eq!((count["matching"].as_u64(), count["available"].as_u64()), (Some(1), Some(1)), "{count}");
+    let none = http(port, "GET", "/placement.json?label=region%3Deast&labels=region%3Dwest", "", &[]).await;
+    assert_eq!(none.status, 422, "one key, two values: {}", none.body);
     let forged = http(port, "POST", "/launch/default/spark-lite", "", &[("name", "x"), ("namespace", "default")]).await;
     assert_eq!(forged.status, 403, "a form without the CSRF token is refused locally too");
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(fleet.hub.clone(), "default");

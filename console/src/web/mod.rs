@@ -81,6 +81,7 @@ pub fn router(console: Shared) -> Router {
         .route("/sign-out", post(auth::sign_out))
         .route("/catalog", get(pages::catalog))
         .route("/launch/{namespace}/{app}", get(pages::launch_form).post(pages::launch))
+        .route("/placement.json", get(pages::placement_json))
         .route("/clusters", get(pages::clusters))
         .route("/clusters.json", get(pages::clusters_json))
         .route("/clusters/{namespace}/{name}", get(pages::cluster))

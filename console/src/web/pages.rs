@@ -177,6 +177,28 @@ async fn list_clusters(user: &User, namespace: &str) -> Result<Vec<KubeDirectorC
     api.list(&ListParams::default()).await.map(|l| l.items)
 }
 
+/// `GET /placement.json?label=k=v&labels=...`: how many member clusters match the labels
+/// (and how many of those are available), for the launch form's live count; 403 when the
+/// user may not list member clusters.
+pub async fn placement_json(
+    State(console): State<Shared>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let user = match user(&console, &headers) {
+        Ok(u) => u,
+        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+    };
+    let wanted = match placement_labels(&FormInput::from_pairs(pairs)) {
+        Ok(w) => w,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"text": e}))).into_response(),
+    };
+    let Some(fleet) = members(&user.client).await else { return StatusCode::FORBIDDEN.into_response() };
+    let (matching, available) = placement::matching(&fleet, &wanted);
+    let text = crate::templates::matching_text(matching, available);
+    Json(serde_json::json!({"matching": matching, "available": available, "text": text})).into_response()
+}
+
 /// `GET /clusters`: the user's clusters in a namespace.
 pub async fn clusters(State(console): State<Shared>, headers: HeaderMap, Query(q): Query<NamespaceQuery>) -> Response {
     let user = match user(&console, &headers) {
