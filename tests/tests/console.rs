@@ -395,6 +395,42 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
     assert!(!log.contains(&token), "the token appears in the console's log");
 
     local_mode(&fleet).await;
+    over_tls(&fleet).await;
+}
+
+/// With `--tls-cert`/`--tls-key` the console serves HTTPS with that certificate (curl checks
+/// it against the CA), and its cookies carry the same flags.
+async fn over_tls(fleet: &Fleet) {
+    let (crt, key, ca) = kdfed_testbed::certs::webhook_cert(&fleet.bed.cluster("hub").dir.join("pki"), "console-tls")
+        .expect("serving certificate");
+    let (port, admin_port) = (free_port(), free_port());
+    let hub_kubeconfig = fleet.bed.cluster("hub").kubeconfig.display().to_string();
+    let args: Vec<String> = vec![
+        "--hub-kubeconfig".into(),
+        hub_kubeconfig,
+        "--address".into(),
+        format!("127.0.0.1:{port}"),
+        "--admin-address".into(),
+        format!("127.0.0.1:{admin_port}"),
+        "--tls-cert".into(),
+        crt.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    let binary = workspace_binary("kdfed-console").expect("console binary");
+    let mut console = Daemon::start("console-tls", &binary, &args, &fleet.dir).expect("start the TLS console");
+    wait_ready(admin_port, &mut console).await;
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{port}/sign-in"))
+        .output()
+        .expect("run curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("set-cookie: kdfed_sign_in=") && head.contains("secure; samesite=strict"), "{head}");
+    console.kill();
 }
 
 /// Two versions of an app with a mutable choice in team-a: a cluster of the first changes
