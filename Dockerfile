@@ -1,13 +1,14 @@
-# Container image with kdfed-hub, kdfed-spoke and kdfed.
+# Container image with kdfed-hub, kdfed-spoke, kdfed-console and kdfed.
 #   docker build -t kdfed:latest .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins -p kdfed-hub -p kdfed-spoke -p kdfed-cli
+RUN cargo build --release --locked --bins -p kdfed-hub -p kdfed-spoke -p kdfed-console -p kdfed-cli
 
 FROM debian:bookworm-slim
 # The director runs setup steps inside members through exec; nothing else is needed here.
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/kdfed-hub /src/target/release/kdfed-spoke /src/target/release/kdfed /usr/local/bin/
+COPY --from=build /src/target/release/kdfed-hub /src/target/release/kdfed-spoke /src/target/release/kdfed-console \
+     /src/target/release/kdfed /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/kdfed-hub"]

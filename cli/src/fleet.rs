@@ -316,27 +316,10 @@ async fn watch_clusters(
     Ok(())
 }
 
-/// Longest condition message `kdfed cluster list` shows.
-const SUMMARY_MESSAGE: usize = 100;
-
-/// What `kdfed cluster list` says about a cluster's conditions: `Ready` when it is, else
-/// the first condition that is not well (in the order a cluster gets them: `Valid`,
-/// `Placed`, `MemberAvailable`, `Applied`, `Ready`; `Deleting` first while it goes) as
-/// `Type=Status Reason: message`, the message cut to [`SUMMARY_MESSAGE`] characters.
+/// What `kdfed cluster list` says about a cluster's conditions (shared with the console:
+/// [`kdfed_common::conditions::summary`]).
 pub fn status_summary(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
-    let not_well = |type_: &str| {
-        condition(conditions, type_)
-            .filter(|c| if type_ == "Deleting" { c.status == "True" } else { c.status != "True" })
-    };
-    let Some(c) = ["Deleting", "Valid", "Placed", "MemberAvailable", "Applied", "Ready"].into_iter().find_map(not_well)
-    else {
-        return if condition(conditions, "Ready").is_some() { "Ready".into() } else { "-".into() };
-    };
-    let mut message: String = c.message.chars().take(SUMMARY_MESSAGE).collect();
-    if c.message.chars().count() > SUMMARY_MESSAGE {
-        message.push('…');
-    }
-    format!("{}={} {}: {message}", c.type_, c.status, c.reason)
+    kdfed_common::conditions::summary(conditions)
 }
 
 /// `kdfed catalog list`.

@@ -46,3 +46,27 @@ pub fn capped(mut message: String, max: usize) -> String {
     }
     message
 }
+
+/// Longest condition message a cluster's [`summary`] shows.
+pub const SUMMARY_MESSAGE: usize = 100;
+
+/// What `kdfed cluster list` and the console say about a cluster's conditions: `Ready` when
+/// it is, else the first condition that is not well (in the order a cluster gets them:
+/// `Valid`, `Placed`, `MemberAvailable`, `Applied`, `Ready`; `Deleting` first while it goes)
+/// as `Type=Status Reason: message`, the message cut to [`SUMMARY_MESSAGE`] characters; `-`
+/// without conditions.
+pub fn summary(conditions: &[Condition]) -> String {
+    let not_well = |type_: &str| {
+        condition(conditions, type_)
+            .filter(|c| if type_ == "Deleting" { c.status == "True" } else { c.status != "True" })
+    };
+    let Some(c) = ["Deleting", "Valid", "Placed", "MemberAvailable", "Applied", "Ready"].into_iter().find_map(not_well)
+    else {
+        return if condition(conditions, "Ready").is_some() { "Ready".into() } else { "-".into() };
+    };
+    let mut message: String = c.message.chars().take(SUMMARY_MESSAGE).collect();
+    if c.message.chars().count() > SUMMARY_MESSAGE {
+        message.push('…');
+    }
+    format!("{}={} {}: {message}", c.type_, c.status, c.reason)
+}
