@@ -102,6 +102,9 @@ pub fn local_copy(work: &KubeDirectorWork, spec: KubeDirectorClusterSpec) -> Kub
     copy
 }
 
+/// The director's condition that it processed a generation of the copy's spec.
+const CONDITION_VALID: &str = crate::director::status::CONDITION_VALID;
+
 /// The spec to apply to the local copy this pass, given the copy as stored (if any). The
 /// member's admission takes a change of `spec.app` only alone (rule `upgrade-alone`) and no
 /// other change while the app's rollout runs (`upgrade-in-progress`), but a Work can carry
@@ -109,11 +112,18 @@ pub fn local_copy(work: &KubeDirectorWork, spec: KubeDirectorClusterSpec) -> Kub
 /// it (its spoke down, say), another field; applying both was refused on every pass and the
 /// cluster stayed as it was. So an app change goes first, alone, on the stored spec, and the
 /// rest of `wanted` waits until the rollout has finished (each change of the copy wakes Work
-/// sync). The end state is the Work's spec either way.
+/// sync). The end state is the Work's spec either way. The rest also waits while the
+/// director has not processed the copy's last spec (its `Valid` condition is of an older
+/// generation): a rollout is recorded in the status only by that pass, and until then the
+/// member's admission cannot tell that one is coming (a shrink slipped in there and removed
+/// a member the rollout had planned).
 pub fn staged_spec(stored: Option<&KubeDirectorCluster>, wanted: KubeDirectorClusterSpec) -> KubeDirectorClusterSpec {
     let Some(stored) = stored.filter(|c| c.metadata.deletion_timestamp.is_none()) else { return wanted };
-    let rollout = stored.status.as_ref().and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.in_progress());
-    if stored.spec.app == wanted.app && !rollout {
+    let status = stored.status.as_ref();
+    let rollout = status.and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.in_progress());
+    let valid = status.and_then(|s| kdfed_common::conditions::condition(&s.conditions, CONDITION_VALID));
+    let processed = valid.is_some_and(|c| c.observed_generation == stored.metadata.generation);
+    if stored.spec.app == wanted.app && !rollout && processed {
         return wanted;
     }
     let mut app_alone = stored.spec.clone();
@@ -251,15 +261,18 @@ mod tests {
         KubeDirectorClusterSpec { app: app.into(), roles: vec![role], ..Default::default() }
     }
 
+    /// A stored copy at generation 5 whose director processed it, with a rollout's phase.
     fn stored(app: &str, workers: i32, rollout_phase: Option<&str>) -> KubeDirectorCluster {
         let mut copy = KubeDirectorCluster::new("db", spec(app, workers));
-        copy.status = rollout_phase.map(|phase| KubeDirectorClusterStatus {
-            upgrade: Some(kdfed_crds::cluster::UpgradeStatus {
+        copy.metadata.generation = Some(5);
+        copy.status = Some(KubeDirectorClusterStatus {
+            upgrade: rollout_phase.map(|phase| kdfed_crds::cluster::UpgradeStatus {
                 from: "spark".into(),
                 to: "spark-2".into(),
                 phase: phase.into(),
                 ..Default::default()
             }),
+            conditions: set_condition(&[], CONDITION_VALID, "True", "Valid", "spec is valid", Some(5)),
             ..Default::default()
         });
         copy
@@ -276,6 +289,14 @@ mod tests {
         assert_eq!(during, spec("spark-2", 4), "nothing else while the rollout runs");
         let failed = staged_spec(Some(&stored("spark-2", 4, Some("Failed"))), wanted.clone());
         assert_eq!(failed, spec("spark-2", 4), "a failed rollout still runs: only the app may change");
+        // The app change applied, the director not yet past it: no rollout in the status yet.
+        let mut unprocessed = stored("spark-2", 4, None);
+        unprocessed.metadata.generation = Some(6);
+        assert_eq!(
+            staged_spec(Some(&unprocessed), wanted.clone()),
+            spec("spark-2", 4),
+            "nothing before the director saw it"
+        );
         let after = staged_spec(Some(&stored("spark-2", 4, Some("Completed"))), wanted.clone());
         assert_eq!(after, wanted, "the rest once the rollout finished");
     }
