@@ -1,5 +1,5 @@
-//! Random kills, repeated: while users create, expand, shrink and delete clusters on the
-//! hub, one process of the fleet per round is killed with SIGKILL at a random moment and
+//! Random kills, repeated: while users create, expand, shrink, upgrade, roll back and
+//! delete clusters on the hub, one process of the fleet per round is killed with SIGKILL at a random moment and
 //! started again after a random outage — a spoke, the hub leader, both hub replicas, a
 //! member's kube-apiserver, the hub's kube-apiserver or an etcd. A sampler watches the whole
 //! fleet every second during the round, and after each round the fleet must converge.
@@ -11,6 +11,8 @@
 //!   also while a spoke is dead (its fence watchdog stops the copy);
 //! - no member of a cluster duplicated, one Work per cluster;
 //! - no PVC deleted except by the user (a deleted cluster, a shrunk role);
+//! - an app change (live upgrade or rollback) finishes: every member configured on the new
+//!   app's image, the rollout finished on the hub, no member moved twice, PVCs kept;
 //! - no `Ready=True` on the hub while the member's heartbeat is older than the grace;
 //! - no panic in any hub or spoke log.
 //!
@@ -24,11 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kdfed_crds::KubeDirectorCluster;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kdfed_crds::federation::{
     ANNOTATION_FENCED, ANNOTATION_SELF_FENCED, KubeDirectorWork, MEMBER_LEASE, member_namespace,
 };
+use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -57,6 +59,26 @@ const DEAD_SPOKE_WINDOW: Duration = Duration::from_secs(30);
 const NS: &str = "default";
 const LABEL_CLUSTER: &str = "kubedirector.hpe.com/kdcluster";
 const LABEL_ROLE: &str = "kubedirector.hpe.com/role";
+/// The app clusters are created with, and its next version, which upgrades from it: the
+/// suite's upgrades go from the first to the second, its rollbacks back.
+const APP_V1: &str = "spark-lite";
+const APP_V2: &str = "spark-lite-2";
+
+/// The image the members of `app` run (its `defaultImageRepoTag`): what shows that a member
+/// moved to the app.
+fn app_image(app: &str) -> &'static str {
+    if app == APP_V2 { "example/spark:2" } else { "example/spark:1" }
+}
+
+/// The next version of the Spark-like app of the catalog: same distro, upgrades from it.
+fn spark_lite_2() -> KubeDirectorApp {
+    let mut app = spark_like();
+    app["metadata"]["name"] = json!(APP_V2);
+    app["spec"]["version"] = json!("2");
+    app["spec"]["defaultImageRepoTag"] = json!(app_image(APP_V2));
+    app["spec"]["upgradeFrom"] = json!([APP_V1]);
+    serde_json::from_value(app).expect("app")
+}
 
 /// splitmix64: a tiny PRNG, so that a seed replays the same operations and faults.
 struct Rng(u64);
@@ -149,6 +171,29 @@ struct Intent {
     min_workers: i32,
     failover: Option<u64>,
     deleted: bool,
+    /// The app the user last set (`spec.app`).
+    app: &'static str,
+    /// App changes the user made, by target app (upgrades and rollbacks): a member may say
+    /// it "now runs app(X)" at most once per change to X.
+    app_changes: BTreeMap<&'static str, u32>,
+    /// The member the cluster ran on when its app last changed: an app change never moves a
+    /// cluster, and a failover after it starts a fresh copy (without `status.upgrade`).
+    changed_on: Option<String>,
+}
+
+impl Intent {
+    /// A cluster just created on the suite's first app.
+    fn new(workers: i32, failover: Option<u64>) -> Intent {
+        Intent {
+            workers,
+            min_workers: workers,
+            failover,
+            deleted: false,
+            app: APP_V1,
+            app_changes: BTreeMap::new(),
+            changed_on: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -180,6 +225,11 @@ struct Shared {
     /// Where the hub last placed each cluster, to see moves.
     placements: BTreeMap<String, String>,
     failovers: u32,
+    /// PVCs (by uid) a cluster had on its member when its app changed: they must survive
+    /// the rollout (an upgrade or rollback deletes nothing).
+    upgrade_pvcs: BTreeMap<String, SeenPvc>,
+    /// App changes whose outcome was checked after a round: (cluster, changes made so far).
+    app_changes_checked: BTreeSet<(String, u32)>,
 }
 
 impl Shared {
@@ -341,10 +391,7 @@ fn check_pvcs(member: &str, pvcs: &[PersistentVolumeClaim], s: &mut Shared) {
     for uid in gone {
         let Some(p) = s.pvcs.remove(&uid) else { continue };
         let intent = s.intents.get(&p.cluster).cloned();
-        let by_user = intent
-            .as_ref()
-            .is_some_and(|i| i.deleted || (p.role == "worker" && p.ordinal.is_some_and(|o| o >= i.min_workers)));
-        if by_user {
+        if deleted_by_user(intent.as_ref(), &p) {
             s.pvcs_deleted_by_user += 1;
         } else {
             s.violation(
@@ -356,6 +403,20 @@ fn check_pvcs(member: &str, pvcs: &[PersistentVolumeClaim], s: &mut Shared) {
             );
         }
     }
+}
+
+/// Whether the user's own requests deleted `p`: its cluster deleted, or its worker ordinal
+/// at or above the fewest workers asked for since (a shrink).
+fn deleted_by_user(intent: Option<&Intent>, p: &SeenPvc) -> bool {
+    intent.is_some_and(|i| i.deleted || (p.role == "worker" && p.ordinal.is_some_and(|o| o >= i.min_workers)))
+}
+
+/// The member and app of a director's Event `member{POD} in role{ROLE} now runs app(APP)`:
+/// one member finished moving to an app (an upgrade or rollback step).
+fn moved_member(message: &str) -> Option<(String, String)> {
+    let pod = message.strip_prefix("member{")?.split('}').next()?;
+    let app = message.split(" now runs app(").nth(1)?.strip_suffix(')')?;
+    Some((pod.to_string(), app.to_string()))
 }
 
 /// The test's control of the fleet: faults, their repair, process supervision.
@@ -538,12 +599,17 @@ impl Chaos {
     async fn operate(&mut self, round: u64) {
         let live = self.live();
         let roll = self.rng.range(0, 99);
+        let (upgradable, rollbackable) = self.app_candidates(&live).await;
         let op = if live.len() < 2 || (live.len() < 6 && roll < 35) {
             "create"
-        } else if roll < 60 && live.iter().any(|(_, i)| i.workers < MAX_WORKERS) {
+        } else if roll < 55 && live.iter().any(|(_, i)| i.workers < MAX_WORKERS) {
             "expand"
-        } else if roll < 80 && live.iter().any(|(_, i)| i.workers > 1) {
+        } else if roll < 70 && live.iter().any(|(_, i)| i.workers > 1) {
             "shrink"
+        } else if roll < 88 && !upgradable.is_empty() && (roll < 82 || rollbackable.is_empty()) {
+            "upgrade"
+        } else if roll < 88 && !rollbackable.is_empty() {
+            "rollback"
         } else {
             "delete"
         };
@@ -565,11 +631,7 @@ impl Chaos {
                 }
                 eprintln!("  op: create {name} workers={workers} failover={failover:?}");
                 let manifest: KubeDirectorCluster = serde_json::from_value(manifest).expect("cluster");
-                self.shared
-                    .lock()
-                    .expect("lock")
-                    .intents
-                    .insert(name.clone(), Intent { workers, min_workers: workers, failover, deleted: false });
+                self.shared.lock().expect("lock").intents.insert(name.clone(), Intent::new(workers, failover));
                 self.retry(
                     &format!("create {name}"),
                     |api: Api<KubeDirectorCluster>| {
@@ -615,6 +677,8 @@ impl Chaos {
                 )
                 .await;
             }
+            "upgrade" => self.change_app(false, &upgradable).await,
+            "rollback" => self.change_app(true, &rollbackable).await,
             _ => {
                 let (name, _) = self.rng.pick(&live).clone();
                 eprintln!("  op: delete {name}");
@@ -660,6 +724,16 @@ impl Chaos {
                     assert!(
                         Instant::now() < deadline,
                         "{what}: still refused after {CONVERGE:?}, the previous change never processed: {e:?}\n{}",
+                        self.replay()
+                    );
+                }
+                // kdfed's rule: while an app rollout runs, no other change of the spec; the
+                // user waits for the rollout to finish.
+                Ok(Err(kube::Error::Api(e))) if e.message.contains("(rule: upgrade-in-progress)") => {
+                    *self.ops.entry("refused: app rollout under way, retried").or_default() += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "{what}: still refused after {CONVERGE:?}, the rollout never finished: {e:?}\n{}",
                         self.replay()
                     );
                 }
@@ -820,6 +894,7 @@ impl Chaos {
                 }
             }
         }
+        out.extend(self.app_divergence(&intents, &hub, &copies).await);
         out
     }
 
@@ -829,6 +904,7 @@ impl Chaos {
         loop {
             let problems = self.divergence().await;
             if problems.is_empty() {
+                self.check_app_changes().await;
                 return started.elapsed();
             }
             let stuck: Vec<&String> = problems.iter().filter(|p| p.contains("stuck?")).collect();
@@ -848,6 +924,214 @@ impl Chaos {
                 self.replay()
             );
             self.pause(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// App changes during the faults: upgrades to the catalog's second app and rollbacks to
+/// the first (docs/app-lifecycle.md#live-upgrades), and what must hold after them.
+impl Chaos {
+    /// Clusters whose app the user may change now, as the hub shows them, each with its
+    /// member: upgrades go to placed, `Ready=True` clusters on the first app with no rollout
+    /// under way; rollbacks to clusters on the second app whose rollout to it runs or
+    /// completed (what admission allows). Empty while the hub cannot be read.
+    async fn app_candidates(&self, live: &[(String, Intent)]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        let api: Api<KubeDirectorCluster> = Api::namespaced(self.fleet.hub.clone(), NS);
+        let listed = tokio::time::timeout(Duration::from_secs(5), api.list(&ListParams::default())).await;
+        let Ok(Ok(list)) = listed else { return (Vec::new(), Vec::new()) };
+        let on_hub: BTreeMap<String, KubeDirectorCluster> = list.items.into_iter().map(|c| (c.name_any(), c)).collect();
+        let (mut upgrade, mut rollback) = (Vec::new(), Vec::new());
+        for (name, intent) in live {
+            let Some(c) = on_hub.get(name) else { continue };
+            let Some(member) = member_of(c) else { continue };
+            let rollout = c.status.as_ref().and_then(|s| s.upgrade.as_ref());
+            let ready = cond(c, "Ready").is_some_and(|k| k.status == "True");
+            if intent.app == APP_V1 && c.spec.app == APP_V1 && ready && rollout.is_none_or(|u| !u.in_progress()) {
+                upgrade.push((name.clone(), member));
+            } else if intent.app == APP_V2
+                && c.spec.app == APP_V2
+                && rollout.is_some_and(|u| u.rollback_allowed(APP_V2))
+            {
+                rollback.push((name.clone(), member));
+            }
+        }
+        (upgrade, rollback)
+    }
+
+    /// Changes one candidate's `spec.app`: an upgrade to the second app, or a rollback to
+    /// the first. A rollback refused because the hub no longer shows a rollout it could undo
+    /// (a failover started a fresh copy meanwhile) is skipped, as a user would; any other
+    /// refusal fails the test ([`Chaos::retry`]).
+    async fn change_app(&mut self, rollback: bool, candidates: &[(String, String)]) {
+        let (name, member) = self.rng.pick(candidates).clone();
+        let (op, to) = if rollback { ("rollback", APP_V1) } else { ("upgrade", APP_V2) };
+        eprintln!("  op: {op} {name} on {member} to {to}");
+        let before = {
+            let mut s = self.shared.lock().expect("lock");
+            let held: Vec<(String, SeenPvc)> = s
+                .pvcs
+                .iter()
+                .filter(|(_, p)| p.cluster == name && p.member == member)
+                .map(|(uid, p)| (uid.clone(), p.clone()))
+                .collect();
+            s.upgrade_pvcs.extend(held);
+            let intent = s.intents.get_mut(&name).expect("intent");
+            let before = intent.clone();
+            intent.app = to;
+            *intent.app_changes.entry(to).or_default() += 1;
+            intent.changed_on = Some(member.clone());
+            before
+        };
+        let skipped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let api = Api::namespaced(self.fleet.hub.clone(), NS);
+        self.retry(
+            &format!("{op} {name}"),
+            |api: Api<KubeDirectorCluster>| {
+                let (name, skipped) = (name.clone(), skipped.clone());
+                let patch = Patch::Merge(json!({"spec": {"app": to}}));
+                async move {
+                    match api.patch(&name, &PatchParams::default(), &patch).await {
+                        Err(kube::Error::Api(e)) if rollback && e.message.contains("(rule: upgrade-target)") => {
+                            let now = api.get(&name).await?;
+                            let rollout = now.status.as_ref().and_then(|s| s.upgrade.as_ref());
+                            if rollout.is_some_and(|u| u.rollback_allowed(APP_V2)) {
+                                return Err(kube::Error::Api(e));
+                            }
+                            skipped.store(true, std::sync::atomic::Ordering::SeqCst);
+                            Ok(())
+                        }
+                        other => other.map(|_| ()),
+                    }
+                }
+            },
+            api,
+        )
+        .await;
+        if skipped.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("  {op} {name} skipped: the hub shows no rollout to undo any more");
+            self.shared.lock().expect("lock").intents.insert(name, before);
+            *self.ops.entry("skipped: rollback no longer allowed").or_default() += 1;
+        }
+    }
+
+    /// What is not yet as the user's app changes asked: on its member every live cluster
+    /// runs its app (spec on the hub and the member, every member `configured`, every pod
+    /// the app's image); a cluster whose app changed shows the finished rollout on the hub
+    /// (unless a failover gave it a fresh copy since), each planned member moved once.
+    async fn app_divergence(
+        &self,
+        intents: &BTreeMap<String, Intent>,
+        hub: &BTreeMap<String, KubeDirectorCluster>,
+        copies: &BTreeMap<&str, BTreeMap<String, KubeDirectorCluster>>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, intent) in intents.iter().filter(|(_, i)| !i.deleted) {
+            let Some(c) = hub.get(name) else { continue };
+            let Some(member) = member_of(c) else { continue };
+            let Some(copy) = copies.get(member.as_str()).and_then(|m| m.get(name)) else { continue };
+            if c.spec.app != intent.app || copy.spec.app != intent.app {
+                out.push(format!(
+                    "{name}: app {} on the hub, {} on {member}, want {}",
+                    c.spec.app, copy.spec.app, intent.app
+                ));
+            }
+            let unconfigured: Vec<(&str, &str)> = copy
+                .status
+                .iter()
+                .flat_map(|s| &s.roles)
+                .flat_map(|r| &r.members)
+                .filter(|m| m.state != "configured")
+                .map(|m| (m.pod.as_str(), m.state.as_str()))
+                .collect();
+            if !unconfigured.is_empty() {
+                out.push(format!("{name}: members on {member} not configured: {unconfigured:?}"));
+            }
+            match self.images(&member, name).await {
+                Ok(images) if images.iter().any(|i| i != app_image(intent.app)) => {
+                    out.push(format!("{name}: pods on {member} run {images:?}, want {}", app_image(intent.app)));
+                }
+                Ok(_) => {}
+                Err(e) => out.push(format!("{member} pods unreadable: {e}")),
+            }
+            if intent.app_changes.is_empty() || intent.changed_on.as_deref() != Some(member.as_str()) {
+                continue;
+            }
+            let Some(u) = c.status.as_ref().and_then(|s| s.upgrade.as_ref()) else {
+                out.push(format!("{name}: app changed to {} on {member}, no rollout shown on the hub", intent.app));
+                continue;
+            };
+            let (mut plan, mut moved) = (u.plan.clone(), u.upgraded_members.clone());
+            plan.sort();
+            moved.sort();
+            if moved.windows(2).any(|w| w[0] == w[1]) {
+                self.shared.lock().expect("lock").violation(
+                    format!("moved twice {name}"),
+                    format!("{name}: a member moved twice in one rollout: {:?}", u.upgraded_members),
+                );
+            }
+            let finished = u.to == intent.app && !u.in_progress();
+            if !finished || plan != moved || u.total_members != Some(plan.len() as i32) {
+                out.push(format!(
+                    "{name}: rollout to {} not finished as planned: {} -> {} {}, moved {:?} of plan {:?} (total {:?})",
+                    intent.app, u.from, u.to, u.phase, u.upgraded_members, u.plan, u.total_members
+                ));
+            }
+        }
+        out
+    }
+
+    /// Images of the pods (not terminating) of `cluster` on `member`.
+    async fn images(&self, member: &str, cluster: &str) -> Result<Vec<String>, kube::Error> {
+        let client = self.fleet.bed.client(member).await.expect("client");
+        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster}"));
+        let pods = Api::<Pod>::namespaced(client, NS).list(&lp).await?;
+        Ok(pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+            .collect())
+    }
+
+    /// After a round converged: no member moved to an app more often than the user changed
+    /// the cluster to it (the director's `now runs app(...)` Events, on every member), and
+    /// every PVC a cluster held when its app changed is still there unless the user deleted
+    /// it. Violations fail the round.
+    async fn check_app_changes(&self) {
+        let intents = self.shared.lock().expect("lock").intents.clone();
+        for (name, intent) in intents.iter().filter(|(_, i)| !i.app_changes.is_empty()) {
+            for m in MEMBERS {
+                let client = self.fleet.bed.client(m).await.expect("client");
+                let lp = ListParams::default().fields(&format!("involvedObject.name={name},reason=Upgrade"));
+                let Ok(events) = Api::<Event>::namespaced(client, NS).list(&lp).await else { continue };
+                let mut moves: BTreeMap<(String, String), u32> = BTreeMap::new();
+                for e in &events.items {
+                    if let Some(key) = e.message.as_deref().and_then(moved_member) {
+                        *moves.entry(key).or_default() += 1;
+                    }
+                }
+                for ((pod, app), n) in moves {
+                    let changes = intent.app_changes.get(app.as_str()).copied().unwrap_or(0);
+                    if n > changes {
+                        self.shared.lock().expect("lock").violation(
+                            format!("moved twice {name} {pod} {app}"),
+                            format!("{name}: member {pod} on {m} moved to app({app}) {n} times for {changes} change(s) to it"),
+                        );
+                    }
+                }
+            }
+            let changes = intent.app_changes.values().sum();
+            self.shared.lock().expect("lock").app_changes_checked.insert((name.clone(), changes));
+        }
+        let mut s = self.shared.lock().expect("lock");
+        let lost: Vec<String> = s
+            .upgrade_pvcs
+            .iter()
+            .filter(|(uid, p)| !s.pvcs.contains_key(*uid) && !deleted_by_user(s.intents.get(&p.cluster), p))
+            .map(|(uid, p)| format!("{} (uid {uid}) of {} on {}", p.name, p.cluster, p.member))
+            .collect();
+        for pvc in lost {
+            s.violation(format!("upgrade pvc {pvc}"), format!("PVC {pvc} lost across an app change"));
         }
     }
 }
@@ -893,6 +1177,9 @@ async fn random_kills_repeated_lose_nothing_and_run_nothing_twice() {
 
     let fleet = fleet_with_hubs(2).await;
     seed_catalog(&fleet.hub).await;
+    // The catalog's second app, which upgrades from the first: app changes among the ops.
+    let apps: Api<KubeDirectorApp> = Api::namespaced(fleet.hub.clone(), NS);
+    apps.create(&PostParams::default(), &spark_lite_2()).await.expect("second app");
     let mut members = BTreeMap::new();
     for m in MEMBERS {
         members.insert(m.to_string(), fleet.bed.client(m).await.expect("member client"));
@@ -986,6 +1273,13 @@ async fn random_kills_repeated_lose_nothing_and_run_nothing_twice() {
         s.dead_spoke_overlaps,
         chaos.exits.iter().map(|(n, _)| n).collect::<Vec<_>>(),
         panicked.len()
+    );
+    let held = s.upgrade_pvcs.keys().filter(|uid| s.pvcs.contains_key(*uid)).count();
+    eprintln!(
+        "chaos: seed {seed}: app changes (upgrades and rollbacks) checked after a round {}; PVCs held at an app change {}, \
+         still there at the end {held}, lost 0",
+        s.app_changes_checked.len(),
+        s.upgrade_pvcs.len()
     );
     assert!(panicked.is_empty(), "panics:\n{}\n{}", panicked.join("\n"), chaos.replay());
     assert!(s.samples > rounds, "the sampler hardly ran: {} samples", s.samples);

@@ -96,3 +96,54 @@ async fn a_placed_cluster_is_upgraded_in_place_with_progress_on_the_hub() {
         .collect();
     assert_eq!(images, vec!["example/spark:2".to_string(); 3], "every member runs the new image");
 }
+
+/// An app change and a resize made on the hub while the member's spoke is down reach the
+/// member in one Work; the member's admission takes an app change only alone, so the spoke
+/// applies the upgrade first and the resize once the rollout has finished. Before, the
+/// combined change was refused on every pass and the cluster stayed on its old app and
+/// size (chaos suite, seed 13987469361830639158, round 19).
+#[tokio::test]
+async fn an_upgrade_and_a_resize_made_while_the_spoke_is_down_both_happen_when_it_returns() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    seed_catalog(&hub).await;
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "default");
+    apps.create(&PostParams::default(), &spark_lite_2()).await.expect("app v2");
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let c: KubeDirectorCluster =
+        serde_json::from_value(cluster("resized", 2, "1", Some(("region", "east")))).expect("c");
+    clusters.create(&PostParams::default(), &c).await.expect("create");
+    wait_cluster(&clusters, "resized", "ready on east", |c| ready_with(c, "3/3")).await;
+
+    fleet.spokes.get_mut("east").expect("east").kill();
+    let pp = PatchParams::default();
+    clusters.patch("resized", &pp, &Patch::Merge(json!({"spec": {"app": "spark-lite-2"}}))).await.expect("upgrade");
+    let shrink = json!([{"op": "replace", "path": "/spec/roles/1/members", "value": 1}]);
+    let shrink = Patch::Json::<()>(serde_json::from_value(shrink).expect("patch"));
+    clusters.patch("resized", &pp, &shrink).await.expect("the hub takes the shrink: it has seen no rollout yet");
+    fleet.start_spoke("east");
+
+    let c = wait_cluster(&clusters, "resized", "upgraded and shrunk", |c| {
+        let upgraded = c.status.as_ref().and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.phase == "Completed");
+        upgraded && ready_with(c, "2/2")
+    })
+    .await;
+    let u = c.status.as_ref().and_then(|s| s.upgrade.clone()).expect("upgrade on the hub");
+    assert_eq!(u.upgraded_members.len(), 3, "the three members of the time moved, then one went: {u:?}");
+    let east = fleet.bed.client("east").await.expect("east");
+    let copy = Api::<KubeDirectorCluster>::namespaced(east.clone(), "default").get("resized").await.expect("copy");
+    assert_eq!(copy.spec.app, "spark-lite-2");
+    assert_eq!(copy.spec.roles.iter().find(|r| r.id == "worker").and_then(|r| r.members), Some(1));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(east, "default");
+    let lp = kube::api::ListParams::default().labels("kubedirector.hpe.com/kdcluster=resized");
+    let images: Vec<String> = pods
+        .list(&lp)
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+        .collect();
+    assert_eq!(images, vec!["example/spark:2".to_string(); 2], "both members left run the new image");
+}

@@ -103,7 +103,8 @@ where
     Ok(())
 }
 
-/// Applies the local copy with `spec` and returns it as stored. A copy fenced because its
+/// Applies the local copy with `spec` (an app change first alone, see
+/// [`build::staged_spec`]) and returns it as stored. A copy fenced because its
 /// Work was gone gets its fence lifted: the placement is back on this member (a newer
 /// epoch).
 pub(super) async fn local_copy(
@@ -113,7 +114,8 @@ pub(super) async fn local_copy(
 ) -> Result<KubeDirectorCluster, Error> {
     let cluster = &work.spec.cluster;
     let copies: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
-    let mut copy = build::local_copy(work, spec);
+    let stored = copies.get_opt(&cluster.name).await.doing("read local cluster").map_err(Error::ApplyCopy)?;
+    let mut copy = build::local_copy(work, build::staged_spec(stored.as_ref(), spec));
     if let Some(tag) = &ctx.opts.shared_local {
         copy.labels_mut().insert(super::LABEL_SHARED_LOCAL.to_string(), tag.clone());
     }

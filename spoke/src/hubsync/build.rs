@@ -102,6 +102,35 @@ pub fn local_copy(work: &KubeDirectorWork, spec: KubeDirectorClusterSpec) -> Kub
     copy
 }
 
+/// The director's condition that it processed a generation of the copy's spec.
+const CONDITION_VALID: &str = crate::director::status::CONDITION_VALID;
+
+/// The spec to apply to the local copy this pass, given the copy as stored (if any). The
+/// member's admission takes a change of `spec.app` only alone (rule `upgrade-alone`) and no
+/// other change while the app's rollout runs (`upgrade-in-progress`), but a Work can carry
+/// both at once: the user changed the app on the hub and then, before this member applied
+/// it (its spoke down, say), another field; applying both was refused on every pass and the
+/// cluster stayed as it was. So an app change goes first, alone, on the stored spec, and the
+/// rest of `wanted` waits until the rollout has finished (each change of the copy wakes Work
+/// sync). The end state is the Work's spec either way. The rest also waits while the
+/// director has not processed the copy's last spec (its `Valid` condition is of an older
+/// generation): a rollout is recorded in the status only by that pass, and until then the
+/// member's admission cannot tell that one is coming (a shrink slipped in there and removed
+/// a member the rollout had planned).
+pub fn staged_spec(stored: Option<&KubeDirectorCluster>, wanted: KubeDirectorClusterSpec) -> KubeDirectorClusterSpec {
+    let Some(stored) = stored.filter(|c| c.metadata.deletion_timestamp.is_none()) else { return wanted };
+    let status = stored.status.as_ref();
+    let rollout = status.and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.in_progress());
+    let valid = status.and_then(|s| kdfed_common::conditions::condition(&s.conditions, CONDITION_VALID));
+    let processed = valid.is_some_and(|c| c.observed_generation == stored.metadata.generation);
+    if stored.spec.app == wanted.app && !rollout && processed {
+        return wanted;
+    }
+    let mut app_alone = stored.spec.clone();
+    app_alone.app = wanted.app;
+    app_alone
+}
+
 /// Whether the Work already reports `local` for its generation and epoch, as applied. A
 /// reported failure is replaced as soon as a pass succeeds.
 pub fn already_reported(work: &KubeDirectorWork, local: Option<&KubeDirectorClusterStatus>) -> bool {
@@ -225,6 +254,63 @@ mod tests {
 
     fn condition<'a>(status: &'a KubeDirectorWorkStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).expect("condition")
+    }
+
+    fn spec(app: &str, workers: i32) -> KubeDirectorClusterSpec {
+        let role = Role { id: "worker".into(), members: Some(workers), ..Role::default() };
+        KubeDirectorClusterSpec { app: app.into(), roles: vec![role], ..Default::default() }
+    }
+
+    /// A stored copy at generation 5 whose director processed it, with a rollout's phase.
+    fn stored(app: &str, workers: i32, rollout_phase: Option<&str>) -> KubeDirectorCluster {
+        let mut copy = KubeDirectorCluster::new("db", spec(app, workers));
+        copy.metadata.generation = Some(5);
+        copy.status = Some(KubeDirectorClusterStatus {
+            upgrade: rollout_phase.map(|phase| kdfed_crds::cluster::UpgradeStatus {
+                from: "spark".into(),
+                to: "spark-2".into(),
+                phase: phase.into(),
+                ..Default::default()
+            }),
+            conditions: set_condition(&[], CONDITION_VALID, "True", "Valid", "spec is valid", Some(5)),
+            ..Default::default()
+        });
+        copy
+    }
+
+    #[test]
+    fn an_app_change_carried_with_a_resize_is_applied_alone_first_and_the_resize_after_the_rollout() {
+        // Seed 13987469361830639158, round 19: upgrade on the hub, east's spoke down, then a
+        // shrink on the hub; the member refused app + shrink together on every pass.
+        let wanted = spec("spark-2", 1);
+        let first = staged_spec(Some(&stored("spark", 4, None)), wanted.clone());
+        assert_eq!(first, spec("spark-2", 4), "the app change alone, on the stored spec");
+        let during = staged_spec(Some(&stored("spark-2", 4, Some("Upgrading"))), wanted.clone());
+        assert_eq!(during, spec("spark-2", 4), "nothing else while the rollout runs");
+        let failed = staged_spec(Some(&stored("spark-2", 4, Some("Failed"))), wanted.clone());
+        assert_eq!(failed, spec("spark-2", 4), "a failed rollout still runs: only the app may change");
+        // The app change applied, the director not yet past it: no rollout in the status yet.
+        let mut unprocessed = stored("spark-2", 4, None);
+        unprocessed.metadata.generation = Some(6);
+        assert_eq!(
+            staged_spec(Some(&unprocessed), wanted.clone()),
+            spec("spark-2", 4),
+            "nothing before the director saw it"
+        );
+        let after = staged_spec(Some(&stored("spark-2", 4, Some("Completed"))), wanted.clone());
+        assert_eq!(after, wanted, "the rest once the rollout finished");
+    }
+
+    #[test]
+    fn a_rollback_during_a_rollout_goes_alone_and_plain_changes_pass_unchanged() {
+        let back = staged_spec(Some(&stored("spark-2", 4, Some("Upgrading"))), spec("spark", 2));
+        assert_eq!(back, spec("spark", 4));
+        assert_eq!(staged_spec(None, spec("spark-2", 3)), spec("spark-2", 3), "a new copy is built as asked");
+        assert_eq!(staged_spec(Some(&stored("spark", 4, None)), spec("spark", 2)), spec("spark", 2));
+        let mut deleting = stored("spark", 4, None);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(staged_spec(Some(&deleting), spec("spark-2", 2)), spec("spark-2", 2));
     }
 
     #[test]
