@@ -6,12 +6,14 @@
 //! config, pods, StatefulSets and connected objects, each read once; [`dereference`]) →
 //! connections (record the hash; [`connections`]) → validate (`kdfed_crds::resolve`) →
 //! setup (exec into members being set up; [`lifecycle`]) → plan (pure: members, roles,
-//! tokens, notifications and the object changes; [`plan`], [`members`]) → apply
+//! tokens, notifications, stray claims and the object changes; [`plan`], [`members`],
+//! [`claims`]) → apply
 //! (server-side apply, deletes; [`apply`], builders in [`build`]) → notify (exec;
 //! [`lifecycle`]) → status (conditions, the one write, Events; [`status`]).
 
 pub mod apply;
 pub mod build;
+pub mod claims;
 pub mod configmeta;
 pub mod connections;
 pub mod dereference;

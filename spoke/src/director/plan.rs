@@ -13,6 +13,7 @@ use kube::ResourceExt;
 
 use super::apply::Change;
 use super::build::{self, BuildError, Inputs};
+use super::claims::{self, ClaimView, Scene};
 use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
 use super::{connections, names};
 
@@ -109,6 +110,8 @@ pub struct Seen<'a> {
     pub statefulsets: &'a BTreeSet<String>,
     /// This pass's setup outcomes by pod.
     pub setup: &'a BTreeMap<String, SetupOutcome>,
+    /// The claims labelled with the cluster.
+    pub claims: &'a [ClaimView],
 }
 
 /// Plans the pass: members and roles ([`members::plan_with_setup`]), then the connection
@@ -127,6 +130,22 @@ pub fn plan(
     follow_choices(&mut plan, &desired.choices);
     let tokens_generated = connections::assign_auth_tokens(&mut plan.status, &desired.token_roles, new_token);
     ClusterPlan { members: plan, tokens_generated }
+}
+
+/// Deletes the stray claims ([`claims::strays`]) of the plan as it stands after the live
+/// upgrade step, each with a Normal Event.
+pub fn sweep_claims(plan: &mut ClusterPlan, desired: &Desired, old: &KubeDirectorClusterStatus, seen: Seen<'_>) {
+    let scene = Scene {
+        facts: &desired.facts,
+        wanted: &desired.roles,
+        old,
+        next: &plan.members.status,
+        pods: seen.pods,
+        statefulsets: seen.statefulsets,
+        claims: seen.claims,
+    };
+    let strays = claims::strays(scene);
+    claims::sweep(&mut plan.members, strays);
 }
 
 /// Records the connections hash; a changed one means a pass that is not settled (the new
@@ -258,7 +277,7 @@ mod tests {
         statefulsets: &'a BTreeSet<String>,
         setup: &'a BTreeMap<String, SetupOutcome>,
     ) -> Seen<'a> {
-        Seen { pods, statefulsets, setup }
+        Seen { pods, statefulsets, setup, claims: &[] }
     }
 
     #[test]
