@@ -812,7 +812,7 @@ async fn a_claim_left_behind_by_a_statefulset_deleted_mid_shrink_goes_only_with_
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
     for (name, sts, members, containers) in &left_behind {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while !statefulsets.get_opt(sts).await.expect("get").is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+        while statefulsets.get_opt(sts).await.expect("get").is_none_or(|s| s.metadata.deletion_timestamp.is_some()) {
             assert!(tokio::time::Instant::now() < deadline, "{name}: worker StatefulSet not built again");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
