@@ -3,7 +3,7 @@
 //! StatefulSet per role, a Service per member and PVCs, and tracks every member's state.
 //!
 //! Each reconcile (`reconcile`) is a list of named steps: dereference (the app, the
-//! config, pods, StatefulSets and connected objects, each read once; [`dereference`]) →
+//! config, pods, StatefulSets, claims and connected objects, each read once; [`dereference`]) →
 //! connections (record the hash; [`connections`]) → validate (`kdfed_crds::resolve`) →
 //! setup (exec into members being set up; [`lifecycle`]) → plan (pure: members, roles,
 //! tokens, notifications, stray claims and the object changes; [`plan`], [`members`],
