@@ -743,3 +743,106 @@ async fn a_running_cluster_whose_status_records_other_names_is_adopted_without_r
         pod.status.and_then(|s| s.container_statuses).unwrap_or_default().iter().map(|c| c.restart_count).sum();
     assert_eq!(restarts, 0);
 }
+
+/// A claim made by hand as the StatefulSet controller makes them: `p-<statefulset>-<N>`,
+/// labelled with `cluster` (when given) and the role.
+fn claim_manifest(name: &str, cluster: Option<&str>) -> Value {
+    let mut labels = json!({"kubedirector.hpe.com/role": "worker"});
+    if let Some(cluster) = cluster {
+        labels["kubedirector.hpe.com/kdcluster"] = json!(cluster);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    })
+}
+
+/// The container each worker was last set up in.
+fn worker_containers(c: &KubeDirectorCluster) -> Vec<Option<String>> {
+    members_of(c, "worker").iter().map(|m| m.state_detail.last_configured_container.clone()).collect()
+}
+
+/// Name and uid of each claim of `cluster` that is not being deleted.
+async fn live_claims(client: &Client, cluster: &str) -> BTreeSet<(String, String)> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().labels(&format!("kubedirector.hpe.com/kdcluster={cluster}"));
+    let items = api.list(&lp).await.expect("list claims").items;
+    items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.name_any(), c.metadata.uid.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_claim_left_behind_by_a_statefulset_deleted_mid_shrink_goes_only_with_when_scaled_delete() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    let with_storage = |name: &str| {
+        let mut c = spark_cluster(name, 2);
+        c["spec"]["roles"][1]["storage"] = json!({"size": "1Gi"});
+        c
+    };
+    let mut hoard = with_storage("hoard");
+    hoard["spec"]["persistentVolumeClaimRetentionPolicy"] = json!({"whenScaled": "Retain"});
+    create::<KubeDirectorCluster>(&client, with_storage("sweep")).await;
+    create::<KubeDirectorCluster>(&client, hoard).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let counts = [("controller", 1), ("worker", 2), ("gateway", 1)];
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let mut left_behind = Vec::new();
+    for name in ["sweep", "hoard"] {
+        let c = wait_for(&clusters, name, "configured", |c| configured_with(c, &counts)).await;
+        let containers = worker_containers(&c);
+        let status = c.status.expect("status");
+        let sts = status.roles.iter().find(|r| r.id == "worker").expect("worker").stateful_set.clone();
+        let members = live_claims(&client, name).await;
+        // What the StatefulSet controller leaves when its StatefulSet is deleted before it
+        // processed a scale-down: a claim of an ordinal above the members, with no owner, and
+        // (never to be touched) a claim of another cluster and one without the cluster label.
+        create::<PersistentVolumeClaim>(&client, claim_manifest(&format!("p-{sts}-3"), Some(name))).await;
+        create::<PersistentVolumeClaim>(&client, claim_manifest(&format!("p-{sts}-4"), Some("someone-else"))).await;
+        create::<PersistentVolumeClaim>(&client, claim_manifest(&format!("p-{sts}-5"), None)).await;
+        statefulsets.delete(&sts, &DeleteParams::default()).await.expect("delete the worker statefulset");
+        left_behind.push((name, sts, members, containers));
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    for (name, sts, members, containers) in &left_behind {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while statefulsets.get_opt(sts).await.expect("get").is_none_or(|s| s.metadata.deletion_timestamp.is_some()) {
+            assert!(tokio::time::Instant::now() < deadline, "{name}: worker StatefulSet not built again");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The workers' pods went with their StatefulSet: they come back and are set up again.
+        wait_for(&clusters, name, "set up again", |c| {
+            let now = worker_containers(c);
+            configured_with(c, &counts) && now.iter().zip(containers).all(|(n, b)| n != b)
+        })
+        .await;
+        let stray = format!("p-{sts}-3");
+        let mut expected = members.clone();
+        if *name == "sweep" {
+            let deadline = tokio::time::Instant::now() + TIMEOUT;
+            while live_claims(&client, name).await != *members {
+                let now = live_claims(&client, name).await;
+                assert!(tokio::time::Instant::now() < deadline, "the stray claim stays: {now:?}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let said = format!("claim {stray} of ordinal 3 belongs to no member; whenScaled: Delete");
+            wait_event(&client, name, &said, |(t, r, m)| t == "Normal" && r == "Member" && m.starts_with(&said)).await;
+        } else {
+            // Passes of the re-set-up members went by; with Retain the claim stays.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let uid = pvcs.get(&stray).await.expect("the retained claim").metadata.uid.unwrap_or_default();
+            expected.insert((stray, uid));
+        }
+        assert_eq!(live_claims(&client, name).await, expected, "{name}: the members' claims, untouched");
+        for other in [format!("p-{sts}-4"), format!("p-{sts}-5")] {
+            let claim = pvcs.get(&other).await.expect("a claim that is not the cluster's");
+            assert!(claim.metadata.deletion_timestamp.is_none(), "{other} is not the director's to delete");
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The dereference step: everything one reconcile of a cluster reads besides the cluster
-//! itself — its app, the `KubeDirectorConfig`, its pods and StatefulSets and the objects
+//! itself — its app, the `KubeDirectorConfig`, its pods, StatefulSets and claims and the objects
 //! its `spec.connections` names — each read once, with one error policy: a missing object
 //! is a fact the later steps handle, any other API error fails the pass (a guess would,
 //! for example, fake a connections change).
@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kdfed_common::{ApiError, Doing};
 use kdfed_crds::app::KubeDirectorApp;
 use kdfed_crds::cluster::KubeDirectorCluster;
@@ -16,6 +16,7 @@ use kube::api::{Api, ListParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::{Client, ResourceExt};
 
+use super::claims::ClaimView;
 use super::connections::{Connected, ConnectedCluster};
 use super::members::PodView;
 use super::names;
@@ -31,6 +32,8 @@ pub struct Observed {
     pub pods: BTreeMap<String, PodView>,
     /// Names of the cluster's StatefulSets.
     pub statefulsets: BTreeSet<String>,
+    /// The claims labelled with the cluster.
+    pub claims: Vec<ClaimView>,
     /// What `spec.connections` names.
     pub connected: Connected,
     /// The `kdapp` label of the StatefulSets' selectors: the app the cluster was built
@@ -62,8 +65,11 @@ pub async fn read(
         .iter()
         .filter_map(|s| s.spec.as_ref()?.selector.match_labels.as_ref()?.get(names::LABEL_APP).cloned())
         .min();
+    let claim_list =
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&lp).await.doing("list claims")?;
+    let claims = claim_list.items.iter().map(claim_view).collect();
     let connected = connected(client, system_namespace, &ns, cluster).await?;
-    Ok(Observed { app, config, pods, statefulsets, connected, selector_app })
+    Ok(Observed { app, config, pods, statefulsets, claims, connected, selector_app })
 }
 
 async fn find_app(
@@ -110,6 +116,15 @@ async fn connected(
         out.secrets.push((name.clone(), secrets.get_opt(name).await.doing("read connected secret")?));
     }
     Ok(out)
+}
+
+/// What the stray-claim rule needs of a claim.
+pub fn claim_view(claim: &PersistentVolumeClaim) -> ClaimView {
+    ClaimView {
+        name: claim.name_any(),
+        cluster: claim.labels().get(names::LABEL_CLUSTER).cloned(),
+        deleting: claim.metadata.deletion_timestamp.is_some(),
+    }
 }
 
 /// What the member planner needs of a pod.

@@ -3,15 +3,17 @@
 //! StatefulSet per role, a Service per member and PVCs, and tracks every member's state.
 //!
 //! Each reconcile (`reconcile`) is a list of named steps: dereference (the app, the
-//! config, pods, StatefulSets and connected objects, each read once; [`dereference`]) →
+//! config, pods, StatefulSets, claims and connected objects, each read once; [`dereference`]) →
 //! connections (record the hash; [`connections`]) → validate (`kdfed_crds::resolve`) →
 //! setup (exec into members being set up; [`lifecycle`]) → plan (pure: members, roles,
-//! tokens, notifications and the object changes; [`plan`], [`members`]) → apply
+//! tokens, notifications, stray claims and the object changes; [`plan`], [`members`],
+//! [`claims`]) → apply
 //! (server-side apply, deletes; [`apply`], builders in [`build`]) → notify (exec;
 //! [`lifecycle`]) → status (conditions, the one write, Events; [`status`]).
 
 pub mod apply;
 pub mod build;
+pub mod claims;
 pub mod configmeta;
 pub mod connections;
 pub mod dereference;

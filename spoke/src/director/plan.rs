@@ -13,6 +13,7 @@ use kube::ResourceExt;
 
 use super::apply::Change;
 use super::build::{self, BuildError, Inputs};
+use super::claims::{self, ClaimView, Scene};
 use super::members::{self, ClusterFacts, PodView, RoleWanted, SetupOutcome};
 use super::{connections, names};
 
@@ -109,6 +110,8 @@ pub struct Seen<'a> {
     pub statefulsets: &'a BTreeSet<String>,
     /// This pass's setup outcomes by pod.
     pub setup: &'a BTreeMap<String, SetupOutcome>,
+    /// The claims labelled with the cluster.
+    pub claims: &'a [ClaimView],
 }
 
 /// Plans the pass: members and roles ([`members::plan_with_setup`]), then the connection
@@ -127,6 +130,22 @@ pub fn plan(
     follow_choices(&mut plan, &desired.choices);
     let tokens_generated = connections::assign_auth_tokens(&mut plan.status, &desired.token_roles, new_token);
     ClusterPlan { members: plan, tokens_generated }
+}
+
+/// Deletes the stray claims ([`claims::strays`]) of the plan as it stands after the live
+/// upgrade step, each with a Normal Event.
+pub fn sweep_claims(plan: &mut ClusterPlan, desired: &Desired, old: &KubeDirectorClusterStatus, seen: Seen<'_>) {
+    let scene = Scene {
+        facts: &desired.facts,
+        wanted: &desired.roles,
+        old,
+        next: &plan.members.status,
+        pods: seen.pods,
+        statefulsets: seen.statefulsets,
+        claims: seen.claims,
+    };
+    let strays = claims::strays(scene);
+    claims::sweep(&mut plan.members, strays);
 }
 
 /// Records the connections hash; a changed one means a pass that is not settled (the new
@@ -258,7 +277,7 @@ mod tests {
         statefulsets: &'a BTreeSet<String>,
         setup: &'a BTreeMap<String, SetupOutcome>,
     ) -> Seen<'a> {
-        Seen { pods, statefulsets, setup }
+        Seen { pods, statefulsets, setup, claims: &[] }
     }
 
     #[test]
@@ -425,5 +444,55 @@ mod tests {
         let mut plain = settled;
         follow_choices(&mut plain, &BTreeMap::new());
         assert!(plain.status.config_choices.is_empty() && plain.settled, "apps without choices: untouched");
+    }
+
+    #[test]
+    fn a_settled_plan_deletes_a_stray_claim_with_an_event_and_keeps_the_members_claims() {
+        let (cluster, resolved) = spark();
+        let desired = desired(&cluster, &resolved, None);
+        let mut status = KubeDirectorClusterStatus::default();
+        let mut statefulsets = BTreeSet::new();
+        let mut settled = false;
+        for _ in 0..10 {
+            let members = || status.roles.iter().flat_map(|r| &r.members);
+            let running = PodView { phase: "Running".into(), ready: true, ..PodView::default() };
+            let pods: BTreeMap<String, PodView> = members()
+                .map(|m| (m.pod.clone(), PodView { app_container_id: Some(format!("c-{}", m.pod)), ..running.clone() }))
+                .collect();
+            let setup = members().map(|m| (m.pod.clone(), SetupOutcome::Done)).collect();
+            let seen = Seen { pods: &pods, statefulsets: &statefulsets, setup: &setup, claims: &[] };
+            let planned = plan(&desired, &status, seen, &connections(false), || "t".into()).members;
+            statefulsets.extend(planned.statefulsets.keys().cloned());
+            (status, settled) = (planned.status, planned.settled);
+            if settled {
+                break;
+            }
+        }
+        assert!(settled, "{status:#?}");
+        let controller = status.roles.iter().find(|r| r.id == "controller").expect("controller");
+        let own = controller.members[0].pvc.clone().expect("the controller member's claim");
+        let stray = format!("p-{}-1", controller.stateful_set);
+        let claims: Vec<ClaimView> = [&own, &stray]
+            .into_iter()
+            .map(|name| ClaimView { name: name.clone(), cluster: Some(cluster.name_any()), deleting: false })
+            .collect();
+        let pods: BTreeMap<String, PodView> = status
+            .roles
+            .iter()
+            .flat_map(|r| &r.members)
+            .map(|m| {
+                let view =
+                    PodView { ready: true, app_container_id: Some(format!("c-{}", m.pod)), ..PodView::default() };
+                (m.pod.clone(), view)
+            })
+            .collect();
+        let setup = BTreeMap::new();
+        let seen = Seen { pods: &pods, statefulsets: &statefulsets, setup: &setup, claims: &claims };
+        let mut planned = plan(&desired, &status, seen, &connections(false), || "t".into());
+        assert!(planned.members.delete_pvcs.is_empty(), "the plan alone deletes no claim");
+        sweep_claims(&mut planned, &desired, &status, seen);
+        assert_eq!(planned.members.delete_pvcs, vec![stray.clone()], "not {own}");
+        let said = format!("claim {stray} of ordinal 1 belongs to no member; whenScaled: Delete, so it is deleted");
+        assert!(planned.members.events.iter().any(|e| !e.warning && e.message == said), "{:?}", planned.members.events);
     }
 }

@@ -256,9 +256,11 @@ async fn reconcile_cluster(
     let outcomes = lifecycle::run_setups(&ctx, &pods_api, &view, &old_status, &observed.pods).await;
     let moved = rollout::run_steps(&pods_api, &view, &old_status, &observed.pods, &rollout).await;
     // Plan (pure), then apply.
-    let seen = Seen { pods: &observed.pods, statefulsets: &observed.statefulsets, setup: &outcomes };
+    let (pods, statefulsets, claims) = (&observed.pods, &observed.statefulsets, &observed.claims);
+    let seen = Seen { pods, statefulsets, setup: &outcomes, claims };
     let mut planned = plan::plan(&desired, &old_status, seen, &connections, new_auth_token);
     rollout::advance(&mut rollout, &mut planned.members, &desired, &observed.pods, &moved);
+    plan::sweep_claims(&mut planned, &desired, &old_status, seen);
     if planned.tokens_generated > 0 {
         info!(generated = planned.tokens_generated, "auth tokens generated");
     }
