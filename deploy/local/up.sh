@@ -243,7 +243,7 @@ $PLATFORM cluster list
 echo
 $PLATFORM catalog list
 echo
-$PLATFORM catalog show greeter
+$PLATFORM -n default catalog show greeter
 echo
 pod=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster greeting \
   -o jsonpath='{.status.roles[0].members[0].pod}' 2>/dev/null || true)
