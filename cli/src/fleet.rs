@@ -24,23 +24,33 @@ pub struct Target {
 impl Target {
     /// A client for the kubeconfig and context given.
     pub async fn client(&self) -> Result<Client> {
-        let Some(context) = &self.context else {
+        if self.context.is_none() {
             return Ok(kdfed_common::client(self.kubeconfig.as_deref()).await?);
-        };
-        let (kubeconfig, origin) = match &self.kubeconfig {
-            Some(p) => (kube::config::Kubeconfig::read_from(p), p.display().to_string()),
-            None => (kube::config::Kubeconfig::read(), "$KUBECONFIG or ~/.kube/config".to_string()),
+        }
+        Ok(Client::try_from(self.config().await?)?)
+    }
+
+    /// The client configuration for the kubeconfig and context given (without either, the
+    /// environment's: `$KUBECONFIG`, `~/.kube/config` or in-cluster).
+    pub async fn config(&self) -> Result<kube::Config> {
+        let (kubeconfig, origin) = match (&self.kubeconfig, &self.context) {
+            (Some(p), _) => (kube::config::Kubeconfig::read_from(p), p.display().to_string()),
+            (None, None) => {
+                return kube::Config::infer().await.context("no kubeconfig: $KUBECONFIG, ~/.kube/config or in-cluster");
+            }
+            (None, Some(_)) => (kube::config::Kubeconfig::read(), "$KUBECONFIG or ~/.kube/config".to_string()),
         };
         let kubeconfig = kubeconfig.with_context(|| format!("cannot read kubeconfig {origin}"))?;
-        if !kubeconfig.contexts.iter().any(|c| &c.name == context) {
+        if let Some(context) = &self.context
+            && !kubeconfig.contexts.iter().any(|c| &c.name == context)
+        {
             let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
             bail!("--context {context:?}: no such context in {origin} (it has: {})", known.join(", "));
         }
-        let options = kube::config::KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let options = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .with_context(|| format!("cannot configure a client for context {context:?} of {origin}"))?;
-        Ok(Client::try_from(config)?)
+            .with_context(|| format!("cannot configure a client from {origin}"))
     }
 }
 

@@ -81,6 +81,10 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Open the web console locally: serve it on a loopback address with this kubeconfig's
+    /// identity (no sign-in; -n: the namespace it opens on) and print its URL; runs until
+    /// interrupted.
+    Console(ConsoleArgs),
     /// Print a shell completion script; with bash and fish it also completes member, cluster
     /// and app names from the hub (`source <(kdfed completions bash)`).
     Completions {
@@ -94,6 +98,23 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `kdfed console`.
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// Loopback address to serve on (port 0: a free one, printed).
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
+    address: std::net::SocketAddr,
+    /// Admin server address (`/metrics`, `/healthz`, `/readyz`); default a free port.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:0")]
+    admin_address: std::net::SocketAddr,
+    /// Namespace of the system app catalog.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kdfed-system")]
+    system_namespace: String,
+    /// Log filter (logs go to stdout after the URL).
+    #[arg(long, value_name = "FILTER", default_value = "warn")]
+    log_level: String,
 }
 
 /// `kdfed render`.
@@ -249,6 +270,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{} applied", manifest::apply(&client, &doc, namespace).await?);
             }
         }
+        Command::Console(args) => console(&target, args).await?,
         Command::Completions { shell } => write_stdout(&complete::script(shell, &mut public_command_line()))?,
         Command::Man { dir: None } => write_stdout(&complete::man_page(&public_command_line())?)?,
         Command::Man { dir: Some(dir) } => {
@@ -279,6 +301,33 @@ async fn member(target: &fleet::Target, command: MemberCommand) -> Result<()> {
         MemberCommand::List(list) => fleet::list_members(&client, &list.names, list.output.unwrap_or_default()).await?,
     }
     Ok(())
+}
+
+/// `kdfed console`: the console crate's local mode with the global flags' identity.
+async fn console(target: &fleet::Target, args: ConsoleArgs) -> Result<()> {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: kdfed_console::Args,
+    }
+    // The console's defaults (session hours, log format), or its KDFED_CONSOLE_* environment
+    // for the flags `kdfed console` does not have.
+    let mut console = Defaults::try_parse_from(["kdfed-console"])?.args;
+    console.kubeconfig = None;
+    console.hub_kubeconfig = None;
+    console.address = args.address;
+    console.admin_address = args.admin_address;
+    console.system_namespace = args.system_namespace;
+    console.log_level = args.log_level;
+    let mut config = target.config().await?;
+    if let Some(namespace) = &target.namespace {
+        config.default_namespace = namespace.clone();
+    }
+    kdfed_console::run_local(console, config, |url| {
+        println!("kdfed console: {url} (as the kubeconfig's identity; Ctrl-C stops it)");
+    })
+    .await
 }
 
 /// `kdfed render`.

@@ -75,7 +75,12 @@ pub struct Args {
 impl Args {
     /// Checks the flags together; the error names the flag and the rule.
     pub fn validate(&self) -> Result<()> {
-        if self.kubeconfig.is_some() && !self.address.ip().is_loopback() {
+        self.validate_mode(self.kubeconfig.is_some())
+    }
+
+    /// [`Args::validate`] for local mode (`local`) or sign-in mode.
+    fn validate_mode(&self, local: bool) -> Result<()> {
+        if local && !self.address.ip().is_loopback() {
             bail!(
                 "--address {}: local mode (--kubeconfig) serves on a loopback address only, as it acts with the kubeconfig's identity (rule: local-loopback)",
                 self.address
@@ -100,9 +105,7 @@ async fn hub(args: &Args) -> Result<Hub> {
             let config = kube::Config::from_custom_kubeconfig(read(path)?, &KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("cannot configure a client from {}", path.display()))?;
-            let namespace = config.default_namespace.clone();
-            let client = kube::Client::try_from(config).with_context(|| format!("client from {}", path.display()))?;
-            Ok(Hub::Local { client, namespace })
+            local_hub(config).with_context(|| format!("local mode with {}", path.display()))
         }
         (None, Some(path)) => {
             let config = kube::Config::from_custom_kubeconfig(read(path)?, &KubeConfigOptions::default())
@@ -114,15 +117,37 @@ async fn hub(args: &Args) -> Result<Hub> {
     }
 }
 
+/// Local mode's hub: every call with `config`'s identity.
+fn local_hub(config: kube::Config) -> Result<Hub> {
+    let namespace = config.default_namespace.clone();
+    let client = kube::Client::try_from(config).context("client from the kubeconfig")?;
+    Ok(Hub::Local { client, namespace })
+}
+
 /// Runs the console until the process is stopped.
 pub async fn run(args: Args) -> Result<()> {
     args.validate()?;
     kdfed_common::telemetry::init(&args.log_format, &args.log_level);
+    let hub = hub(&args).await?;
+    serve(args, hub, |url| info!("console serving on {url}")).await
+}
+
+/// Runs the console in local mode with a client configuration the caller built (`kdfed
+/// console`, from its `--kubeconfig` and `--context`; `args.kubeconfig` and
+/// `args.hub_kubeconfig` are ignored), on a loopback address only; `announce` gets the URL
+/// once the console listens. Logs go to stderr at `args.log_level`.
+pub async fn run_local(args: Args, config: kube::Config, announce: impl FnOnce(&str)) -> Result<()> {
+    args.validate_mode(true)?;
+    kdfed_common::telemetry::init(&args.log_format, &args.log_level);
+    serve(args, local_hub(config)?, announce).await
+}
+
+/// Serves the console with `hub` until the process is stopped; `announce` gets its URL.
+async fn serve(args: Args, hub: Hub, announce: impl FnOnce(&str)) -> Result<()> {
     let mut admin = kdfed_common::admin::Admin::new();
     let metrics = metrics::ConsoleMetrics::register(&mut admin.registry);
     let admin = Arc::new(admin);
     kdfed_common::admin::serve(args.admin_address, admin.clone()).await.context("admin server")?;
-    let hub = hub(&args).await?;
     let sealer = match &args.session_key_file {
         Some(path) => Sealer::new(&session::read_key(path)?),
         None => Sealer::random(),
@@ -148,7 +173,7 @@ pub async fn run(args: Args) -> Result<()> {
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let acceptor = kdfed_common::admission::tls::acceptor(cert.clone(), key.clone())?;
-            info!("console serving on https://{bound}");
+            announce(&format!("https://{bound}"));
             axum::serve(tls::TlsListener { tcp: listener, acceptor }, router).await?;
         }
         _ => {
@@ -157,7 +182,7 @@ pub async fn run(args: Args) -> Result<()> {
                     "serving plain HTTP on {bound}: the session cookie is Secure, so browsers keep it only over HTTPS; give --tls-cert/--tls-key or put a TLS-terminating proxy in front"
                 );
             }
-            info!("console serving on http://{bound}");
+            announce(&format!("http://{bound}"));
             axum::serve(listener, router).await?;
         }
     }

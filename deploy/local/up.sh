@@ -4,6 +4,8 @@
 # webhook), both members registered and joined by their spokes, the example catalog, and an
 # example cluster placed by labels and built on its member. The hub and the spokes run as the
 # ServiceAccounts of deploy/hub and deploy/spoke with exactly their RBAC, not as admins.
+# Beside the hub, the end users' console (kdfed-console, sign-in mode on loopback) and a
+# sample end user, team-a/alice, whose token the summary prints.
 # Stop it with deploy/local/down.sh.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/env.sh"
@@ -110,8 +112,10 @@ for i in $(seq 60); do
   sleep 1
 done
 
-step "Starting Prometheus (scraping the hub, both spokes and their fence watchdogs, with kdfed's alert rules)"
+step "Starting Prometheus (scraping the hub, both spokes, their fence watchdogs and the console, with kdfed's alert rules)"
 prom_port=$(free_port)
+console_port=$(free_port)   # the console starts below
+console_admin=$(free_port)
 mkdir -p "$FLEET_DIR/prometheus"
 cat > "$FLEET_DIR/prometheus/prometheus.yml" <<PROM
 global:
@@ -129,6 +133,9 @@ scrape_configs:
 - job_name: kdfed-fence-watchdog
   static_configs:
   - targets: ['127.0.0.1:${watchdog_admin[east]}', '127.0.0.1:${watchdog_admin[west]}']
+- job_name: kdfed-console
+  static_configs:
+  - targets: ['127.0.0.1:$console_admin']
 PROM
 start_bg prometheus /usr/bin/prometheus --config.file="$FLEET_DIR/prometheus/prometheus.yml" \
   --storage.tsdb.path="$FLEET_DIR/prometheus/data" --web.listen-address="127.0.0.1:$prom_port"
@@ -160,6 +167,70 @@ for cluster in hello greeting; do
   echo "  $cluster: Ready"
 done
 
+step "Starting the console (sign-in mode on loopback) and a sample end user, alice in team-a"
+# alice (ServiceAccount team-a/alice) may manage clusters and read apps and Events in team-a
+# only, and read the member clusters (cluster-scoped) for the launch form's placement hints.
+"$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" apply -f - >/dev/null <<'RBAC'
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: alice, namespace: team-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app-user, namespace: team-a}
+rules:
+- apiGroups: [kubedirector.hpe.com]
+  resources: [kubedirectorapps]
+  verbs: [get, list, watch]
+- apiGroups: [kubedirector.hpe.com]
+  resources: [kubedirectorclusters]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-app-user, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: app-user}
+subjects: [{kind: ServiceAccount, name: alice, namespace: team-a}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kdfed-member-reader}
+rules:
+- apiGroups: [federation.kubedirector.hpe.com]
+  resources: [kubedirectormembers]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: alice-member-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kdfed-member-reader}
+subjects: [{kind: ServiceAccount, name: alice, namespace: team-a}]
+RBAC
+# team-a's catalog: the example apps and the greeter.
+$KDFED -n team-a apply -f examples/apps >/dev/null
+$KDFED -n team-a apply -f "$FLEET_DIR/packages/greeter-app.yaml" >/dev/null
+alice_token=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" -n team-a create token alice --duration 24h)
+openssl rand -hex 32 > "$FLEET_DIR/console-session.key"
+# Sign-in mode: the hub's URL and CA from the admin kubeconfig, whose credentials the console
+# drops; plain HTTP on 127.0.0.1 (browsers keep the Secure session cookie on loopback).
+start_bg console "$BIN/kdfed-console" --hub-kubeconfig "$FLEET_DIR/hub.kubeconfig" \
+  --address "127.0.0.1:$console_port" --admin-address "127.0.0.1:$console_admin" \
+  --session-key-file "$FLEET_DIR/console-session.key" --log-format json
+for i in $(seq 60); do
+  curl -fsS "http://127.0.0.1:$console_admin/readyz" >/dev/null 2>&1 && break
+  [ "$i" = 60 ] && { echo "the console did not become ready; see $FLEET_DIR/logs/console.log" >&2; exit 1; }
+  sleep 1
+done
+echo "$alice_token" > "$FLEET_DIR/alice.token"
+echo "  console: http://127.0.0.1:$console_port (alice's token: $FLEET_DIR/alice.token)"
+
 step "Fleet summary"
 for c in hub east west; do
   server=$(sed -n 's/^ *server: //p' "$FLEET_DIR/$c.kubeconfig")
@@ -172,7 +243,7 @@ $PLATFORM cluster list
 echo
 $PLATFORM catalog list
 echo
-$PLATFORM catalog show greeter
+$PLATFORM -n default catalog show greeter
 echo
 pod=$("$KDFED_KUBECTL" --kubeconfig "$FLEET_DIR/hub.kubeconfig" get kdcluster greeting \
   -o jsonpath='{.status.roles[0].members[0].pod}' 2>/dev/null || true)
@@ -185,6 +256,10 @@ echo
 echo "  metrics:    hub http://127.0.0.1:$hub_admin/metrics, east http://127.0.0.1:${spoke_admin[east]}/metrics, west http://127.0.0.1:${spoke_admin[west]}/metrics"
 echo "              fence watchdogs east http://127.0.0.1:${watchdog_admin[east]}/metrics, west http://127.0.0.1:${watchdog_admin[west]}/metrics"
 echo "  Prometheus: http://127.0.0.1:$prom_port (dashboards to import into Grafana: dashboards/*.json)"
+echo "  console:    http://127.0.0.1:$console_port (metrics http://127.0.0.1:$console_admin/metrics); sign in as"
+echo "              alice (team-a: clusters, apps; member list) with the token in $FLEET_DIR/alice.token:"
+echo "              $alice_token"
+echo "              or open it as the hub's admin: $BIN/kdfed --kubeconfig $FLEET_DIR/hub.kubeconfig console"
 cat <<MSG
 
 The fleet runs in the background (logs: $FLEET_DIR/logs/). Try:

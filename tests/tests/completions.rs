@@ -52,6 +52,7 @@ async fn bash_completes_commands_flags_and_names_from_the_hub() {
     assert_eq!(c(&["kdfed", "mem"]), ["member"]);
     assert_eq!(c(&["kdfed", "member", "c"]), ["cordon"]);
     assert_eq!(c(&["kdfed", "cluster", "list", "--wa"]), ["--watch"]);
+    assert_eq!(c(&["kdfed", "console", "--adm"]), ["--admin-address"]);
     assert_eq!(c(&["kdfed", "member", "list", "-o", ""]), ["json", "name", "wide", "yaml"]);
     assert!(!c(&["kdfed", "__compl"]).iter().any(|w| w.contains("__complete")), "the hidden command is offered");
 
@@ -98,7 +99,14 @@ async fn zsh_and_fish_scripts_and_man_pages_are_generated() {
     assert!(man.contains(".TH kdfed 1") && man.contains("member") && man.contains("completions"), "{man}");
     let dir = bed.tmp.path().join("man");
     let listed = ok_stdout("man --dir", &bed.kdfed(&["man", "--dir", dir.to_str().expect("path")]));
-    for page in ["kdfed.1", "kdfed-member.1", "kdfed-member-add.1", "kdfed-cluster-list.1", "kdfed-completions.1"] {
+    for page in [
+        "kdfed.1",
+        "kdfed-member.1",
+        "kdfed-member-add.1",
+        "kdfed-cluster-list.1",
+        "kdfed-completions.1",
+        "kdfed-console.1",
+    ] {
         let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}\n{listed}"));
         assert!(text.contains(".TH"), "{page}");
     }

@@ -533,4 +533,46 @@ async fn local_mode(fleet: &Fleet) {
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(fleet.hub.clone(), "default");
     assert!(clusters.get_opt("x").await.expect("get").is_none());
     console.kill();
+    kdfed_console_subcommand(fleet, &kubeconfig).await;
+}
+
+/// `kdfed --kubeconfig K console`: the same local mode from the CLI, which prints the URL.
+async fn kdfed_console_subcommand(fleet: &Fleet, kubeconfig: &str) {
+    let (port, admin_port) = (free_port(), free_port());
+    let args: Vec<String> = [
+        "--kubeconfig",
+        kubeconfig,
+        "console",
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--admin-address",
+        &format!("127.0.0.1:{admin_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let binary = workspace_binary("kdfed").expect("kdfed binary");
+    let mut console = Daemon::start("kdfed-console-cli", &binary, &args, &fleet.dir).expect("start kdfed console");
+    wait_ready(admin_port, &mut console).await;
+    let said = std::fs::read_to_string(&console.log).expect("its output");
+    assert!(said.contains(&format!("kdfed console: http://127.0.0.1:{port} ")), "the URL is printed: {said}");
+    let root = http(port, "GET", "/", "", &[]).await;
+    assert_eq!((root.status, root.header("location")), (303, Some("/catalog")), "{}", root.body);
+    let catalog = http(port, "GET", "/catalog?namespace=default", "", &[]).await;
+    assert_eq!(catalog.status, 200, "{}", catalog.body);
+    assert!(catalog.body.contains("Spark lite"), "{}", catalog.body);
+    console.kill();
+    let refused = std::process::Command::new(&binary)
+        .args(["--kubeconfig", kubeconfig, "console", "--address", "0.0.0.0:0"])
+        .output()
+        .expect("run kdfed console");
+    assert!(!refused.status.success(), "kdfed console refuses a non-loopback address");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("(rule: local-loopback)"), "{said}");
+    let no_context = std::process::Command::new(&binary)
+        .args(["--kubeconfig", kubeconfig, "--context", "nope", "console"])
+        .output()
+        .expect("run kdfed console");
+    let said = String::from_utf8_lossy(&no_context.stderr);
+    assert!(said.contains("--context \"nope\": no such context"), "{said}");
 }

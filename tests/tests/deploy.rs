@@ -38,10 +38,53 @@ async fn hub_and_spoke_manifests_apply_to_a_real_api_server() {
     let volumes: Vec<String> = pod.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
     assert!(volumes.contains(&"tls".to_string()) && !volumes.contains(&"hub".to_string()), "{volumes:?}");
 
+    console_has_no_rbac_of_its_own(&bed, &hub).await;
+
     // What each binary registers with --webhook-url (on a cluster without the shipped ones)
     // is what deploy/ ships, apart from how the API server reaches it.
     shipped_matches_registration(&hub, &east, "kdfed-hub").await;
     shipped_matches_registration(&west, &hub, "kdfed-spoke").await;
+}
+
+/// deploy/console on the hub (after deploy/hub): a ServiceAccount that no binding names, the
+/// Deployment serving HTTPS with the session key from Secrets, probes on the admin port 9093.
+async fn console_has_no_rbac_of_its_own(bed: &Testbed, hub: &kube::Client) {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    let text = apply(bed, "hub", "deploy/console");
+    for expected in ["serviceaccount/kdfed-console", "deployment.apps/kdfed-console", "service/kdfed-console"] {
+        assert!(text.contains(expected), "deploy/console: {expected} not applied:\n{text}");
+    }
+    let kinds: Vec<String> = kdfed_testbed::rbac::render(&kdfed_testbed::rbac::deploy_base("console"))
+        .expect("kustomize deploy/console")
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(kinds.len(), 3, "only the ServiceAccount, Service and Deployment: {kinds:?}");
+    let names_console = |subjects: Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.unwrap_or_default().iter().any(|s| s.kind == "ServiceAccount" && s.name == "kdfed-console")
+    };
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(hub.clone());
+    for b in cluster_bindings.list(&Default::default()).await.expect("list").items {
+        assert!(!names_console(b.subjects), "{:?} binds the console", b.metadata.name);
+    }
+    let bindings: Api<RoleBinding> = Api::all(hub.clone());
+    for b in bindings.list(&Default::default()).await.expect("list").items {
+        assert!(!names_console(b.subjects), "{:?} binds the console", b.metadata.name);
+    }
+    let deployment: Deployment =
+        Api::namespaced(hub.clone(), "kdfed-system").get("kdfed-console").await.expect("console");
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap_or_default();
+    for arg in ["--tls-cert=/etc/kdfed/tls/tls.crt", "--session-key-file=/etc/kdfed/session/session.key"] {
+        assert!(args.contains(&arg.to_string()), "{arg} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--kubeconfig")), "never local mode in a pod: {args:?}");
+    let ports = serde_json::to_value(&container.ports).expect("json");
+    assert!(ports.to_string().contains(r#""containerPort":9093,"name":"metrics""#), "{ports}");
+    let security = container.security_context.clone().expect("securityContext");
+    assert_eq!((security.run_as_non_root, security.read_only_root_filesystem), (Some(true), Some(true)));
 }
 
 /// Applies the kustomize base `base` to `cluster` (server-side); returns kubectl's output.

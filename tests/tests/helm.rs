@@ -110,6 +110,7 @@ fn components(tmp: &Path) -> Vec<(&'static str, Vec<&'static str>, PathBuf)> {
         ("spoke", vec!["component=spoke", "spoke.member=member-name"], root().join("deploy/spoke")),
         ("standalone", vec!["component=standalone"], root().join("deploy/standalone")),
         ("spoke+webhook", vec!["component=spoke", "spoke.member=member-name", "spoke.webhook.enabled=true"], overlay),
+        ("console", vec!["component=console"], root().join("deploy/console")),
     ]
 }
 
@@ -219,20 +220,31 @@ fn comparable(key: &str, c: &Value, k: &Value) -> Vec<(&'static str, Value, Valu
 fn the_chart_and_the_kustomize_bases_do_not_drift() {
     let tmp = tempfile::tempdir().expect("tmp");
     for (component, sets, base) in components(tmp.path()) {
-        let chart = template(tmp.path(), &sets, true);
+        // The console runs on the hub cluster, which has the CRDs (deploy/hub); its base
+        // ships none and no RBAC.
+        let console = component == "console";
+        let chart = template(tmp.path(), &sets, !console);
         let kustomize: Vec<Value> =
             kdfed_testbed::rbac::render(&base).expect("kubectl kustomize").iter().map(numbers_as_floats).collect();
         let diffs = differences(&chart, &kustomize);
         assert!(diffs.is_empty(), "{component}: the chart and {} differ:\n{}", base.display(), diffs.join("\n"));
         let kinds: BTreeSet<&str> = chart.iter().filter_map(|o| o["kind"].as_str()).collect();
-        assert!(kinds.contains("Deployment") && kinds.contains("CustomResourceDefinition"), "{component}: {kinds:?}");
+        if console {
+            assert_eq!(kinds, BTreeSet::from(["Deployment", "Service", "ServiceAccount"]), "{component}");
+        } else {
+            assert!(
+                kinds.contains("Deployment") && kinds.contains("CustomResourceDefinition"),
+                "{component}: {kinds:?}"
+            );
+        }
 
         // The comparison sees a change on one side: a verb less in a role, a port moved,
         // a webhook rule narrowed, an object renamed.
         let mut changed = kustomize.clone();
-        let role = changed.iter_mut().find(|o| o["kind"] == "ClusterRole").expect("a ClusterRole");
-        role["rules"][0]["verbs"].as_array_mut().expect("verbs").pop();
-        assert!(!differences(&chart, &changed).is_empty(), "{component}: a removed verb went unnoticed");
+        if let Some(role) = changed.iter_mut().find(|o| o["kind"] == "ClusterRole") {
+            role["rules"][0]["verbs"].as_array_mut().expect("verbs").pop();
+            assert!(!differences(&chart, &changed).is_empty(), "{component}: a removed verb went unnoticed");
+        }
         let mut changed = kustomize.clone();
         let deployment = changed.iter_mut().find(|o| o["kind"] == "Deployment").expect("Deployment");
         deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = 1.into();
@@ -260,6 +272,7 @@ fn the_chart_lints_and_refuses_bad_values() {
         vec!["component=spoke", "spoke.member=east", "spoke.join.kubeconfig=x"],
         vec!["component=standalone", "webhook.certificate=cert-manager"],
         vec!["component=hub", "webhook.certificate=secret", "hub.settings.heartbeat_grace_seconds=20"],
+        vec!["component=console"],
     ] {
         let mut args = vec!["lint", chart, "--strict"];
         for s in &sets {
@@ -269,7 +282,8 @@ fn the_chart_lints_and_refuses_bad_values() {
         assert!(ok, "helm lint {sets:?}:\n{out}{err}");
     }
     for (sets, message) in [
-        (vec!["component=console"], "component: must be hub, spoke or standalone, not \"console\""),
+        (vec!["component=portal"], "component: must be hub, spoke, standalone or console, not \"portal\""),
+        (vec!["component=console", "console.tls.secretName="], "console.tls.secretName: required"),
         (vec!["component=spoke"], "spoke.member: required for component=spoke"),
         (vec!["webhook.certificate=vault"], "webhook.certificate: must be generate, cert-manager or secret"),
         (vec!["logFormat=xml"], "logFormat: must be json or text, not \"xml\""),
@@ -336,6 +350,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_cluster() {
         vec!["component=spoke", "spoke.member=east", "spoke.join.kubeconfig=apiVersion: v1"],
         vec!["component=spoke", "spoke.member=east", "spoke.webhook.enabled=true"],
         vec!["component=standalone"],
+        vec!["component=console"],
     ] {
         let file = home.join("rendered.yaml");
         std::fs::write(&file, template_text(home, &sets, true)).expect("write");

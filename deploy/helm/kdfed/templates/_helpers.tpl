@@ -1,20 +1,21 @@
 {{/* The component this release runs, checked. */}}
 {{- define "kdfed.component" -}}
-{{- if not (has .Values.component (list "hub" "spoke" "standalone")) -}}
-{{- fail (printf "component: must be hub, spoke or standalone, not %q" (toString .Values.component)) -}}
+{{- if not (has .Values.component (list "hub" "spoke" "standalone" "console")) -}}
+{{- fail (printf "component: must be hub, spoke, standalone or console, not %q" (toString .Values.component)) -}}
 {{- end -}}
 {{- .Values.component -}}
 {{- end -}}
 
-{{/* The binary this release runs: kdfed-hub or kdfed-spoke (standalone runs the spoke). */}}
+{{/* The binary this release runs: kdfed-hub, kdfed-console or kdfed-spoke (standalone runs the spoke). */}}
 {{- define "kdfed.binary" -}}
-{{- if eq (include "kdfed.component" .) "hub" }}kdfed-hub{{ else }}kdfed-spoke{{ end -}}
+{{- $c := include "kdfed.component" . -}}
+{{- if eq $c "hub" }}kdfed-hub{{ else if eq $c "console" }}kdfed-console{{ else }}kdfed-spoke{{ end -}}
 {{- end -}}
 
 {{/* Whether this release serves an admission webhook. */}}
 {{- define "kdfed.webhookEnabled" -}}
 {{- $c := include "kdfed.component" . -}}
-{{- if or (eq $c "hub") (eq $c "standalone") .Values.spoke.webhook.enabled }}true{{ end -}}
+{{- if or (eq $c "hub") (eq $c "standalone") (and (eq $c "spoke") .Values.spoke.webhook.enabled) }}true{{ end -}}
 {{- end -}}
 
 {{/* The webhook serving certificate's Secret. */}}
@@ -53,7 +54,8 @@ app.kubernetes.io/name: {{ include "kdfed.binary" . }}
 
 {{/* The admin port of the component. */}}
 {{- define "kdfed.adminPort" -}}
-{{- if .Values.admin.port }}{{ .Values.admin.port }}{{ else if eq (include "kdfed.component" .) "hub" }}9090{{ else }}9091{{ end -}}
+{{- $c := include "kdfed.component" . -}}
+{{- if .Values.admin.port }}{{ .Values.admin.port }}{{ else if eq $c "hub" }}9090{{ else if eq $c "console" }}9093{{ else }}9091{{ end -}}
 {{- end -}}
 
 {{/*
