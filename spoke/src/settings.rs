@@ -69,7 +69,11 @@ impl Default for Settings {
             hub_token_seconds: 3600,
             hub_token_renew_seconds: None,
             system_namespace: "kdfed-system".into(),
-            webhook: kdfed_common::admission::WebhookSettings::default(),
+            // The fence watchdog annotates copies while the spoke (its webhook) is dead.
+            webhook: kdfed_common::admission::WebhookSettings {
+                unreviewed_user: Some(kdfed_common::admission::FENCE_WATCHDOG_USER.into()),
+                ..kdfed_common::admission::WebhookSettings::default()
+            },
             configcli_package: None,
         }
     }

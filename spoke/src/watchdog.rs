@@ -12,10 +12,16 @@
 //! spoke died fences at once; after the Lease could not be read for a while (the member's
 //! API server was down, so the spoke could not write it either) it waits two heartbeat
 //! intervals before acting. Each failover-enabled copy whose silence reaches
-//! [`fence_after`] (the same `self_fence_margin_seconds` as the spoke) is annotated
-//! [`ANNOTATION_SELF_FENCED`] with a reason naming the watchdog, and its StatefulSets are
-//! scaled to zero with their claims retained (the director may be dead too). PVCs are never
-//! touched. The watchdog never lifts a fence: the spoke does, as after its own self-fence,
+//! [`fence_after`] (the same `self_fence_margin_seconds` as the spoke) has its StatefulSets
+//! scaled to zero with their claims retained (the director may be dead too) and is then
+//! annotated [`ANNOTATION_SELF_FENCED`] with a reason naming the watchdog. The scale-down
+//! comes first because StatefulSets are not behind kdfed's webhook while clusters are: on a
+//! member whose spoke serves the webhook, a dead spoke is a dead webhook. The spoke's
+//! webhook configurations skip the watchdog's identity (`webhook.unreviewed_user`, and the
+//! ValidatingAdmissionPolicy `kdfed-fence-watchdog` lets it change only that annotation);
+//! should the annotation still fail, every pass while the silence lasts keeps the
+//! StatefulSets at zero, and the failure is reported once per streak ([`Streaks`]). PVCs are
+//! never touched. The watchdog never lifts a fence: the spoke does, as after its own self-fence,
 //! once it renews again and the hub confirms the placement; a copy whose Work is gone stays
 //! fenced for good.
 //!
@@ -35,6 +41,7 @@
 //! `afterSeconds − margin` is less than two heartbeat intervals, [`fence_after`] waits two
 //! intervals instead, which the hub's grace (at least three intervals by default) covers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,6 +178,8 @@ pub struct WatchdogMetrics {
     pub fences: Counter,
     /// The current silence in seconds.
     pub silence: Gauge<f64, AtomicU64>,
+    /// Streaks of failures to annotate a copy it scaled down (one per copy and streak).
+    pub annotation_failures: Counter,
 }
 
 impl WatchdogMetrics {
@@ -179,6 +188,11 @@ impl WatchdogMetrics {
         let m = WatchdogMetrics::default();
         let r = registry.sub_registry_with_prefix("fence_watchdog");
         r.register("fences", "Failover-enabled copies the fence watchdog fenced", m.fences.clone());
+        r.register(
+            "annotation_failures",
+            "Copies the fence watchdog scaled down but could not annotate self-fenced (once per streak of failures)",
+            m.annotation_failures.clone(),
+        );
         r.register_with_unit(
             "heartbeat_silence",
             "Time since the spoke last recorded a heartbeat renewal, as the watchdog counts it",
@@ -205,19 +219,59 @@ pub struct Watchdog {
     pub recorder: kdfed_common::events::Recorder,
 }
 
+/// What the watchdog remembers of the copies it fenced while the silence lasts (by uid).
+#[derive(Debug, Default)]
+pub struct Streaks {
+    /// Copies fenced in this silence: counted and reported once.
+    fenced: BTreeSet<String>,
+    /// Copies whose self-fenced annotation could not be written: reported once per streak.
+    unannotated: BTreeSet<String>,
+}
+
+impl Streaks {
+    /// Records that `uid` was scaled down for a fence; true the first time in this silence.
+    pub fn fenced(&mut self, uid: &str) -> bool {
+        self.fenced.insert(uid.to_string())
+    }
+
+    /// Records that the annotation of `uid` could not be written; true the first time in a
+    /// streak of failures (the one to report).
+    pub fn annotation_failed(&mut self, uid: &str) -> bool {
+        self.unannotated.insert(uid.to_string())
+    }
+
+    /// Records that the annotation of `uid` was written; true if that ends a streak of failures.
+    pub fn annotated(&mut self, uid: &str) -> bool {
+        self.unannotated.remove(uid)
+    }
+
+    /// Forgets `uid`: its silence ended (the spoke is back) or it is not to be fenced.
+    pub fn forget(&mut self, uid: &str) {
+        self.fenced.remove(uid);
+        self.unannotated.remove(uid);
+    }
+
+    /// Keeps only the copies in `present` (the others are gone).
+    pub fn retain(&mut self, present: &BTreeSet<String>) {
+        self.fenced.retain(|u| present.contains(u));
+        self.unannotated.retain(|u| present.contains(u));
+    }
+}
+
 /// Reads the Lease and checks the copies every [`POLL`], until the process stops.
 pub async fn run(w: Watchdog) {
     let mut silence = Silence::new(Instant::now());
+    let mut streaks = Streaks::default();
     info!(namespace = %w.namespace, lease = SPOKE_HEARTBEAT_LEASE, "fence watchdog started");
     loop {
-        if let Err(e) = pass(&w, &mut silence).await {
+        if let Err(e) = pass(&w, &mut silence, &mut streaks).await {
             warn!("fence watchdog: {e}");
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-async fn pass(w: &Watchdog, silence: &mut Silence) -> Result<(), ApiError> {
+async fn pass(w: &Watchdog, silence: &mut Silence, streaks: &mut Streaks) -> Result<(), ApiError> {
     let leases: Api<Lease> = Api::namespaced(w.local.clone(), &w.namespace);
     let lease = match leases.get_opt(SPOKE_HEARTBEAT_LEASE).await {
         Ok(lease) => lease,
@@ -235,33 +289,75 @@ async fn pass(w: &Watchdog, silence: &mut Silence) -> Result<(), ApiError> {
     }
     let clusters: Api<KubeDirectorCluster> = Api::all(w.local.clone());
     let copies = clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items;
+    streaks.retain(&copies.iter().filter_map(|c| c.metadata.uid.clone()).collect());
+    let mut first_error = None;
     for copy in copies.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
         let after = copy.spec.placement.as_ref().and_then(|p| p.failover_after());
         let fenced = copy.annotations().contains_key(ANNOTATION_SELF_FENCED)
             || copy.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true");
-        match decide(after, fenced, quiet, w.margin, w.interval) {
-            Action::Nothing => {}
-            Action::Fence(why) => fence(w, copy, &why).await?,
-            Action::HoldDown => hold_down(w, copy).await?,
+        let uid = copy.metadata.uid.clone().unwrap_or_default();
+        let done = match decide(after, fenced, quiet, w.margin, w.interval) {
+            Action::Nothing => {
+                streaks.forget(&uid);
+                Ok(())
+            }
+            Action::Fence(why) => fence(w, streaks, copy, &uid, &why).await,
+            Action::HoldDown => hold_down(w, copy).await,
+        };
+        // One copy's failure never keeps the others running.
+        if let Err(e) = done {
+            warn!(cluster = %copy.name_any(), "fence watchdog: {e}");
+            first_error.get_or_insert(e);
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
-/// Annotates `copy` self-fenced and scales it to zero.
-async fn fence(w: &Watchdog, copy: &KubeDirectorCluster, why: &str) -> Result<(), ApiError> {
+/// Scales `copy` to zero first (StatefulSets are not behind kdfed's webhook), then annotates
+/// it self-fenced. A failed annotation never undoes the scale-down: every pass while the
+/// silence lasts scales it again; the failure is reported (Event, log, metric) once per
+/// streak.
+async fn fence(
+    w: &Watchdog,
+    streaks: &mut Streaks,
+    copy: &KubeDirectorCluster,
+    uid: &str,
+    why: &str,
+) -> Result<(), ApiError> {
     let ns = copy.namespace().unwrap_or_default();
-    let api: Api<KubeDirectorCluster> = Api::namespaced(w.local.clone(), &ns);
+    let name = format!("{ns}/{}", copy.name_any());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-    api.patch(&copy.name_any(), &pp, &Patch::Merge(annotation(ANNOTATION_SELF_FENCED, Some(why))))
-        .await
-        .doing("self-fence local copy")?;
     let scaled = scale_to_zero(&w.local, &ns, &copy.name_any(), &pp).await?;
-    w.metrics.fences.inc();
-    warn!(cluster = %format!("{ns}/{}", copy.name_any()), statefulsets = ?scaled, "fenced (scaled to zero, PVCs kept): {why}");
-    let message = format!("fenced: {why}: scaled to zero, PVCs kept, until the spoke is back and the hub confirms");
-    w.recorder.publish(copy, true, "SelfFenced", &message).await;
-    Ok(())
+    if streaks.fenced(uid) {
+        w.metrics.fences.inc();
+        warn!(cluster = %name, statefulsets = ?scaled, "fenced (scaled to zero, PVCs kept): {why}");
+        let message = format!("fenced: {why}: scaled to zero, PVCs kept, until the spoke is back and the hub confirms");
+        w.recorder.publish(copy, true, "SelfFenced", &message).await;
+    } else if !scaled.is_empty() {
+        warn!(cluster = %name, statefulsets = ?scaled, "fence watchdog: scaled to zero again (PVCs kept)");
+    }
+    let api: Api<KubeDirectorCluster> = Api::namespaced(w.local.clone(), &ns);
+    let patch = Patch::Merge(annotation(ANNOTATION_SELF_FENCED, Some(why)));
+    match api.patch(&copy.name_any(), &pp, &patch).await.doing("annotate the copy self-fenced") {
+        Ok(_) => {
+            if streaks.annotated(uid) {
+                info!(cluster = %name, "fence watchdog: the self-fenced annotation is written at last");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if streaks.annotation_failed(uid) {
+                w.metrics.annotation_failures.inc();
+                warn!(cluster = %name, "fence watchdog: {e}; its StatefulSets stay at zero, retrying every pass");
+                let message = format!(
+                    "fence watchdog: scaled to zero (PVCs kept) but could not annotate the copy self-fenced: {e}; \
+                     it keeps the StatefulSets at zero and retries while the spoke is silent"
+                );
+                w.recorder.publish(copy, true, "SelfFenceAnnotationFailed", &message).await;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Keeps a fenced copy's StatefulSets at zero.
@@ -378,5 +474,25 @@ mod tests {
         assert_eq!(decide(Some(10), false, secs(19), MARGIN, secs(10)), Action::Nothing);
         // A fenced copy with a short silence is the spoke's to lift, not the watchdog's.
         assert_eq!(decide(Some(10), true, secs(1), MARGIN, INTERVAL), Action::Nothing);
+    }
+
+    #[test]
+    fn fences_and_annotation_failures_are_reported_once_per_streak() {
+        let mut s = Streaks::default();
+        assert!(s.fenced("a"), "first fence of a copy is counted");
+        assert!(!s.fenced("a"), "the next passes of the same silence are not");
+        assert!(s.annotation_failed("a"), "the first failure of a streak is reported");
+        assert!(!s.annotation_failed("a") && !s.annotation_failed("a"), "the rest of the streak is not");
+        assert!(s.annotated("a"), "written at last: the streak ends");
+        assert!(!s.annotated("a"));
+        assert!(s.annotation_failed("a"), "a new streak is reported again");
+        // The silence ends: the next one counts again.
+        s.forget("a");
+        assert!(s.fenced("a"));
+        // Copies that are gone are forgotten.
+        assert!(s.fenced("b") && s.annotation_failed("b"));
+        s.retain(&BTreeSet::from(["a".to_string()]));
+        assert!(s.fenced("b") && s.annotation_failed("b"), "b was forgotten");
+        assert!(!s.fenced("a"), "a is kept");
     }
 }

@@ -108,7 +108,13 @@ fn apply(bed: &Testbed, cluster: &str, base: &str) -> String {
 /// registration through the Service only fills in their caBundle.
 async fn shipped_matches_registration(shipped_on: &kube::Client, registered_on: &kube::Client, component: &str) {
     let url = kdfed_common::admission::Endpoint::Url("https://127.0.0.1:9443".into());
-    kdfed_common::admission::register(registered_on, component, &url, "ca", component)
+    // Each component registers with its default settings: the spoke's skip its fence watchdog.
+    let unreviewed = match component {
+        "kdfed-spoke" => kdfed_spoke::settings::Settings::default().webhook.unreviewed_user,
+        _ => kdfed_hub::settings::Settings::default().webhook.unreviewed_user,
+    };
+    let unreviewed = unreviewed.as_deref();
+    kdfed_common::admission::register(registered_on, component, &url, "ca", component, unreviewed)
         .await
         .expect("self-registration");
     let name = kdfed_common::admission::configuration_name(component);
@@ -141,10 +147,19 @@ async fn shipped_matches_registration(shipped_on: &kube::Client, registered_on: 
     let shipped = get_validating(shipped_on).await;
     assert_eq!(shipped[0]["clientConfig"]["service"]["name"], component, "{shipped:#}");
     assert_eq!(shipped[0]["clientConfig"]["service"]["namespace"], "kdfed-system", "{shipped:#}");
+    // The spoke's webhooks skip its fence watchdog (and only the spoke's).
+    let conditions = &shipped[0]["matchConditions"];
+    match component {
+        "kdfed-spoke" => assert!(
+            conditions.to_string().contains("system:serviceaccount:kdfed-system:kdfed-fence-watchdog"),
+            "{shipped:#}"
+        ),
+        _ => assert!(conditions.is_null(), "{shipped:#}"),
+    }
 
     // Self-registration next to the shipped configurations is refused rather than silently
     // mixed (docs/install.md: use one or the other), and leaves them as they were.
-    let mixed = kdfed_common::admission::register(shipped_on, component, &url, "ca", component).await;
+    let mixed = kdfed_common::admission::register(shipped_on, component, &url, "ca", component, unreviewed).await;
     assert!(matches!(&mixed, Err(kube::Error::Api(e)) if e.code == 422), "{mixed:?}");
     assert_eq!(get_validating(shipped_on).await, shipped);
 
@@ -152,7 +167,7 @@ async fn shipped_matches_registration(shipped_on: &kube::Client, registered_on: 
     // in the shipped configurations' caBundle and changes nothing else: the way to run the
     // shipped manifests without cert-manager.
     let service = kdfed_common::admission::Endpoint::service(&format!("kdfed-system/{component}")).expect("service");
-    kdfed_common::admission::register(shipped_on, component, &service, "a CA", component)
+    kdfed_common::admission::register(shipped_on, component, &service, "a CA", component, unreviewed)
         .await
         .expect("registration through the Service");
     use base64::Engine;

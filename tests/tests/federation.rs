@@ -839,7 +839,7 @@ async fn a_partitioned_failover_cluster(skew: Option<i64>) -> Partitioned {
     // While partitioned: west's copy is self-fenced, scaled to zero, its data kept, and the
     // cluster without failover runs on, untouched.
     let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
-    let copy = local.get("mobile").await.expect("west's copy is kept");
+    let copy = local.get("mobile").await.expect("the copy is kept");
     assert!(copy.annotations().contains_key("federation.kubedirector.hpe.com/self-fenced"), "{:?}", copy.annotations());
     let fenced_condition = copy.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fenced"));
     assert_eq!(fenced_condition.map(|c| (c.status.as_str(), c.reason.as_str())), Some(("True", "HubUnreachable")));
@@ -1171,16 +1171,19 @@ async fn prometheus_sees_every_dashboard_query_and_fires_member_unavailable() {
     }
 }
 
-/// A failover cluster on west (`mobile`, afterSeconds 10, may move to east) and one that
-/// may only run on west (`pinned`, afterSeconds 10), both with data. West's SPOKE is killed
-/// (kill -9); its fence watchdog lives on. The watchdog stops both copies on its own clock
-/// (afterSeconds 10 - margin 5 s after the last renewal the spoke recorded) — with the
-/// director dead too, it scales the StatefulSets itself — and the hub creates mobile's Work
-/// on east only after west's pods are gone (grace 5 s + 10 s + skew margin 10 s). Then the
-/// spoke comes back: mobile's Work is gone, so its old copy stays fenced for good with its
-/// PVCs; pinned's placement never moved (no other member fits), so the spoke lifts the
-/// watchdog's fence once the hub confirms it, and the director scales it back up on the
-/// same PVCs.
+/// A failover cluster on east (`mobile`, afterSeconds 10, may move to west) and one that
+/// may only run on east (`pinned`, afterSeconds 10), both with data. East's spoke serves its
+/// member's admission webhook (`failurePolicy: Fail`), and it is that SPOKE which is killed
+/// (kill -9): the webhook is dead with it, while its fence watchdog lives on. The watchdog
+/// stops both copies on its own clock (afterSeconds 10 - margin 5 s after the last renewal
+/// the spoke recorded) — it scales the StatefulSets first (they are not behind the webhook)
+/// and its annotation skips the dead webhook (its matchConditions) under the
+/// ValidatingAdmissionPolicy kdfed-fence-watchdog — and the hub creates mobile's Work on
+/// west only after east's pods are gone (grace 5 s + 10 s + skew margin 10 s). Then the spoke
+/// comes back: mobile's Work is gone, so its old copy stays fenced for good with its PVCs,
+/// never scaled up again even briefly; pinned's placement never moved (no other member
+/// fits), so the spoke lifts the watchdog's fence once the hub confirms it, and the director
+/// scales it back up on the same PVCs. Regression test of issue #15 (docs/reliability.md).
 #[tokio::test]
 async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_places_the_new_one() {
     let mut fleet = fleet().await;
@@ -1188,8 +1191,8 @@ async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_pl
     seed_catalog(&hub).await;
     let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
     for (name, placement) in [
-        ("mobile", json!({"preferences": [{"weight": 50, "preference": {"matchLabels": {"region": "west"}}}]})),
-        ("pinned", json!({"memberSelector": {"matchLabels": {"region": "west"}}})),
+        ("mobile", json!({"preferences": [{"weight": 50, "preference": {"matchLabels": {"region": "east"}}}]})),
+        ("pinned", json!({"memberSelector": {"matchLabels": {"region": "east"}}})),
     ] {
         let mut manifest = cluster(name, 1, "1", None);
         manifest["spec"]["roles"][0]["storage"] = json!({"size": "1Gi"});
@@ -1198,48 +1201,60 @@ async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_pl
         clusters.create(&PostParams::default(), &serde_json::from_value(manifest).expect("c")).await.expect("create");
     }
     for name in ["mobile", "pinned"] {
-        let c = wait_cluster(&clusters, name, "ready on west", |c| ready_with(c, "2/2")).await;
-        assert_eq!(member_of(&c).as_deref(), Some("west"), "{name}");
+        let c = wait_cluster(&clusters, name, "ready on east", |c| ready_with(c, "2/2")).await;
+        assert_eq!(member_of(&c).as_deref(), Some("east"), "{name}");
     }
-    let west = fleet.bed.client("west").await.expect("west");
-    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(west.clone(), "default");
+    let east = fleet.bed.client("east").await.expect("east");
+    // East's spoke serves the member's webhook for clusters: with the spoke dead, any
+    // reviewed write of a cluster on east fails.
+    let hooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> = Api::all(east.clone());
+    let registered = hooks.get("kdfed-spoke.kubedirector.hpe.com").await.expect("east's spoke registers its webhook");
+    assert!(registered.webhooks.unwrap_or_default().iter().any(|h| h.failure_policy.as_deref() == Some("Fail")));
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(east.clone(), "default");
     let data = claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items);
-    assert_eq!(data.len(), 2, "one data PVC per cluster on west: {data:?}");
+    assert_eq!(data.len(), 2, "one data PVC per cluster on east: {data:?}");
     // The spoke records its renewals on the member for the watchdog.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(west.clone(), "kdfed-system");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(east.clone(), "kdfed-system");
     let record = leases.get("kdfed-spoke-heartbeat").await.expect("the spoke's heartbeat record");
-    assert_eq!(record.spec.and_then(|s| s.holder_identity).as_deref(), Some("west"));
+    assert_eq!(record.spec.and_then(|s| s.holder_identity).as_deref(), Some("east"));
 
     let killed = tokio::time::Instant::now();
-    fleet.spokes.get_mut("west").expect("west").kill();
-    let (fenced_after, placed_after) = watch_the_race(&fleet, &clusters, killed).await;
+    fleet.spokes.get_mut("east").expect("east").kill();
+    let (fenced_after, placed_after) = watch_the_race(&fleet, &clusters, killed, ("east", "west")).await;
     eprintln!(
-        "dead spoke: west's copy down {fenced_after:?} after the kill, east's Work seen {placed_after:?} after \
-         (gap {:?})",
+        "dead spoke (with its webhook): east's copy down {fenced_after:?} after the kill, west's Work seen \
+         {placed_after:?} after (gap {:?})",
         placed_after.saturating_sub(fenced_after)
     );
-    assert!(fenced_after < placed_after, "west's copy was stopped only after the hub placed the new one");
+    assert!(fenced_after < placed_after, "east's copy was stopped only after the hub placed the new one");
     assert!(placed_after >= Duration::from_secs(20), "the hub failed over after only {placed_after:?}");
-    assert!(fleet.watchdogs.get_mut("west").expect("watchdog").running(), "west's watchdog stayed up");
-    assert_fenced_by_the_watchdog(&west, &["mobile", "pinned"]).await;
+    assert!(fleet.watchdogs.get_mut("east").expect("watchdog").running(), "east's watchdog stayed up");
+    assert_fenced_by_the_watchdog(&east, &["mobile", "pinned"]).await;
     assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "data PVCs kept");
-    let text = http_get(fleet.watchdog_admin["west"], "/metrics").await;
+    let text = http_get(fleet.watchdog_admin["east"], "/metrics").await;
     let fences = sample(&text, "kdfed_fence_watchdog_fences_total");
-    assert!(fences.is_some_and(|n| n >= 2.0), "west's watchdog counted {fences:?} fences");
+    assert!(fences.is_some_and(|n| n >= 2.0), "east's watchdog counted {fences:?} fences");
+    let failures = sample(&text, "kdfed_fence_watchdog_annotation_failures_total");
+    assert_eq!(failures, Some(0.0), "east's watchdog could not annotate past the dead webhook");
     let c = clusters.get("pinned").await.expect("pinned");
-    assert_eq!(member_of(&c).as_deref(), Some("west"), "pinned has nowhere else to go");
+    assert_eq!(member_of(&c).as_deref(), Some("east"), "pinned has nowhere else to go");
 
     // The spoke comes back.
-    fleet.start_spoke("west");
-    wait_member(&hub, "west", "True").await;
-    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
+    fleet.start_spoke("east");
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(east.clone(), "default");
+    let mobile_sets = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
+    let mobile_replicas = || async {
+        sets.list(&mobile_sets).await.expect("sets").items.iter().filter_map(|s| s.spec.as_ref()?.replicas).sum::<i32>()
+    };
+    let local: Api<KubeDirectorCluster> = Api::namespaced(east.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(east.clone(), "default");
     let mobile_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        // Mobile's Work is gone: fenced for good, never running again on west.
-        let mobile = local.get("mobile").await.expect("west's old copy is kept");
-        assert_eq!(pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "west's old copy restarted");
+        // Mobile's Work is gone: fenced for good, never running (nor scaled up) again on east.
+        let mobile = local.get("mobile").await.expect("east's old copy is kept");
+        assert_eq!(mobile_replicas().await, 0, "east's old copy was scaled up again");
+        assert_eq!(pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "east's old copy restarted");
         let for_good = mobile.annotations().get("federation.kubedirector.hpe.com/fenced").is_some_and(|v| v == "true");
         // Pinned's placement is confirmed: the fence is lifted and the director scales it up.
         let pinned = local.get("pinned").await.expect("pinned");
@@ -1259,70 +1274,83 @@ async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_pl
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(west.clone(), "default");
+    // A few more seconds with the spoke (and its director) running: mobile's StatefulSets
+    // stay at zero.
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < watch_until {
+        assert_eq!(mobile_replicas().await, 0, "east's old copy was scaled up after the spoke came back");
+        assert_eq!(pods.list(&mobile_pods).await.expect("pods").items.len(), 0, "east's old copy restarted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_member(&hub, "east", "True").await;
     let pinned_sets = ListParams::default().labels("kubedirector.hpe.com/kdcluster=pinned");
     let replicas: i32 =
         sets.list(&pinned_sets).await.expect("sets").items.iter().filter_map(|s| s.spec.as_ref()?.replicas).sum();
     assert_eq!(replicas, 2, "the director restored pinned's replicas");
     assert_eq!(claim_uids(claims.list(&ListParams::default()).await.expect("pvcs").items), data, "same PVCs");
-    wait_cluster(&clusters, "pinned", "ready on west again", |c| ready_with(c, "2/2")).await;
-    let east = fleet.bed.client("east").await.expect("east");
-    let east_pods: Api<Pod> = Api::namespaced(east, "default");
-    assert_eq!(east_pods.list(&mobile_pods).await.expect("pods").items.len(), 2, "mobile keeps running on east");
+    wait_cluster(&clusters, "pinned", "ready on east again", |c| ready_with(c, "2/2")).await;
+    let west = fleet.bed.client("west").await.expect("west");
+    let west_pods: Api<Pod> = Api::namespaced(west, "default");
+    assert_eq!(west_pods.list(&mobile_pods).await.expect("pods").items.len(), 2, "mobile keeps running on west");
 }
 
-/// Samples west's and east's pods of `mobile` and east's Work until mobile runs on east;
-/// fails at once if the Work exists (or east runs a pod) while west still runs one. Returns
-/// when west's copy was seen down and when the Work was seen, after `killed`.
+/// Samples the `dead` member's and the `alive` one's pods of `mobile` and the alive one's
+/// Work until mobile runs there; fails at once if the Work exists (or the alive member runs a
+/// pod) while the dead one still runs one. Returns when the dead member's copy was seen down
+/// and when the Work was seen, after `killed`.
 async fn watch_the_race(
     fleet: &Fleet,
     clusters: &Api<KubeDirectorCluster>,
     killed: tokio::time::Instant,
+    (dead, alive): (&str, &str),
 ) -> (Duration, Duration) {
     let mobile_pods = ListParams::default().labels("kubedirector.hpe.com/kdcluster=mobile");
-    let west_pods: Api<Pod> = Api::namespaced(fleet.bed.client("west").await.expect("west"), "default");
-    let east_pods: Api<Pod> = Api::namespaced(fleet.bed.client("east").await.expect("east"), "default");
-    let east_works: Api<KubeDirectorWork> = Api::namespaced(fleet.hub.clone(), "kdfed-member-east");
+    let dead_pods: Api<Pod> = Api::namespaced(fleet.bed.client(dead).await.expect("dead member"), "default");
+    let alive_pods: Api<Pod> = Api::namespaced(fleet.bed.client(alive).await.expect("alive member"), "default");
+    let alive_works: Api<KubeDirectorWork> = Api::namespaced(fleet.hub.clone(), &format!("kdfed-member-{alive}"));
     let (mut fenced, mut placed) = (None, None);
     loop {
-        let on_west = west_pods.list(&mobile_pods).await.expect("west pods").items.len();
-        let work = east_works.get_opt("default.mobile").await.expect("work").is_some();
-        let on_east = east_pods.list(&mobile_pods).await.expect("east pods").items.len();
+        let on_dead = dead_pods.list(&mobile_pods).await.expect("dead member's pods").items.len();
+        let work = alive_works.get_opt("default.mobile").await.expect("work").is_some();
+        let on_alive = alive_pods.list(&mobile_pods).await.expect("alive member's pods").items.len();
         let t = killed.elapsed();
-        assert!(!(work && on_west > 0), "the hub placed mobile on east {t:?} after the kill while west runs {on_west}");
-        assert!(on_west == 0 || on_east == 0, "two live copies {t:?} after the kill");
-        if on_west == 0 && fenced.is_none() {
+        assert!(
+            !(work && on_dead > 0),
+            "the hub placed mobile on {alive} {t:?} after the kill while {dead} runs {on_dead}"
+        );
+        assert!(on_dead == 0 || on_alive == 0, "two live copies {t:?} after the kill");
+        if on_dead == 0 && fenced.is_none() {
             fenced = Some(t);
         }
-        assert!(on_west == 0 || fenced.is_none(), "west's copy started again {t:?} after the kill");
+        assert!(on_dead == 0 || fenced.is_none(), "{dead}'s copy started again {t:?} after the kill");
         if work && placed.is_none() {
             placed = Some(t);
         }
         let c = clusters.get("mobile").await.expect("mobile");
-        if member_of(&c).as_deref() == Some("east") && ready_with(&c, "2/2") {
+        if member_of(&c).as_deref() == Some(alive) && ready_with(&c, "2/2") {
             break;
         }
-        assert!(t < TIMEOUT, "mobile did not fail over to east: {:#?}", c.status);
+        assert!(t < TIMEOUT, "mobile did not fail over to {alive}: {:#?}", c.status);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    (fenced.expect("west's copy went down"), placed.expect("the hub placed mobile on east"))
+    (fenced.expect("the dead member's copy went down"), placed.expect("the hub placed mobile on the other member"))
 }
 
-/// Each of `names` on west is annotated self-fenced by the watchdog, its StatefulSets are at
+/// Each of `names` on `member` is annotated self-fenced by the watchdog, its StatefulSets are at
 /// zero replicas, it has no pods, and the watchdog recorded an Event on it.
-async fn assert_fenced_by_the_watchdog(west: &Client, names: &[&str]) {
-    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
-    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(west.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(west.clone(), "default");
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(west.clone(), "default");
+async fn assert_fenced_by_the_watchdog(member: &Client, names: &[&str]) {
+    let local: Api<KubeDirectorCluster> = Api::namespaced(member.clone(), "default");
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(member.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(member.clone(), "default");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(member.clone(), "default");
     for name in names {
-        let copy = local.get(name).await.expect("west's copy is kept");
+        let copy = local.get(name).await.expect("the copy is kept");
         let why = copy.annotations().get("federation.kubedirector.hpe.com/self-fenced").cloned().unwrap_or_default();
         assert!(why.starts_with("fence watchdog: "), "{name}: {:?}", copy.annotations());
         let lp = ListParams::default().labels(&format!("kubedirector.hpe.com/kdcluster={name}"));
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while !pods.list(&lp).await.expect("pods").items.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "{name}: pods still on west");
+            assert!(tokio::time::Instant::now() < deadline, "{name}: pods still on the member");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let listed = sets.list(&lp).await.expect("statefulsets").items;

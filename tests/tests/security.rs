@@ -302,6 +302,81 @@ async fn every_identity_may_do_exactly_what_its_committed_table_says_and_no_more
     fleet.spokes.remove("west");
 }
 
+/// The spoke's webhooks skip the fence watchdog's identity (their matchConditions), so that
+/// it can annotate a copy self-fenced while the spoke — and so the webhook — is dead; the
+/// ValidatingAdmissionPolicy kdfed-fence-watchdog that deploy/spoke ships lets that identity
+/// change nothing else on a cluster. Real calls on east, whose spoke serves the member's
+/// webhook, with the watchdog's own credentials, after the spoke was killed.
+#[tokio::test]
+async fn the_fence_watchdog_may_only_annotate_clusters_even_past_a_dead_webhook() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    seed_catalog(&hub).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let manifest = cluster("guarded", 1, "1", Some(("region", "east")));
+    clusters.create(&PostParams::default(), &serde_json::from_value(manifest).expect("c")).await.expect("create");
+    wait_cluster(&clusters, "guarded", "placed on east", |c| member_of(c).as_deref() == Some("east")).await;
+    let east = fleet.bed.client("east").await.expect("east");
+    let admin: Api<KubeDirectorCluster> = Api::namespaced(east.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while admin.get_opt("guarded").await.expect("get").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "guarded never reached east");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let watchdog = kdfed_testbed::client_for(&fleet.watchdog_identity("east")).await.expect("watchdog identity");
+    let as_watchdog: Api<KubeDirectorCluster> = Api::namespaced(watchdog, "default");
+    let merge = |v: Value| kube::api::Patch::Merge(v);
+    let pp = kube::api::PatchParams::default();
+    let refused = |r: Result<KubeDirectorCluster, kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => e.message,
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    // With the spoke up, the policy already refuses anything but the annotation.
+    let spec = as_watchdog.patch("guarded", &pp, &merge(json!({"spec": {"app": "something-else"}}))).await;
+    let message = refused(spec, "the watchdog changing a cluster's spec");
+    assert!(message.contains("the fence watchdog may only set the annotation"), "{message}");
+
+    fleet.spokes.get_mut("east").expect("east").kill();
+    // Anyone else's write waits for the dead webhook and fails (failurePolicy Fail).
+    let label = json!({"metadata": {"labels": {"team": "blue"}}});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.patch("guarded", &pp, &merge(label.clone())).await {
+            Err(kube::Error::Api(e)) if e.message.contains("failed calling webhook") => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "the dead webhook was not in the way: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The watchdog's annotation passes the dead webhook and the policy.
+    let fence =
+        json!({"metadata": {"annotations": {"federation.kubedirector.hpe.com/self-fenced": "fence watchdog: test"}}});
+    let fenced =
+        as_watchdog.patch("guarded", &pp, &merge(fence)).await.expect("the watchdog annotates past the dead webhook");
+    assert_eq!(
+        fenced.annotations().get("federation.kubedirector.hpe.com/self-fenced").map(String::as_str),
+        Some("fence watchdog: test")
+    );
+    // Nothing else: spec, labels, other annotations, finalizers.
+    for (what, patch) in [
+        ("spec", json!({"spec": {"app": "something-else"}})),
+        ("a label", label),
+        ("another annotation", json!({"metadata": {"annotations": {"kdfed.io/other": "x"}}})),
+        ("the finalizers", json!({"metadata": {"finalizers": ["kdfed.io/planted"]}})),
+        (
+            "another annotation beside the fence",
+            json!({"metadata": {"annotations": {"federation.kubedirector.hpe.com/self-fenced": "again", "kdfed.io/other": "x"}}}),
+        ),
+    ] {
+        let message =
+            refused(as_watchdog.patch("guarded", &pp, &merge(patch)).await, &format!("the watchdog changing {what}"));
+        assert!(message.contains("the fence watchdog may only set the annotation"), "{what}: {message}");
+    }
+    let kept = admin.get("guarded").await.expect("guarded");
+    assert_eq!(kept.spec.app, "spark-lite");
+    assert!(!kept.labels().contains_key("team") && !kept.annotations().contains_key("kdfed.io/other"));
+    assert!(!kept.finalizers().iter().any(|f| f == "kdfed.io/planted"));
+}
+
 /// Every object of every listable kind on the API server of `client`, as JSON text, with
 /// its kind and name, except Secrets.
 async fn everything_but_secrets(client: &Client) -> Vec<(String, String)> {

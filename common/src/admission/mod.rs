@@ -19,7 +19,7 @@ pub mod settings;
 pub mod tls;
 
 pub use mutation::LAST_APPLIED;
-pub use registration::{Endpoint, configuration_name, register};
+pub use registration::{Endpoint, FENCE_WATCHDOG_USER, configuration_name, register};
 pub use review::{Refusal, Reviewer, own_user};
 pub use server::{MUTATE_PATH, PATH, ServeError, serve};
 pub use settings::{WebhookArgs, WebhookError, WebhookSettings};

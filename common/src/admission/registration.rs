@@ -4,8 +4,8 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kdfed_crds::KUBEDIRECTOR_GROUP;
@@ -79,6 +79,38 @@ impl Endpoint {
     }
 }
 
+/// The user name of deploy/spoke's fence watchdog (ServiceAccount `kdfed-fence-watchdog` in
+/// `kdfed-system`): the spoke's webhooks skip its requests by default
+/// (`webhook.unreviewed_user`), so that it can annotate a copy while the spoke (and so the
+/// webhook) is dead; the ValidatingAdmissionPolicy `kdfed-fence-watchdog` that deploy/spoke
+/// ships limits what it may change instead.
+pub const FENCE_WATCHDOG_USER: &str = "system:serviceaccount:kdfed-system:kdfed-fence-watchdog";
+
+/// Name of the match condition that skips `webhook.unreviewed_user`.
+pub const UNREVIEWED_CONDITION: &str = "not-the-unreviewed-user";
+
+/// The match conditions of every webhook: none, or one that skips requests of `unreviewed`
+/// (a user name without quotes or backslashes, see [`check_unreviewed_user`]).
+fn match_conditions(unreviewed: Option<&str>) -> Option<Vec<MatchCondition>> {
+    let user = unreviewed.filter(|u| !u.is_empty())?;
+    Some(vec![MatchCondition {
+        name: UNREVIEWED_CONDITION.into(),
+        expression: format!("request.userInfo.username != '{user}'"),
+    }])
+}
+
+/// Checks `webhook.unreviewed_user`: empty (no user skipped) or a user name that can be
+/// quoted in CEL as is.
+pub fn check_unreviewed_user(user: &str) -> Result<(), String> {
+    if user.chars().any(|c| matches!(c, '\'' | '\\' | '"') || c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "webhook.unreviewed_user: must be a user name without quotes, backslashes or spaces \
+             (e.g. {FENCE_WATCHDOG_USER}), not {user:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// One webhook's rule: `operations` on `resources` of `group`, every version, any scope.
 fn rule(group: &str, resources: &[&str], operations: &[&str]) -> RuleWithOperations {
     let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
@@ -92,8 +124,13 @@ fn rule(group: &str, resources: &[&str], operations: &[&str]) -> RuleWithOperati
 }
 
 /// The validating webhooks: apps on every change (an app in use cannot change or go),
-/// clusters, configs and members on create and update.
-pub fn validating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &str) -> ValidatingWebhookConfiguration {
+/// clusters, configs and members on create and update; none of them for `unreviewed`.
+pub fn validating_configuration(
+    component: &str,
+    endpoint: &Endpoint,
+    ca_pem: &str,
+    unreviewed: Option<&str>,
+) -> ValidatingWebhookConfiguration {
     let hook = |name: &str, group: &str, resources: &[&str], operations: &[&str]| ValidatingWebhook {
         name: format!("{name}.{component}.kubedirector.hpe.com"),
         client_config: endpoint.client_config(PATH, ca_pem),
@@ -102,6 +139,7 @@ pub fn validating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &s
         side_effects: "None".into(),
         admission_review_versions: vec!["v1".into()],
         timeout_seconds: Some(TIMEOUT_SECONDS),
+        match_conditions: match_conditions(unreviewed),
         ..Default::default()
     };
     ValidatingWebhookConfiguration {
@@ -116,8 +154,13 @@ pub fn validating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &s
 }
 
 /// The mutating webhooks: secret-key encryption for clusters, a generated master key for
-/// configs.
-pub fn mutating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &str) -> MutatingWebhookConfiguration {
+/// configs; none of them for `unreviewed`.
+pub fn mutating_configuration(
+    component: &str,
+    endpoint: &Endpoint,
+    ca_pem: &str,
+    unreviewed: Option<&str>,
+) -> MutatingWebhookConfiguration {
     let hook = |name: &str, resources: &[&str]| MutatingWebhook {
         name: format!("{name}.mutate.{component}.kubedirector.hpe.com"),
         client_config: endpoint.client_config(MUTATE_PATH, ca_pem),
@@ -127,6 +170,7 @@ pub fn mutating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &str
         reinvocation_policy: Some("Never".into()),
         admission_review_versions: vec!["v1".into()],
         timeout_seconds: Some(TIMEOUT_SECONDS),
+        match_conditions: match_conditions(unreviewed),
         ..Default::default()
     };
     MutatingWebhookConfiguration {
@@ -138,18 +182,20 @@ pub fn mutating_configuration(component: &str, endpoint: &Endpoint, ca_pem: &str
 /// Registers (server-side apply) the webhook for kdfed's kinds with `failurePolicy: Fail`,
 /// reached at `endpoint`, trusted through `ca_pem`. With a Service endpoint this fills in
 /// the `caBundle` of the configurations `deploy/hub` ships (same names and webhooks).
+/// Requests of the user `unreviewed` (if any) skip every webhook (`matchConditions`).
 pub async fn register(
     client: &Client,
     component: &str,
     endpoint: &Endpoint,
     ca_pem: &str,
     field_manager: &str,
+    unreviewed: Option<&str>,
 ) -> Result<(), kube::Error> {
     let name = configuration_name(component);
     let pp = PatchParams::apply(field_manager).force();
-    let validating = validating_configuration(component, endpoint, ca_pem);
+    let validating = validating_configuration(component, endpoint, ca_pem, unreviewed);
     Api::<ValidatingWebhookConfiguration>::all(client.clone()).patch(&name, &pp, &Patch::Apply(&validating)).await?;
-    let mutating = mutating_configuration(component, endpoint, ca_pem);
+    let mutating = mutating_configuration(component, endpoint, ca_pem, unreviewed);
     Api::<MutatingWebhookConfiguration>::all(client.clone()).patch(&name, &pp, &Patch::Apply(&mutating)).await?;
     Ok(())
 }
@@ -187,7 +233,7 @@ mod tests {
                    "rules": rules, "failurePolicy": "Fail", "sideEffects": "None",
                    "admissionReviewVersions": ["v1"], "timeoutSeconds": 10})
         };
-        let validating = serde_json::to_value(validating_configuration("kdfed-hub", &url, "ca")).expect("json");
+        let validating = serde_json::to_value(validating_configuration("kdfed-hub", &url, "ca", None)).expect("json");
         let create_update = json!(["CREATE", "UPDATE"]);
         assert_eq!(
             validating,
@@ -204,7 +250,7 @@ mod tests {
                     rule("federation.kubedirector.hpe.com", "kubedirectormembers", create_update.clone())),
             ]})
         );
-        let mutating = serde_json::to_value(mutating_configuration("kdfed-hub", &url, "ca")).expect("json");
+        let mutating = serde_json::to_value(mutating_configuration("kdfed-hub", &url, "ca", None)).expect("json");
         let mut clusters = hook(
             "clusters.mutate.kdfed-hub.kubedirector.hpe.com",
             "/mutate",
@@ -227,7 +273,7 @@ mod tests {
     #[test]
     fn a_service_registration_names_the_service_path_and_port() {
         let service = Endpoint::service("kdfed-system/kdfed-spoke:8443").expect("service");
-        let config = validating_configuration("kdfed-spoke", &service, "a CA");
+        let config = validating_configuration("kdfed-spoke", &service, "a CA", Some(FENCE_WATCHDOG_USER));
         let hooks = config.webhooks.expect("webhooks");
         assert_eq!(hooks.len(), 4);
         for hook in &hooks {
@@ -243,11 +289,47 @@ mod tests {
                 })
             );
         }
-        let mutating = mutating_configuration("kdfed-spoke", &service, "a CA").webhooks.expect("webhooks");
+        let mutating = mutating_configuration("kdfed-spoke", &service, "a CA", Some(FENCE_WATCHDOG_USER))
+            .webhooks
+            .expect("webhooks");
         assert!(
             mutating
                 .iter()
                 .all(|h| h.client_config.service.as_ref().and_then(|s| s.path.as_deref()) == Some("/mutate"))
         );
+    }
+
+    #[test]
+    fn the_unreviewed_user_skips_every_webhook_and_must_quote_safely() {
+        let url = Endpoint::Url("https://127.0.0.1:9443".into());
+        let expected = json!([{"name": "not-the-unreviewed-user",
+            "expression": "request.userInfo.username != 'system:serviceaccount:kdfed-system:kdfed-fence-watchdog'"}]);
+        let validating =
+            serde_json::to_value(validating_configuration("kdfed-spoke", &url, "ca", Some(FENCE_WATCHDOG_USER)))
+                .expect("json");
+        let mutating =
+            serde_json::to_value(mutating_configuration("kdfed-spoke", &url, "ca", Some(FENCE_WATCHDOG_USER)))
+                .expect("json");
+        let hooks: Vec<&serde_json::Value> = validating["webhooks"]
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .chain(mutating["webhooks"].as_array().expect("hooks"))
+            .collect();
+        assert_eq!(hooks.len(), 6);
+        for hook in hooks {
+            assert_eq!(hook["matchConditions"], expected, "{hook:#}");
+        }
+        // None, or an empty user: no match conditions at all.
+        for none in [None, Some("")] {
+            let v = validating_configuration("kdfed-spoke", &url, "ca", none);
+            assert!(v.webhooks.expect("hooks").iter().all(|h| h.match_conditions.is_none()));
+        }
+        assert_eq!(check_unreviewed_user(FENCE_WATCHDOG_USER), Ok(()));
+        assert_eq!(check_unreviewed_user(""), Ok(()));
+        for bad in ["x' || true || '", "a\\b", "two words", "q\""] {
+            let e = check_unreviewed_user(bad).expect_err(bad);
+            assert!(e.starts_with("webhook.unreviewed_user: must be a user name"), "{e}");
+        }
     }
 }

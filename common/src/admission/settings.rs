@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kube::Client;
 use tracing::info;
 
-use super::registration::{Endpoint, register};
+use super::registration::{Endpoint, check_unreviewed_user, register};
 use super::review::{Reviewer, own_user};
 use super::server::{ServeError, serve};
 use crate::observe::WebhookMetrics;
@@ -31,6 +31,11 @@ pub struct WebhookSettings {
     /// `ca_file`, the component registers the webhook itself through that Service (and so
     /// fills in the `caBundle` of the configurations `deploy/hub` ships).
     pub service: Option<String>,
+    /// A user whose requests skip every webhook of the registration (`matchConditions`;
+    /// empty: none). The spoke's default is its fence watchdog's ServiceAccount
+    /// ([`super::FENCE_WATCHDOG_USER`]), which must annotate copies while the spoke (and so
+    /// its webhook) is dead; the hub skips nobody.
+    pub unreviewed_user: Option<String>,
 }
 
 impl Default for WebhookSettings {
@@ -42,6 +47,7 @@ impl Default for WebhookSettings {
             ca_file: None,
             url: None,
             service: None,
+            unreviewed_user: None,
         }
     }
 }
@@ -72,6 +78,9 @@ pub enum WebhookError {
 impl WebhookSettings {
     /// Checks that the settings are complete where they need to be.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(user) = &self.unreviewed_user {
+            check_unreviewed_user(user)?;
+        }
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err("webhook.cert_file and webhook.key_file: set both or neither".into());
         }
@@ -123,7 +132,9 @@ impl WebhookSettings {
         if let (Some(endpoint), Some(ca)) = (endpoint, &self.ca_file) {
             let ca_pem = std::fs::read_to_string(ca)
                 .map_err(|source| WebhookError::CaFile { path: ca.display().to_string(), source })?;
-            register(client, component, &endpoint, &ca_pem, component).await.map_err(WebhookError::Register)?;
+            register(client, component, &endpoint, &ca_pem, component, self.unreviewed_user.as_deref())
+                .await
+                .map_err(WebhookError::Register)?;
             info!(?endpoint, "admission webhook registered");
         }
         Ok(Some(bound))
@@ -152,11 +163,14 @@ pub struct WebhookArgs {
     /// register it (fills in the caBundle of the shipped configurations).
     #[arg(long)]
     pub webhook_service: Option<String>,
+    /// User whose requests skip the webhooks (matchConditions; empty: none).
+    #[arg(long)]
+    pub webhook_unreviewed_user: Option<String>,
 }
 
 impl WebhookArgs {
     /// The flags as configuration overrides (`webhook.*` keys).
-    pub fn overrides(self) -> [(&'static str, Option<String>); 6] {
+    pub fn overrides(self) -> [(&'static str, Option<String>); 7] {
         [
             ("webhook.address", self.webhook_address),
             ("webhook.cert_file", self.webhook_cert_file),
@@ -164,6 +178,7 @@ impl WebhookArgs {
             ("webhook.ca_file", self.webhook_ca_file),
             ("webhook.url", self.webhook_url),
             ("webhook.service", self.webhook_service),
+            ("webhook.unreviewed_user", self.webhook_unreviewed_user),
         ]
     }
 }

@@ -69,6 +69,8 @@ Service. Arguments: (dict "root" $ "name" "kdfed-hub" "caBundle" "...").
 {{- $ns := $root.Release.Namespace -}}
 {{- $cert := include "kdfed.certificate" $root -}}
 {{- $client := dict "service" (dict "name" $name "namespace" $ns "port" 443) -}}
+{{- /* The spoke's webhooks skip its fence watchdog (webhook.unreviewed_user). */ -}}
+{{- $unreviewed := ternary "" (printf "system:serviceaccount:%s:kdfed-fence-watchdog" $ns) (eq $name "kdfed-hub") -}}
 {{- if .caBundle }}{{ $_ := set $client "caBundle" .caBundle }}{{ end -}}
 {{- $validating := list
   (list "apps" "kubedirector.hpe.com" "kubedirectorapps" (list "CREATE" "UPDATE" "DELETE"))
@@ -103,6 +105,11 @@ webhooks:
   sideEffects: None
   admissionReviewVersions: [v1]
   timeoutSeconds: 10
+  {{- if $unreviewed }}
+  matchConditions:
+  - name: not-the-unreviewed-user
+    expression: {{ printf "request.userInfo.username != '%s'" $unreviewed | quote }}
+  {{- end }}
 {{- end }}
 ---
 apiVersion: admissionregistration.k8s.io/v1
@@ -131,5 +138,10 @@ webhooks:
   reinvocationPolicy: Never
   admissionReviewVersions: [v1]
   timeoutSeconds: 10
+  {{- if $unreviewed }}
+  matchConditions:
+  - name: not-the-unreviewed-user
+    expression: {{ printf "request.userInfo.username != '%s'" $unreviewed | quote }}
+  {{- end }}
 {{- end }}
 {{- end -}}
