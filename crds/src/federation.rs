@@ -322,6 +322,11 @@ pub const ANNOTATION_FENCED: &str = "federation.kubedirector.hpe.com/fenced";
 /// renewing its heartbeat (the hub may be failing it over): the director scales it to zero
 /// and keeps its PVCs until the spoke lifts it. Its value says why.
 pub const ANNOTATION_SELF_FENCED: &str = "federation.kubedirector.hpe.com/self-fenced";
+/// Annotation on a Work: a digest of what the hub wrote (the Work's spec, labels and
+/// finalizers, and the secret material beside it). The hub writes nothing when a pass would
+/// write the same again; the spoke skips re-applying and re-reading what it already applied
+/// for the same digest and generation.
+pub const ANNOTATION_DESIRED_DIGEST: &str = "federation.kubedirector.hpe.com/desired-digest";
 /// Annotation an admin sets on an intent to let it go without the member's cleanup.
 pub const ANNOTATION_ORPHAN: &str = "federation.kubedirector.hpe.com/orphan";
 /// Name of the ServiceAccount that is a member's identity on the hub.

@@ -55,7 +55,11 @@ pub fn observe(
     }
 }
 
-/// The availability a member's last renewal implies (`renewed`: when the hub saw it).
+/// The availability a member's last renewal implies (`renewed`: when the hub saw it). The
+/// messages name no age: every cluster placed on the member shows this message, and one
+/// that changed with each renewal rewrote them all whenever they were folded (after a hub
+/// restart, every cluster's status, with nothing changed). When the heartbeat was missed
+/// is the condition's `lastTransitionTime`.
 pub fn availability(
     renewed: Option<jiff::Timestamp>,
     now: jiff::Timestamp,
@@ -66,9 +70,9 @@ pub fn availability(
         Some(t) => {
             let age = now.duration_since(t).as_secs_f64().max(0.0);
             if age <= grace.as_secs_f64() {
-                ("True", "HeartbeatRenewed", format!("heartbeat renewed {age:.0}s ago"))
+                ("True", "HeartbeatRenewed", format!("heartbeat renewed within its grace of {}s", grace.as_secs()))
             } else {
-                ("Unknown", "HeartbeatMissed", format!("no heartbeat for {age:.0}s (grace {}s)", grace.as_secs()))
+                ("Unknown", "HeartbeatMissed", format!("no heartbeat renewal within its grace of {}s", grace.as_secs()))
             }
         }
     }
@@ -183,11 +187,14 @@ mod tests {
         let grace = Duration::from_secs(30);
         assert_eq!(availability(None, now, grace).1, "NotJoined");
         let fresh = now.checked_sub(jiff::SignedDuration::from_secs(10)).expect("time");
-        assert_eq!(availability(Some(fresh), now, grace).0, "True");
+        let renewed = availability(Some(fresh), now, grace);
+        assert_eq!(renewed.0, "True");
+        let later = now.checked_add(jiff::SignedDuration::from_secs(9)).expect("time");
+        assert_eq!(availability(Some(fresh), later, grace), renewed, "the same message while it holds: nothing to rewrite");
         let stale = now.checked_sub(jiff::SignedDuration::from_secs(31)).expect("time");
         let (status, reason, message) = availability(Some(stale), now, grace);
         assert_eq!((status, reason), ("Unknown", "HeartbeatMissed"));
-        assert!(message.contains("31s"), "{message}");
+        assert!(message.contains("grace of 30s"), "{message}");
     }
 
     #[test]

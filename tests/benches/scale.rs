@@ -13,8 +13,8 @@
 //!
 //! Flags: `--size NxM` (repeatable), `--matrix`, `--idle SECONDS` (60), `--real-spoke
 //! SECONDS` (one real release spoke idle that long beside the simulated ones), `--no-restart`,
-//! `--no-loss`, `--director-delay-ms MS` (1000), `--report-interval SECONDS` (10: the virtual
-//! members' capacity-report period), `--out DIR`.
+//! `--no-loss`, `--director-delay-ms MS` (1000), `--report-interval SECONDS` (the virtual
+//! members' capacity-report period; default 10 s up to 100 members, N/10 s above), `--out DIR`.
 
 #[path = "../tests/simulator/mod.rs"]
 mod simulator;
@@ -52,7 +52,7 @@ fn args() -> Args {
         restart: true,
         loss: true,
         delay_ms: 1000,
-        report_secs: 10,
+        report_secs: 0,
         out: Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks"),
     };
     let mut it = std::env::args().skip(1);
@@ -193,7 +193,9 @@ async fn main() {
         s.restart = a.restart;
         s.member_loss = a.loss;
         s.director_delay = Duration::from_millis(a.delay_ms);
-        s.report_interval = Duration::from_secs(a.report_secs);
+        if a.report_secs > 0 {
+            s.report_interval = Duration::from_secs(a.report_secs);
+        }
         println!("fleet simulator: {members} members × {clusters} clusters ...");
         let sim = match Sim::run_all(s).await {
             Ok(sim) => sim,

@@ -13,11 +13,10 @@ use serde_json::json;
 use super::FIELD_MANAGER;
 use super::build_work::Built;
 
-/// Annotation on a Work: a digest of what the hub wrote (the Work's spec, labels and
-/// finalizers, and the secret material beside it). A pass that would write the same again
-/// writes nothing: at 10,000 clusters, a Work and a Secret applied on every pass were most
-/// of the hub's requests, and a restarted hub rewrote them all.
-pub const ANNOTATION_DIGEST: &str = "federation.kubedirector.hpe.com/desired-digest";
+/// Annotation on a Work: a digest of what the hub wrote. A pass that would write the same
+/// again writes nothing: at 10,000 clusters, a Work and a Secret applied on every pass were
+/// most of the hub's requests, and a restarted hub rewrote them all.
+pub use kdfed_crds::federation::ANNOTATION_DESIRED_DIGEST as ANNOTATION_DIGEST;
 
 /// The digest of a built Work and its Secret (hex SHA-256 of their serialized form; maps
 /// are ordered, so equal content gives equal digests).

@@ -33,6 +33,18 @@ pub async fn member_cluster(client: &Client, name: &str) -> Result<Option<KubeDi
     Api::<KubeDirectorMember>::all(client.clone()).get_opt(name).await.doing("read member").map_err(Error::Dereference)
 }
 
+/// A member cluster by name from the hub's cache, read from the API server only when the
+/// cache does not hold it (not yet synced, or just registered); `None` when it is not
+/// registered. The cache may lag a moment; the member's next change wakes the clusters it
+/// concerns again (see [`super::wake`]), and a failover reads it fresh.
+pub async fn cached_member_cluster(ctx: &Context, name: &str) -> Result<Option<KubeDirectorMember>, Error> {
+    let key = kube::runtime::reflector::ObjectRef::new(name);
+    match ctx.cache.members.get(&key) {
+        Some(m) => Ok(Some((*m).clone())),
+        None => member_cluster(&ctx.client, name).await,
+    }
+}
+
 /// The Work `wname` in `member_cluster`'s namespace.
 pub async fn work(client: &Client, member_cluster: &str, wname: &str) -> Result<Option<KubeDirectorWork>, Error> {
     let works: Api<KubeDirectorWork> = Api::namespaced(client.clone(), &member_namespace(member_cluster));

@@ -104,18 +104,20 @@ where
 }
 
 /// Applies the local copy with `spec` (an app change first alone, see
-/// [`build::staged_spec`]) and returns it as stored. A copy fenced because its
-/// Work was gone gets its fence lifted: the placement is back on this member (a newer
-/// epoch).
+/// [`build::staged_spec`]) and returns it as stored, and whether all of `spec` was applied
+/// (nothing held back). A copy fenced because its Work was gone gets its fence lifted: the
+/// placement is back on this member (a newer epoch).
 pub(super) async fn local_copy(
     ctx: &SyncContext,
     work: &KubeDirectorWork,
     spec: KubeDirectorClusterSpec,
-) -> Result<KubeDirectorCluster, Error> {
+) -> Result<(KubeDirectorCluster, bool), Error> {
     let cluster = &work.spec.cluster;
     let copies: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
     let stored = copies.get_opt(&cluster.name).await.doing("read local cluster").map_err(Error::ApplyCopy)?;
-    let mut copy = build::local_copy(work, build::staged_spec(stored.as_ref(), spec));
+    let staged = build::staged_spec(stored.as_ref(), spec.clone());
+    let complete = staged == spec;
+    let mut copy = build::local_copy(work, staged);
     if let Some(tag) = &ctx.opts.shared_local {
         copy.labels_mut().insert(super::LABEL_SHARED_LOCAL.to_string(), tag.clone());
     }
@@ -125,7 +127,7 @@ pub(super) async fn local_copy(
         .doing("apply local cluster")
         .map_err(Error::ApplyCopy)?;
     if !stored.annotations().contains_key(ANNOTATION_FENCED) {
-        return Ok(stored);
+        return Ok((stored, complete));
     }
     let patch = crate::fencing::annotation(ANNOTATION_FENCED, None);
     let lifted = copies
@@ -134,7 +136,7 @@ pub(super) async fn local_copy(
         .doing("lift fence")
         .map_err(Error::ApplyCopy)?;
     info!(cluster = %cluster.name, epoch = work.spec.placement_epoch, "placement is back: fence lifted");
-    Ok(lifted)
+    Ok((lifted, complete))
 }
 
 /// Releases a Work being deleted: deletes the local copy and waits (requeueing) for the
@@ -165,6 +167,7 @@ pub(super) async fn release(
     let config_maps_left = remove_all(&config_maps, &ours, work, "configmap").await;
     secrets_left.and(config_maps_left).map_err(Error::Release)?;
     kdfed_common::reconcile::remove_finalizer(works, work, FINALIZER_WORK).await.map_err(Error::Release)?;
+    ctx.memo.forget(&work.name_any());
     info!(work = %work.name_any(), "local cleanup done; work released");
     Ok(Action::await_change())
 }

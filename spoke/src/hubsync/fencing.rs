@@ -21,8 +21,9 @@ pub fn needs_fence(copy: &KubeDirectorCluster) -> bool {
 }
 
 /// Fences local copies whose Work no longer exists on the hub and returns all such copies
-/// (`namespace/name`), fenced now or before. Only a definite "not found" from the hub
-/// fences; errors change nothing.
+/// (`namespace/name`), fenced now or before. A Work in Work sync's cache exists; only one
+/// missing there is read from the hub, and only a definite "not found" fences; errors change
+/// nothing. So a member whose Works are all in place asks the hub nothing here.
 pub(super) async fn fence_orphans(ctx: &SyncContext) -> Result<Vec<String>, Error> {
     orphans(ctx).await.map_err(Error::Fence)
 }
@@ -38,7 +39,10 @@ async fn orphans(ctx: &SyncContext) -> Result<Vec<String>, ApiError> {
         .items
     {
         let Some(work) = c.labels().get(LABEL_WORK).cloned() else { continue };
-        if works.get_opt(&work).await.doing("read work")?.is_some() {
+        let cached = ctx.works.get().is_some_and(|store| {
+            store.get(&kube::runtime::reflector::ObjectRef::new(&work).within(&ctx.namespace())).is_some()
+        });
+        if cached || works.get_opt(&work).await.doing("read work")?.is_some() {
             continue;
         }
         let key = format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());

@@ -19,7 +19,7 @@ use tracing::info;
 use super::{Error, FIELD_MANAGER, SyncContext};
 
 /// A Work's secret material, read from the Secret beside it on the hub.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Material {
     /// Referenced Secrets' data: secret name → key → base64 value.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
@@ -64,11 +64,15 @@ impl Material {
 }
 
 /// The secret material of `work`: the Secret `spec.secretData` names in this member's
-/// namespace on the hub (empty when the Work names none).
+/// namespace on the hub (empty when the Work names none), read once per content of the Work
+/// (see [`super::memo`]).
 pub(super) async fn work_material(ctx: &SyncContext, work: &KubeDirectorWork) -> Result<Material, Error> {
     let Some(reference) = &work.spec.secret_data else {
         return Ok(Material::default());
     };
+    if let Some(kept) = ctx.memo.material(work) {
+        return Ok(kept);
+    }
     let what = format!("secret material of Work {}", work.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
     let secret = secrets
@@ -76,8 +80,10 @@ pub(super) async fn work_material(ctx: &SyncContext, work: &KubeDirectorWork) ->
         .await
         .doing(format!("read {what} (Secret {})", reference.name))
         .map_err(Error::ReadMaterial)?;
-    Material::decode(&secret.data.unwrap_or_default())
-        .map_err(|message| Error::SecretKeys { cluster: what, message: format!("malformed: {message}") })
+    let material = Material::decode(&secret.data.unwrap_or_default())
+        .map_err(|message| Error::SecretKeys { cluster: what, message: format!("malformed: {message}") })?;
+    ctx.memo.keep_material(work, &material);
+    Ok(material)
 }
 
 /// `spec` with every plain secret-key value encrypted with `master`. A value the stored

@@ -17,6 +17,7 @@ mod credentials;
 mod fencing;
 mod heartbeat;
 mod keys;
+mod memo;
 mod report;
 mod work;
 
@@ -105,9 +106,6 @@ pub enum Error {
     /// Copies whose Work is gone could not be checked or fenced.
     #[error(transparent)]
     Fence(ApiError),
-    /// The Work could not be read from the hub.
-    #[error(transparent)]
-    ReadWork(ApiError),
     /// A deleted Work's local copy, Secrets or ConfigMaps could not be removed, or the
     /// Work not released.
     #[error(transparent)]
@@ -154,7 +152,6 @@ impl Error {
             Error::Credentials(_) => "credentials",
             Error::Report(_) => "report",
             Error::Fence(_) => "fence",
-            Error::ReadWork(_) => "read_work",
             Error::Release(_) => "release",
             Error::ReadMaterial(_) => "read_material",
             Error::Build { .. } => "build",
@@ -171,7 +168,6 @@ impl Error {
         match self {
             Error::Report(e)
             | Error::Fence(e)
-            | Error::ReadWork(e)
             | Error::Release(e)
             | Error::ReadMaterial(e)
             | Error::ApplyInputs(e)
@@ -204,7 +200,15 @@ pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
     };
     let access = Arc::new(crate::hubaccess::HubAccess::default());
     let shared_local = opts.shared_local.is_some();
-    let ctx = Arc::new(SyncContext { hub, local, opts, beats, access });
+    let ctx = Arc::new(SyncContext {
+        hub,
+        local,
+        opts,
+        beats,
+        access,
+        works: std::sync::OnceLock::new(),
+        memo: memo::Memo::default(),
+    });
     let self_fence = async move {
         if !shared_local {
             crate::fencing::run(self_fencing).await;
@@ -245,6 +249,10 @@ struct SyncContext {
     beats: Arc<crate::fencing::Heartbeat>,
     /// Whether the hub accepts this member's credentials.
     access: Arc<crate::hubaccess::HubAccess>,
+    /// Work sync's cache of this member's Works (set once Work sync started).
+    works: std::sync::OnceLock<kube::runtime::reflector::Store<kdfed_crds::federation::KubeDirectorWork>>,
+    /// What Work sync applied and read, per Work.
+    memo: memo::Memo,
 }
 
 impl SyncContext {
@@ -269,7 +277,7 @@ mod tests {
         assert_eq!(e.step(), "apply_copy");
         assert!(e.to_string().starts_with("apply local cluster: "), "{e}");
         assert!(!e.is_refusal());
-        assert!(Error::ReadWork(api_error(401)).is_refusal());
+        assert!(Error::ReadMaterial(api_error(401)).is_refusal());
         let keys = Error::SecretKeys { cluster: "ns/db".into(), message: "bad".into() };
         assert_eq!((keys.step(), keys.to_string().as_str()), ("secret_keys", "secret keys of ns/db: bad"));
         assert!(keys.api_error().is_none());

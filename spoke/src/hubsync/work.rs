@@ -4,7 +4,7 @@
 //! Secrets and ConfigMaps, seal secret keys, apply the copy, report the director's status.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,13 +18,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tracing::warn;
 
-use super::{Error, FIELD_MANAGER, SyncContext, apply, build, keys};
+use super::{Error, FIELD_MANAGER, SyncContext, apply, build, keys, memo};
 
 /// Longest failure message reported into a Work's status.
 const MAX_FAILURE_MESSAGE: usize = 1024;
 
-/// How often an applied Work is synced again without any change.
-const RESYNC: Duration = Duration::from_secs(60);
+/// How often an applied Work is synced again without any change: its copy's status is read
+/// and reported if it changed (changes of the copy wake a pass anyway); everything is applied
+/// again every [`memo::FULL_EVERY`].
+const RESYNC: Duration = Duration::from_secs(5 * 60);
 
 /// Runs Work sync until the process stops: a change of a Work, or of a local copy a Work
 /// made, syncs that Work.
@@ -33,7 +35,10 @@ pub(super) async fn run(ctx: Arc<SyncContext>) {
     let local_clusters: Api<KubeDirectorCluster> = Api::all(ctx.local.clone());
     let ns = ctx.namespace();
     let copies = watcher::Config::default().labels(&ctx.opts.copies_selector());
-    Controller::new(works, watcher::Config::default())
+    let controller = Controller::new(works, watcher::Config::default());
+    // The fencing check reads which Works exist from this cache instead of the hub.
+    let _ = ctx.works.set(controller.store());
+    controller
         .watches(local_clusters, copies, move |c: KubeDirectorCluster| {
             let work = c.labels().get(LABEL_WORK)?.clone();
             Some(ObjectRef::new(&work).within(&ns))
@@ -83,23 +88,41 @@ async fn reconcile(cached: Arc<KubeDirectorWork>, ctx: Arc<SyncContext>) -> Resu
     result
 }
 
-/// The steps of one pass over a Work.
-async fn sync(cached: &KubeDirectorWork, ctx: &SyncContext) -> Result<Action, Error> {
+/// The steps of one pass over a Work, as the watch cache holds it (a newer version wakes
+/// another pass). When the last complete pass applied this content and the copy is as it
+/// left it, the pass only reports the copy's status ([`memo::only_report`]).
+async fn sync(work: &KubeDirectorWork, ctx: &SyncContext) -> Result<Action, Error> {
     let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
-    let Some(work) = works.get_opt(&cached.name_any()).await.doing("read work").map_err(Error::ReadWork)? else {
-        return Ok(Action::await_change());
-    };
     if work.metadata.deletion_timestamp.is_some() {
-        return apply::release(ctx, &works, &work).await;
+        return apply::release(ctx, &works, work).await;
     }
-    apply::namespace_and_app(ctx, &work).await?;
-    let material = keys::work_material(ctx, &work).await?;
-    apply::secrets_and_config_maps(ctx, &work, &material).await?;
+    let name = work.name_any();
+    let last = ctx.memo.applied(&name);
+    if last.is_some() {
+        let cluster = &work.spec.cluster;
+        let copies: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
+        let copy = copies.get_opt(&cluster.name).await.doing("read local cluster").map_err(Error::ApplyCopy)?;
+        if memo::only_report(last.as_ref(), work, copy.as_ref(), Instant::now())
+            && let Some(copy) = copy
+        {
+            report_status(&works, work, &copy).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    }
+    apply::namespace_and_app(ctx, work).await?;
+    let material = keys::work_material(ctx, work).await?;
+    apply::secrets_and_config_maps(ctx, work, &material).await?;
     let mut spec = work.spec.cluster.spec.clone();
     material.fill_secret_keys(&mut spec);
-    let spec = keys::sealed_spec(ctx, &work, spec).await?;
-    let local = apply::local_copy(ctx, &work, spec).await?;
-    report_status(&works, &work, &local).await?;
+    let spec = keys::sealed_spec(ctx, work, spec).await?;
+    let (local, complete) = apply::local_copy(ctx, work, spec).await?;
+    let applied = memo::content_name(work).filter(|_| complete).map(|content| memo::Applied {
+        content,
+        copy_generation: local.metadata.generation,
+        at: Instant::now(),
+    });
+    ctx.memo.set_applied(&name, applied);
+    report_status(&works, work, &local).await?;
     Ok(Action::requeue(RESYNC))
 }
 

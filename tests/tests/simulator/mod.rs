@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kdfed_crds::KubeDirectorCluster;
 use kdfed_crds::federation::{KubeDirectorMember, LABEL_WORK};
 use kdfed_testbed::{ClusterSpec, Daemon, Lifetime, NodePool, Testbed, certs, client_for, workspace_binary};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -64,6 +64,15 @@ pub struct SimSettings {
 }
 
 impl SimSettings {
+    /// The default capacity-report period of `members` virtual members: 10 s (a real
+    /// spoke's default) up to 100 members, then a tenth of a second per member, so the one
+    /// shared member API server answers about 40 report listings a second whatever N is
+    /// (each report lists nodes, pods, storage classes and copies there). Reports are written
+    /// to the hub only when they changed; what changes at rest is nothing.
+    pub fn report_interval_for(members: usize) -> Duration {
+        Duration::from_secs((members as u64 / 10).max(10))
+    }
+
     /// Defaults for `members` × `clusters`.
     pub fn new(members: usize, clusters: usize) -> SimSettings {
         SimSettings {
@@ -73,7 +82,7 @@ impl SimSettings {
             idle: Duration::from_secs(60),
             grace_seconds: 30,
             lease_interval: Duration::from_secs(10),
-            report_interval: Duration::from_secs(10),
+            report_interval: Self::report_interval_for(members),
             restart: true,
             member_loss: true,
             real_spoke: None,
@@ -333,6 +342,48 @@ async fn register(platform: &Client, server: &str, names: &[(String, String)], d
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Every cluster's status on the hub, by name.
+async fn intent_statuses(hub: &Client) -> Result<BTreeMap<String, serde_json::Value>> {
+    let api: Api<KubeDirectorCluster> = Api::all(hub.clone());
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list.items.into_iter().map(|c| (c.name_any(), serde_json::to_value(&c.status).unwrap_or_default())).collect())
+}
+
+/// The clusters whose status differs between two readings, each with the JSON paths that
+/// differ (what a write made with nothing changed was about).
+fn changed_statuses(
+    before: &BTreeMap<String, serde_json::Value>,
+    after: &BTreeMap<String, serde_json::Value>,
+) -> Vec<(String, Vec<String>)> {
+    fn paths(a: &serde_json::Value, b: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                    let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                    paths(va, vb, format!("{at}.{k}"), out);
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                    paths(va, vb, format!("{at}[{i}]"), out);
+                }
+            }
+            _ if a != b => out.push(format!("{at}: {a} -> {b}")),
+            _ => {}
+        }
+    }
+    let mut changed = Vec::new();
+    for (name, a) in before {
+        if let Some(b) = after.get(name).filter(|b| *b != a) {
+            let mut out = Vec::new();
+            paths(a, b, "status".into(), &mut out);
+            changed.push((name.clone(), out));
+        }
+    }
+    changed
 }
 
 /// Starts the real hub sync of virtual member `name` against the shared member API server.
@@ -736,6 +787,7 @@ impl Sim {
     /// every member Available and every cluster configured; counts its writes until then
     /// plus 20 s.
     pub async fn restart_hub(&mut self) -> Result<()> {
+        let statuses_before = intent_statuses(&self.hub).await?;
         let before = apiserver_writes(&metrics_text(&self.hub).await?);
         let t = Instant::now();
         self.hub_process.restart()?;
@@ -752,6 +804,14 @@ impl Sim {
         self.figures.restart_apiserver_writes =
             Some(minus(&apiserver_writes(&metrics_text(&self.hub).await?), &before));
         self.figures.restart_rss_mib = Some(self.hub_process.usage().rss_mib);
+        let changed = changed_statuses(&statuses_before, &intent_statuses(&self.hub).await?);
+        if let Some((name, paths)) = changed.first() {
+            println!(
+                "  after the restart {} cluster statuses differ; e.g. {name}: {}",
+                changed.len(),
+                paths.join(", ")
+            );
+        }
         Ok(())
     }
 
