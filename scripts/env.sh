@@ -24,6 +24,9 @@ kdfed_need_packages() {
   command -v promtool >/dev/null || missing+=(prometheus)
   # The partition test skews a spoke's wall clock with libfaketime.
   [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
+  # The console's browser test drives headless Chromium over WebDriver.
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
