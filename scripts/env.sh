@@ -24,7 +24,16 @@ kdfed_need_packages() {
   command -v promtool >/dev/null || missing+=(prometheus)
   # The partition test skews a spoke's wall clock with libfaketime.
   [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
-  # The console's browser test drives headless Chromium over WebDriver.
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# The console's browser test drives headless Chromium over WebDriver (only the tests need
+# it; the local fleet does not).
+kdfed_need_browser() {
+  local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
   if [ "${#missing[@]}" -gt 0 ]; then

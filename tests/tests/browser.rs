@@ -2,7 +2,7 @@
 //! WebDriver by Debian's chromedriver, against `kdfed-console` on a test-bed fleet (hub with
 //! its webhook, east and west spokes). An end user with a namespaced Role (and the local
 //! fleet's `kdfed-member-reader`, so member labels are offered) pastes their token into the
-//! sign-in form, picks an app, has a launch refused by the webhook (the message at its
+//! sign-in form, is offered only the namespace they may create clusters in, picks an app, has a launch refused by the webhook (the message at its
 //! field), sets a config choice and a placement label (the matching count is the page's
 //! JavaScript), launches, watches the page turn Ready on east without a reload (the
 //! JavaScript's polling), sees the endpoints, expands the workers, is "not allowed" in
@@ -45,7 +45,34 @@ async fn prepare(hub: &Client) {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kdfed-member-reader"},
             "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": "team-a"}]}),
     ];
-    for object in rbac {
+    // Alice may list namespaces and read the system catalog, and create clusters in team-a
+    // and team-b only (team-b holds nothing she could see): the launch form of a system app
+    // must offer those two, found by listing namespaces and checking each.
+    let more = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "cluster-creator", "namespace": "team-b"},
+            "rules": [{"apiGroups": ["kubedirector.hpe.com"], "resources": ["kubedirectorclusters"], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "alice-cluster-creator", "namespace": "team-b"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cluster-creator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": "team-a"}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "namespace-lister"},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice-namespace-lister"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "namespace-lister"},
+            "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": "team-a"}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "catalog-reader", "namespace": "kdfed-system"},
+            "rules": [{"apiGroups": ["kubedirector.hpe.com"], "resources": ["kubedirectorapps"], "verbs": ["get", "list"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "alice-catalog-reader", "namespace": "kdfed-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "catalog-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": "team-a"}]}),
+    ];
+    for object in rbac.into_iter().chain(more) {
         create(hub, object).await;
     }
     let mut app = spark_like();
@@ -57,6 +84,22 @@ async fn prepare(hub: &Client) {
         json!([{"id": "mode", "label": {"name": "Mode"}, "values": ["batch", "interactive"], "mutable": true}]);
     let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "team-a");
     apps.create(&PostParams::default(), &serde_json::from_value(app).expect("app")).await.expect("notebook app");
+    let mut system = spark_like();
+    system["metadata"] = json!({"name": "spark-system", "namespace": "kdfed-system"});
+    system["spec"]["label"] = json!({"name": "Spark for everyone"});
+    let apps: Api<KubeDirectorApp> = Api::namespaced(hub.clone(), "kdfed-system");
+    apps.create(&PostParams::default(), &serde_json::from_value(system).expect("app")).await.expect("system app");
+}
+
+/// A system app may be launched in any namespace: the form offers those alice may create
+/// clusters in (team-a, team-b), not every namespace she may list (default, kdfed-system…).
+async fn namespaces_offered(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/launch/kdfed-system/spark-system")).await;
+    let offered = b.text("select#namespace").await;
+    assert_eq!(offered.split_whitespace().collect::<Vec<_>>(), ["team-a", "team-b"], "namespaces offered");
+    assert!(b.source().await.contains("<option value=\"team-a\" selected=\"\">"), "her own first");
+    b.screenshot("namespaces-offered").await;
+    b.goto(&format!("{base}/catalog")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,6 +121,7 @@ async fn an_end_user_launches_watches_expands_and_deletes_in_a_real_browser() {
     let b = Browser::start(&fleet.dir, dir).await;
 
     sign_in(&b, &base, &token).await;
+    namespaces_offered(&b, &base).await;
     launch_refused_then_placed(&b, &hub).await;
     watch_ready_live(&b).await;
     expand(&b, &base, &hub).await;
@@ -124,9 +168,8 @@ async fn launch_refused_then_placed(b: &Browser, hub: &Client) {
     let mine: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "team-a");
     assert!(mine.get_opt("hello").await.expect("get").is_none(), "nothing half-created");
 
-    // Only the namespaces alice may create clusters in are offered.
-    let offered = b.text("select#namespace").await;
-    assert_eq!(offered.split_whitespace().collect::<Vec<_>>(), ["team-a"], "namespaces offered");
+    // A team's own app launches in that team's namespace.
+    assert_eq!(b.text("select#namespace").await.trim(), "team-a");
     b.fill("#memory-worker", "256Mi").await;
     b.select("#choice-mode", "interactive").await;
     assert_eq!(b.text("#matching").await, "", "no count before a label is chosen");

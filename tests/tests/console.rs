@@ -77,6 +77,9 @@ async fn an_end_user_signs_in_launches_watches_changes_and_deletes_within_their_
     let launch = http(port, "GET", "/launch/team-a/spark-lite", &session, &[]).await;
     assert_eq!(launch.status, 200, "{}", launch.body);
     assert!(launch.body.contains("not allowed to list the member clusters"), "{}", launch.body);
+    let offered = field_block(&launch.body, "namespace");
+    assert!(offered.contains("<option value=\"team-a\" selected>team-a</option>"), "{offered}");
+    assert_eq!(offered.matches("<option").count(), 1, "only team-a is offered: {offered}");
     let csrf = csrf_of(&launch.body);
     assert_eq!(csrf.len(), 32);
     let count = http(port, "GET", "/placement.json?label=region%3Deast", &session, &[]).await;
