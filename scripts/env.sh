@@ -30,6 +30,18 @@ kdfed_need_packages() {
   fi
 }
 
+# The console's browser test drives headless Chromium over WebDriver (only the tests need
+# it; the local fleet does not).
+kdfed_need_browser() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "[kdfed] installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # Rust components used by the checks.
 kdfed_need_rust() {
   command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }

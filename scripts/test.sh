@@ -13,6 +13,7 @@ source "$(dirname "$0")/env.sh"
 cd "$kdfed_root"
 
 kdfed_need_packages
+kdfed_need_browser
 kdfed_need_rust
 
 work="$(mktemp -d)"

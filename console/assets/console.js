@@ -36,21 +36,24 @@
       .catch(function () { /* the next poll tries again */ })
       .finally(function () { setTimeout(function () { poll(el); }, PERIOD_MS); });
   }
-  // The launch form: how many member clusters match the placement labels, as they change.
+  // The launch form: how many member clusters match the placement labels, and how many of
+  // those have room for the cluster as the form describes it, as the fields change.
   function placementCount(out) {
     const form = out.closest("form");
     function update() {
       const query = new URLSearchParams();
-      form.querySelectorAll('input[name="label"]:checked').forEach(function (b) { query.append("label", b.value); });
-      const typed = form.querySelector('input[name="labels"]');
-      if (typed) { query.append("labels", typed.value); }
+      new FormData(form).forEach(function (value, name) {
+        if (name !== "csrf" && name !== "name") { query.append(name, value); }
+      });
+      query.append("app", out.dataset.app);
       fetch(out.dataset.placement + "?" + query.toString(), { credentials: "same-origin" })
         .then(function (r) { return r.status === 200 || r.status === 422 ? r.json() : null; })
         .then(function (data) { if (data && data.text !== undefined) { out.textContent = data.text; } })
         .catch(function () { /* keep the last count */ });
     }
     form.addEventListener("change", function (e) {
-      if (e.target.name === "label" || e.target.name === "labels") { update(); }
+      const name = e.target.name || "";
+      if (name === "label" || name === "labels" || /^(members|cpu|memory)\./.test(name)) { update(); }
     });
   }
   document.addEventListener("DOMContentLoaded", function () {

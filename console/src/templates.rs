@@ -6,7 +6,7 @@ use askama::Template;
 use crate::views::catalog::{AppView, RoleView};
 use crate::views::cluster::{ClusterPage, ClusterRow};
 use crate::views::launch::{self, FieldMessages, FormInput};
-use crate::views::placement::LabelOffer;
+use crate::views::placement::{LabelOffer, Matching};
 
 /// Navigation and the sign-out form; empty `user` before sign-in.
 #[derive(Clone, Debug, Default)]
@@ -71,8 +71,10 @@ pub struct LaunchPage {
     pub errors: FieldMessages,
     /// Member labels, `None` when the user may not list member clusters.
     pub offers: Option<Vec<LabelOffer>>,
-    /// Members matching the labels asked for, and of those available.
-    pub matching: Option<(usize, usize)>,
+    /// Members matching the labels asked for, of those available and with room.
+    pub matching: Option<Matching>,
+    /// Namespaces the user may create clusters in; empty: the namespace is typed.
+    pub namespaces: Vec<String>,
 }
 
 impl LaunchPage {
@@ -108,7 +110,12 @@ impl LaunchPage {
 
     /// How many member clusters match the labels asked for, in words.
     pub fn matching_text(&self) -> String {
-        self.matching.map(|(n, available)| matching_text(n, available)).unwrap_or_default()
+        self.matching.as_ref().map(matching_text).unwrap_or_default()
+    }
+
+    /// Whether `namespace` is the one chosen.
+    pub fn namespace_chosen(&self, namespace: &str) -> bool {
+        self.input.get("namespace") == namespace
     }
 
     /// Whether member label `label` is checked.
@@ -117,10 +124,12 @@ impl LaunchPage {
     }
 }
 
-/// `2 member clusters match these labels; 1 of them available.`
-pub fn matching_text(n: usize, available: usize) -> String {
-    let clusters = if n == 1 { "member cluster matches" } else { "member clusters match" };
-    format!("{n} {clusters} these labels; {available} of them available.")
+/// `2 member clusters match these labels; 1 of them available, 1 with room for this
+/// cluster.` (without the room when the form does not describe a cluster yet).
+pub fn matching_text(m: &Matching) -> String {
+    let clusters = if m.matching == 1 { "member cluster matches" } else { "member clusters match" };
+    let room = m.room.map(|r| format!(", {r} with room for this cluster")).unwrap_or_default();
+    format!("{} {clusters} these labels; {} of them available{room}.", m.matching, m.available)
 }
 
 /// One Event of a cluster.
@@ -199,7 +208,9 @@ mod tests {
     fn launch(input: FormInput, errors: FieldMessages, offers: Option<Vec<LabelOffer>>) -> String {
         let app = app_view(&greeter(), "kdfed-system");
         let chrome = Chrome { user: "alice".into(), csrf: "c5rf".into(), namespace: "team-a".into(), local: false };
-        LaunchPage { chrome, app, input, errors, offers, matching: Some((2, 1)) }.render().expect("render")
+        let matching = Some(Matching { matching: 2, available: 1, room: Some(1) });
+        let namespaces = vec!["team-a".to_string(), "team-b".to_string()];
+        LaunchPage { chrome, app, input, errors, offers, matching, namespaces }.render().expect("render")
     }
 
     /// The HTML of the field whose input has `id`, to the end of its block.
@@ -246,8 +257,35 @@ mod tests {
         let html = launch(input, FieldMessages::new(), Some(offers));
         assert!(html.contains("value=\"region=eu\" checked"), "{html}");
         assert!(html.contains("(2 members, 1 available)"));
-        assert!(html.contains(
-            "data-placement=\"/placement.json\">2 member clusters match these labels; 1 of them available.</p>"
-        ));
+        assert!(
+            html.contains(
+                ">2 member clusters match these labels; 1 of them available, 1 with room for this cluster.</p>"
+            )
+        );
+    }
+
+    #[test]
+    fn the_namespaces_the_user_may_create_clusters_in_are_offered() {
+        let mut input = FormInput::default();
+        input.fields.insert("namespace".into(), "team-b".into());
+        let html = launch(input, FieldMessages::new(), None);
+        let block = field(&html, "namespace");
+        assert!(block.starts_with("id=\"namespace\" name=\"namespace\">"), "a choice, not free text: {block}");
+        assert!(block.contains("<option value=\"team-a\">team-a</option>"), "{block}");
+        assert!(block.contains("<option value=\"team-b\" selected>team-b</option>"), "{block}");
+        let app = app_view(&greeter(), "kdfed-system");
+        let mut input = FormInput::default();
+        input.fields.insert("namespace".into(), "team-a".into());
+        let page = LaunchPage {
+            chrome: Chrome::default(),
+            app,
+            input,
+            errors: FieldMessages::new(),
+            offers: None,
+            matching: None,
+            namespaces: Vec::new(),
+        };
+        let html = page.render().expect("render");
+        assert!(field(&html, "namespace").contains("value=\"team-a\" required"), "none found: typed");
     }
 }

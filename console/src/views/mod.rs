@@ -4,4 +4,5 @@
 pub mod catalog;
 pub mod cluster;
 pub mod launch;
+pub mod namespaces;
 pub mod placement;

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use kdfed_crds::federation::KubeDirectorMember;
 use kdfed_crds::{KubeDirectorApp, KubeDirectorCluster};
 use kube::api::{Api, ListParams, PostParams};
@@ -19,7 +20,8 @@ use crate::templates::{CatalogPage, ClusterTemplate, ClustersPage, EventView, La
 use crate::views::catalog::{AppView, app_view};
 use crate::views::cluster::{page, row};
 use crate::views::launch::{FieldMessages, FormInput, build_cluster, placement_labels, refusal_fields};
-use crate::views::placement;
+use crate::views::namespaces;
+use crate::views::placement::{self, Matching};
 
 /// `?namespace=` of list pages.
 #[derive(Debug, Default, Deserialize)]
@@ -83,22 +85,78 @@ async fn members(client: &Client) -> Option<Vec<KubeDirectorMember>> {
     Api::<KubeDirectorMember>::all(client.clone()).list(&ListParams::default()).await.ok().map(|l| l.items)
 }
 
+/// The namespaces `user` may create clusters in (see [`crate::views::namespaces`]): the
+/// candidates, each checked with a `SelfSubjectAccessReview` for `create
+/// kubedirectorclusters`, a few at a time.
+async fn offered_namespaces(user: &User) -> Vec<String> {
+    use futures::StreamExt;
+    let listed = Api::<Namespace>::all(user.client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .ok()
+        .map(|l| l.items.iter().map(|n| n.name_any()).collect::<Vec<_>>());
+    let seen = match listed {
+        Some(_) => Vec::new(),
+        None => Api::<KubeDirectorCluster>::all(user.client.clone())
+            .list_metadata(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter_map(|c| c.namespace()).collect())
+            .unwrap_or_default(),
+    };
+    let candidates = namespaces::candidates(listed, &user.home, &seen);
+    let checks =
+        candidates.into_iter().map(|ns| async move { may_create_clusters(&user.client, &ns).await.then_some(ns) });
+    let allowed: Vec<Option<String>> = futures::stream::iter(checks).buffered(8).collect().await;
+    allowed.into_iter().flatten().collect()
+}
+
+/// Whether the client's identity may create clusters in `namespace` (a refused or failed
+/// review counts as no).
+async fn may_create_clusters(client: &Client, namespace: &str) -> bool {
+    let review: SelfSubjectAccessReview = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create",
+            "group": "kubedirector.hpe.com", "resource": "kubedirectorclusters"}}
+    })) {
+        Ok(r) => r,
+        Err(_) => return false,
+    };
+    let api = Api::<SelfSubjectAccessReview>::all(client.clone());
+    api.create(&PostParams::default(), &review).await.ok().and_then(|r| r.status).is_some_and(|s| s.allowed)
+}
+
+/// How the members answer the form's placement: matching, available, and with room for the
+/// cluster the form describes (`None` without labels chosen or when members cannot be listed).
+fn placement_answer(fleet: &[KubeDirectorMember], app: &AppView, input: &FormInput) -> Option<Matching> {
+    let wanted = placement_labels(input).ok().filter(|w| !w.is_empty())?;
+    // The room is judged on the cluster the form describes; name and namespace do not matter.
+    let mut described = input.clone();
+    described.fields.insert("name".into(), "room".into());
+    described.fields.insert("namespace".into(), "room".into());
+    let cluster = build_cluster(app, &described).ok();
+    Some(placement::matching_with_room(fleet, &wanted, cluster.as_ref().map(|c| &c.spec)))
+}
+
 async fn launch_page(
     console: &Console,
     user: &User,
     app: AppView,
-    input: FormInput,
+    mut input: FormInput,
     errors: FieldMessages,
     status: StatusCode,
 ) -> Response {
     let fleet = members(&user.client).await;
-    let matching = match (&fleet, placement_labels(&input)) {
-        (Some(fleet), Ok(wanted)) if !wanted.is_empty() => Some(placement::matching(fleet, &wanted)),
-        _ => None,
-    };
+    let matching = fleet.as_deref().and_then(|fleet| placement_answer(fleet, &app, &input));
     let offers = fleet.as_deref().map(placement::offers);
-    let namespace = input.get("namespace").to_string();
-    let page = LaunchPage { chrome: user.chrome(console, &namespace), app, input, errors, offers, matching };
+    let mut namespaces = offered_namespaces(user).await;
+    if app.catalog != "system" {
+        // A namespace's own app launches clusters in that namespace only.
+        namespaces.retain(|n| *n == app.namespace);
+    }
+    let namespace = namespaces::preselect(&namespaces, input.get("namespace"));
+    input.fields.insert("namespace".into(), namespace.clone());
+    let chrome = user.chrome(console, &namespace);
+    let page = LaunchPage { chrome, app, input, errors, offers, matching, namespaces };
     (status, render(&page)).into_response()
 }
 
@@ -177,9 +235,10 @@ async fn list_clusters(user: &User, namespace: &str) -> Result<Vec<KubeDirectorC
     api.list(&ListParams::default()).await.map(|l| l.items)
 }
 
-/// `GET /placement.json?label=k=v&labels=...`: how many member clusters match the labels
-/// (and how many of those are available), for the launch form's live count; 403 when the
-/// user may not list member clusters.
+/// `GET /placement.json?label=k=v&labels=...&app=NS/NAME&members.ROLE=...`: how many member
+/// clusters match the labels, how many of those are available and (with `app` and the
+/// form's fields) how many have room for the cluster the form describes, for the launch
+/// form's live count; 403 when the user may not list member clusters.
 pub async fn placement_json(
     State(console): State<Shared>,
     headers: HeaderMap,
@@ -189,14 +248,25 @@ pub async fn placement_json(
         Ok(u) => u,
         Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
     };
-    let wanted = match placement_labels(&FormInput::from_pairs(pairs)) {
+    let input = FormInput::from_pairs(pairs);
+    let wanted = match placement_labels(&input) {
         Ok(w) => w,
         Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"text": e}))).into_response(),
     };
     let Some(fleet) = members(&user.client).await else { return StatusCode::FORBIDDEN.into_response() };
-    let (matching, available) = placement::matching(&fleet, &wanted);
-    let text = crate::templates::matching_text(matching, available);
-    Json(serde_json::json!({"matching": matching, "available": available, "text": text})).into_response()
+    let app = match input.get("app").split_once('/') {
+        Some((ns, name)) => find_app(&console, &user, ns, name).await.ok(),
+        None => None,
+    };
+    let answer = match &app {
+        Some(app) if !wanted.is_empty() => placement_answer(&fleet, app, &input),
+        _ => None,
+    };
+    let answer = answer.unwrap_or_else(|| placement::matching_with_room(&fleet, &wanted, None));
+    // As on the page: no sentence until a label is chosen.
+    let text = if wanted.is_empty() { String::new() } else { crate::templates::matching_text(&answer) };
+    Json(serde_json::json!({"matching": answer.matching, "available": answer.available, "room": answer.room, "text": text}))
+        .into_response()
 }
 
 /// `GET /clusters`: the user's clusters in a namespace.

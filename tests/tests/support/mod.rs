@@ -647,5 +647,11 @@ impl Fleet {
     }
 }
 
+/// The console's helpers (HTTP with cookies, the end user, starting the console).
+pub mod console;
+
+/// A small WebDriver client (headless Chromium) for the browser test.
+pub mod webdriver;
+
 /// A test bed for the CLI tests (kubectl plugin, output formats, completions).
 pub mod cli;
