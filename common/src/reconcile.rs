@@ -302,6 +302,19 @@ pub fn retry<K, E: Display, C>(_: Arc<K>, error: &E, _: Arc<C>) -> Action {
     Action::requeue(RETRY_AFTER)
 }
 
+/// Whether `actual` holds every field `desired` sets, with the same value (objects may have
+/// more fields, lists must match element by element; a null sets nothing). What a
+/// server-side apply of `desired` would not change, so it need not be sent.
+pub fn covers(actual: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (actual, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(a), Value::Object(d)) => d.iter().all(|(k, v)| covers(a.get(k).unwrap_or(&Value::Null), v)),
+        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(a, d)| covers(a, d)),
+        (a, d) => a == d,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -549,17 +549,7 @@ where
     api.patch(name, &pp, &Patch::Apply(desired)).await.map_err(kube_err(action)).map(|_| ())
 }
 
-/// Whether `actual` holds every field `desired` sets, with the same value (objects may have
-/// more fields, lists must match element by element; a null sets nothing).
-pub fn covers(actual: &serde_json::Value, desired: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (actual, desired) {
-        (_, Value::Null) => true,
-        (Value::Object(a), Value::Object(d)) => d.iter().all(|(k, v)| covers(a.get(k).unwrap_or(&Value::Null), v)),
-        (Value::Array(a), Value::Array(d)) => a.len() == d.len() && a.iter().zip(d).all(|(a, d)| covers(a, d)),
-        (a, d) => a == d,
-    }
-}
+pub use kdfed_common::reconcile::covers;
 
 /// The answer to the member's pending join request: the existing one when it answers the
 /// same key, a new token sealed to the key otherwise, nothing without a request.

@@ -192,11 +192,29 @@ pub async fn register(
     unreviewed: Option<&str>,
 ) -> Result<(), kube::Error> {
     let name = configuration_name(component);
-    let pp = PatchParams::apply(field_manager).force();
     let validating = validating_configuration(component, endpoint, ca_pem, unreviewed);
-    Api::<ValidatingWebhookConfiguration>::all(client.clone()).patch(&name, &pp, &Patch::Apply(&validating)).await?;
+    apply_unless_covered(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &name, &validating, field_manager)
+        .await?;
     let mutating = mutating_configuration(component, endpoint, ca_pem, unreviewed);
-    Api::<MutatingWebhookConfiguration>::all(client.clone()).patch(&name, &pp, &Patch::Apply(&mutating)).await?;
+    apply_unless_covered(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &name, &mutating, field_manager)
+        .await
+}
+
+/// Applies `desired` unless the stored object already holds all of it (a restart with
+/// nothing changed writes nothing).
+async fn apply_unless_covered<K>(api: &Api<K>, name: &str, desired: &K, field_manager: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if let Some(stored) = api.get_opt(name).await?
+        && crate::reconcile::covers(
+            &serde_json::to_value(&stored).unwrap_or_default(),
+            &serde_json::to_value(desired).unwrap_or_default(),
+        )
+    {
+        return Ok(());
+    }
+    api.patch(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(desired)).await?;
     Ok(())
 }
 

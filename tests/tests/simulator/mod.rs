@@ -81,7 +81,7 @@ impl SimSettings {
             director_delay: Duration::from_secs(1),
             idle: Duration::from_secs(60),
             grace_seconds: 30,
-            lease_interval: Duration::from_secs(10),
+            lease_interval: Duration::from_secs(kdfed_spoke::settings::DEFAULT_LEASE_INTERVAL_SECONDS),
             report_interval: Self::report_interval_for(members),
             restart: true,
             member_loss: true,
