@@ -44,9 +44,10 @@ fn key(intent: &KubeDirectorCluster) -> (String, String) {
 }
 
 impl Ledger {
-    /// Records `intent` (its status carrying the new placement) as placed at `now`.
-    pub fn record(&mut self, intent: KubeDirectorCluster, now: Instant) {
-        self.pending.insert(key(&intent), Pending { intent, at: now });
+    /// Records `intent` (its status carrying the new placement) as placed at `now`; whether
+    /// it replaced an earlier record of the same intent.
+    pub fn record(&mut self, intent: KubeDirectorCluster, now: Instant) -> bool {
+        self.pending.insert(key(&intent), Pending { intent, at: now }).is_some()
     }
 
     /// Forgets the placement of `intent` (its write failed: nothing was placed).
@@ -94,8 +95,10 @@ impl Ledger {
 #[derive(Default)]
 pub struct Placer {
     snapshot: Option<(Instant, FleetView)>,
-    /// Placements not shown by the snapshot yet.
-    pub ledger: Ledger,
+    /// The snapshot with the ledger on top, kept up to date placement by placement.
+    current: Option<FleetView>,
+    /// Placements not shown by the snapshot yet (record and forget through the placer).
+    ledger: Ledger,
     /// Members as the intent controller's own watch last saw them (it wakes the decisions
     /// a member change concerns, and may be ahead of the caches the snapshot is taken from).
     seen: BTreeMap<String, KubeDirectorMember>,
@@ -131,9 +134,35 @@ impl Placer {
             self.seen.retain(|name, seen| cached.get(name).is_some_and(|m| later(seen, m)));
             self.ledger.settle(&fleet, now);
             self.snapshot = Some((now, FleetView::new(Arc::new(fleet))));
+            self.current = None;
         }
-        let base = self.snapshot.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
-        base.with_pending(self.ledger.pending())
+        if self.current.is_none() {
+            let base = self.snapshot.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
+            self.current = Some(base.with_pending(self.ledger.pending()));
+        }
+        self.current.clone().unwrap_or_default()
+    }
+
+    /// Records a placement (`intent` with its status naming the member) decided at `now`:
+    /// every later view counts it until a snapshot shows it. Drop the view the decision read
+    /// first, so the next view is updated in place rather than copied.
+    pub fn record(&mut self, intent: KubeDirectorCluster, now: Instant) {
+        if self.ledger.record(intent.clone(), now) {
+            self.current = None;
+        } else if let Some(current) = &mut self.current {
+            current.add_pending(intent);
+        }
+    }
+
+    /// Forgets the placement of `intent` (its write failed: nothing was placed).
+    pub fn forget(&mut self, intent: &KubeDirectorCluster) {
+        self.ledger.forget(intent);
+        self.current = None;
+    }
+
+    /// How many placements no snapshot shows yet.
+    pub fn pending(&self) -> usize {
+        self.ledger.len()
     }
 
     /// A member as the intent controller's watch saw it change: the next decision takes a
@@ -141,6 +170,7 @@ impl Placer {
     pub fn member_seen(&mut self, member: KubeDirectorMember) {
         self.seen.insert(member.name_any(), member);
         self.snapshot = None;
+        self.current = None;
     }
 }
 
@@ -208,7 +238,8 @@ mod tests {
                 Decision::Placed { status, member_cluster, .. } => {
                     let mut recorded = intent.clone();
                     recorded.status = Some(status);
-                    placer.ledger.record(recorded, now);
+                    drop(view);
+                    placer.record(recorded, now);
                     chosen.push(member_cluster);
                 }
                 Decision::Wait(_) => chosen.push("-".into()),
@@ -226,7 +257,7 @@ mod tests {
             .collect();
         let caught_up = Fleet { member_clusters: members, intents: shown };
         let view = placer.view(t0 + SNAPSHOT_AGE * 4, || caught_up.clone());
-        assert!(placer.ledger.is_empty());
+        assert_eq!(placer.pending(), 0);
         assert_eq!(view.member_views().iter().map(|v| v.placed).collect::<Vec<_>>(), [1, 1, 1]);
     }
 }

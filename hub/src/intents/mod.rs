@@ -405,10 +405,11 @@ async fn decide(
         let mut placer = ctx.placer();
         let view = placer.view(std::time::Instant::now(), || dereference::fleet(&ctx.cache));
         let decision = place::place(intent, spec, status, &view, jiff::Timestamp::now());
+        drop(view);
         if let place::Decision::Placed { status, .. } = &decision {
             let mut recorded = intent.clone();
             recorded.status = Some(status.clone());
-            placer.ledger.record(recorded, std::time::Instant::now());
+            placer.record(recorded, std::time::Instant::now());
         }
         decision
     };
@@ -416,7 +417,7 @@ async fn decide(
         place::Decision::Placed { status, member_cluster, message } => {
             let recorded = record_placement(ctx, api, intent, &status, &member_cluster, &message).await;
             if recorded.is_err() {
-                ctx.placer().ledger.forget(intent);
+                ctx.placer().forget(intent);
             } else {
                 ctx.wakes().intent_at(wake::key(intent), Some(&member_cluster));
             }
@@ -523,9 +524,9 @@ async fn fail_over(
         place::failed_over(status, placement, &target, after, intent.metadata.generation, jiff::Timestamp::now());
     let mut recorded = intent.clone();
     recorded.status = Some(status.clone());
-    ctx.placer().ledger.record(recorded, std::time::Instant::now());
+    ctx.placer().record(recorded, std::time::Instant::now());
     if let Err(e) = apply::status(api, intent, &status).await {
-        ctx.placer().ledger.forget(intent);
+        ctx.placer().forget(intent);
         return Err(Error::Place(e));
     }
     ctx.wakes().intent_at(wake::key(intent), Some(&target));

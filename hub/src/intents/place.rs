@@ -46,39 +46,53 @@ pub enum Decision {
 pub struct FleetView {
     /// The snapshot.
     pub fleet: Arc<Fleet>,
-    views: Vec<MemberView>,
-    pending: Vec<KubeDirectorCluster>,
+    /// The member views with the pending placements counted (shared between the views of
+    /// one snapshot; copied only when a placement is added while an older view is held).
+    views: Arc<Vec<MemberView>>,
+    /// Index of `views` by member name.
+    index: Arc<BTreeMap<String, usize>>,
+    pending: Arc<Vec<KubeDirectorCluster>>,
 }
 
 impl FleetView {
     /// The view of a snapshot, with nothing pending.
     pub fn new(fleet: Arc<Fleet>) -> FleetView {
         let views = member_views(&fleet.member_clusters, &fleet.intents);
-        FleetView { fleet, views, pending: Vec::new() }
+        let index = views.iter().enumerate().map(|(i, v)| (v.name.clone(), i)).collect();
+        FleetView { fleet, views: Arc::new(views), index: Arc::new(index), pending: Arc::default() }
     }
 
     /// This view with `pending` placements (intents whose status names their member) on top.
     pub fn with_pending(&self, pending: Vec<KubeDirectorCluster>) -> FleetView {
-        FleetView { fleet: self.fleet.clone(), views: self.views.clone(), pending }
+        let mut view = self.clone();
+        for intent in pending {
+            view.add_pending(intent);
+        }
+        view
     }
 
-    /// The scheduler's member views: the snapshot's, plus each pending placement's cluster
-    /// and requests on its member (pending clusters are not running yet).
-    pub fn member_views(&self) -> Vec<MemberView> {
-        let mut views = self.views.clone();
-        for intent in &self.pending {
-            let Some(p) = intent.status.as_ref().and_then(|s| s.placement.as_ref()) else { continue };
-            if let Some(v) = views.iter_mut().find(|v| v.name == p.member) {
-                let r = placement::cluster_requests(&intent.spec);
-                v.placed += 1;
-                v.requested = Resources {
-                    cpu: v.requested.cpu + r.cpu,
-                    memory: v.requested.memory + r.memory,
-                    gpu: v.requested.gpu + r.gpu,
-                };
-            }
+    /// Counts one more pending placement (its cluster and requests on its member; pending
+    /// clusters are not running yet): O(1) in the fleet's size, so a batch of decisions
+    /// from one snapshot does not copy the fleet for each.
+    pub fn add_pending(&mut self, intent: KubeDirectorCluster) {
+        if let Some(p) = intent.status.as_ref().and_then(|s| s.placement.as_ref())
+            && let Some(&i) = self.index.get(&p.member)
+        {
+            let r = placement::cluster_requests(&intent.spec);
+            let v = &mut Arc::make_mut(&mut self.views)[i];
+            v.placed += 1;
+            v.requested = Resources {
+                cpu: v.requested.cpu + r.cpu,
+                memory: v.requested.memory + r.memory,
+                gpu: v.requested.gpu + r.gpu,
+            };
         }
-        views
+        Arc::make_mut(&mut self.pending).push(intent);
+    }
+
+    /// The scheduler's member views: the snapshot's, plus each pending placement.
+    pub fn member_views(&self) -> &[MemberView] {
+        &self.views
     }
 
     /// Every intent, pending placements first (they are newer than the snapshot's copies).
@@ -273,8 +287,7 @@ pub fn failover_target(
     current: &str,
     fleet: &FleetView,
 ) -> Result<String, Unschedulable> {
-    let mut views = fleet.member_views();
-    views.retain(|v| v.name != current);
+    let views: Vec<MemberView> = fleet.member_views().iter().filter(|v| v.name != current).cloned().collect();
     let mut view = IntentView::of(spec);
     let ns = intent.namespace().unwrap_or_default();
     view.colocate = connected_member(fleet.intents(), &ns, &intent.name_any(), spec).ok().flatten();
