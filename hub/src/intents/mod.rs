@@ -197,6 +197,13 @@ pub struct Settle {
     pub then: Action,
 }
 
+/// How many intents are reconciled at once. Each pass waits on the hub's API server, in the
+/// same flow of its API Priority and Fairness as the hub's admission webhook's reads: with
+/// no bound, a batch of thousands of new clusters queued thousands of passes' requests there,
+/// and the webhook's reads waited behind them until the API server's 10 s call to the webhook
+/// timed out (the fleet simulator, 1,000 members × 10,000 clusters, docs/benchmarks.md).
+pub const CONCURRENT_PASSES: u16 = 32;
+
 /// Runs the intent controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -211,7 +218,8 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent_changed, kube::runtime::utils::PredicateConfig::default());
-    let controller = Controller::for_stream(changes, store.clone());
+    let controller = Controller::for_stream(changes, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_PASSES));
     let member_ctx = ctx.clone();
     // A connected ConfigMap or Secret (typed with upstream's label) changed: the clusters in
     // its namespace that connect to it get a fresh Work, so members hear --reconnect promptly.
