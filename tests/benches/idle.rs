@@ -33,15 +33,24 @@ fn example(rel: &str) -> Value {
     serde_saphyr::from_str(&std::fs::read_to_string(path).expect("read example")).expect("parse example")
 }
 
-/// `--idle SECONDS` (default 300) from the bench's arguments.
-fn idle_window() -> Duration {
+/// The value of `--NAME VALUE` among the bench's arguments.
+fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    let secs = args
-        .windows(2)
-        .find(|w| w[0] == "--idle")
-        .map(|w| w[1].parse::<u64>().unwrap_or_else(|_| panic!("--idle: seconds, not {:?}", w[1])))
-        .unwrap_or(300);
-    Duration::from_secs(secs)
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+}
+
+/// `--idle SECONDS` (default 300).
+fn idle_window() -> Duration {
+    let secs = flag("--idle").map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("--idle: seconds, not {v:?}")));
+    Duration::from_secs(secs.unwrap_or(300))
+}
+
+/// `--binary PATH`: another build of `kdfed-spoke` to measure (default: the release build
+/// beside this bench).
+fn spoke_binary() -> std::path::PathBuf {
+    flag("--binary").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        workspace_binary("kdfed-spoke").expect("release kdfed-spoke: cargo build --release -p kdfed-spoke")
+    })
 }
 
 /// CPU seconds (user + system) a process used so far.
@@ -127,6 +136,9 @@ struct Row {
     clusters: usize,
     cpu_millicores: f64,
     rss_mb: f64,
+    /// Of which anonymous (heap, stacks) and file-backed (the binary's code pages).
+    anon_mb: f64,
+    file_mb: f64,
     threads: f64,
     counts: BTreeMap<String, f64>,
     configured_after: f64,
@@ -149,7 +161,7 @@ async fn measure(bed: &Testbed, client: &Client, n: usize, idle: Duration) -> Ro
         "--admin-address".into(),
         format!("127.0.0.1:{admin}"),
     ];
-    let binary = workspace_binary("kdfed-spoke").expect("release kdfed-spoke: cargo build --release -p kdfed-spoke");
+    let binary = spoke_binary();
     let mut director = Daemon::start(&format!("director-{n}"), &binary, &args, &c.dir).expect("start the director");
     let configured_after = wait_configured(client, n).await;
     tokio::time::sleep(SETTLE).await;
@@ -161,6 +173,8 @@ async fn measure(bed: &Testbed, client: &Client, n: usize, idle: Duration) -> Ro
         clusters: n,
         cpu_millicores: (cpu1 - cpu0) / window * 1000.0,
         rss_mb: status_field(pid, "VmRSS") / 1024.0,
+        anon_mb: status_field(pid, "RssAnon") / 1024.0,
+        file_mb: status_field(pid, "RssFile") / 1024.0,
         threads: status_field(pid, "Threads"),
         counts: after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect(),
         configured_after,
@@ -172,7 +186,12 @@ async fn measure(bed: &Testbed, client: &Client, n: usize, idle: Duration) -> Ro
 
 fn print(rows: &[Row], idle: Duration) {
     let minutes = idle.as_secs_f64() / 60.0;
-    println!("\nrelease kdfed-spoke --standalone, idle {} s after {} s of settling", idle.as_secs(), SETTLE.as_secs());
+    println!(
+        "\n{} --standalone, idle {} s after {} s of settling",
+        spoke_binary().display(),
+        idle.as_secs(),
+        SETTLE.as_secs()
+    );
     let mut header = format!("{:<44}", "");
     for r in rows {
         header += &format!("{:>16}", format!("{} cluster(s)", r.clusters));
@@ -188,6 +207,8 @@ fn print(rows: &[Row], idle: Duration) {
     line("all configured after (s)", &|r| format!("{:.1}", r.configured_after));
     line("CPU (mCPU)", &|r| format!("{:.2}", r.cpu_millicores));
     line("RSS at the end (MB)", &|r| format!("{:.1}", r.rss_mb));
+    line("  of which anonymous (MB)", &|r| format!("{:.1}", r.anon_mb));
+    line("  of which file-backed: code pages (MB)", &|r| format!("{:.1}", r.file_mb));
     line("threads", &|r| format!("{}", r.threads));
     let keys: std::collections::BTreeSet<&String> = rows.iter().flat_map(|r| r.counts.keys()).collect();
     for key in keys {
