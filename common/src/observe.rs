@@ -137,6 +137,18 @@ pub struct ApiLabels {
     pub code: String,
 }
 
+/// Labels of one API request by what it asks for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// Which API server (`hub`, `local`).
+    pub server: String,
+    /// `LIST` (a GET of a collection), `WATCH`, or the HTTP method.
+    pub verb: String,
+    /// The resource (`pods`, `kubedirectorclusters`), with its subresource
+    /// (`kubedirectorclusters/status`, `pods/exec`); `other` for paths outside the API.
+    pub resource: String,
+}
+
 /// Labels of request durations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabel {
@@ -148,6 +160,7 @@ pub struct ServerLabel {
 #[derive(Debug)]
 pub struct ApiMetrics {
     requests: Family<ApiLabels, Counter>,
+    by_resource: Family<ResourceLabels, Counter>,
     duration: Family<ServerLabel, Histogram>,
 }
 
@@ -157,12 +170,18 @@ impl ApiMetrics {
     pub fn register(registry: &mut Registry) -> Arc<ApiMetrics> {
         let m = ApiMetrics {
             requests: Family::default(),
+            by_resource: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
         };
         registry.register(
             "api_requests",
             "Requests sent to Kubernetes API servers, by server, verb and status class",
             m.requests.clone(),
+        );
+        registry.register(
+            "api_resource_requests",
+            "Requests sent to Kubernetes API servers, by server, verb (LIST apart from GET) and resource",
+            m.by_resource.clone(),
         );
         registry.register_with_unit(
             "api_request_duration",
@@ -184,6 +203,38 @@ impl ApiMetrics {
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&ServerLabel { server: server.to_string() }).observe(seconds);
     }
+
+    /// Records what one request asked for (see [`resource`]).
+    pub fn record_resource(&self, server: &str, verb: &str, resource: &str) {
+        let labels =
+            ResourceLabels { server: server.to_string(), verb: verb.to_string(), resource: resource.to_string() };
+        self.by_resource.get_or_create(&labels).inc();
+    }
+}
+
+/// What a request asks for: its verb (`LIST` for a GET of a collection, `WATCH`, else the
+/// method) and its resource with the subresource, if any (`pods`, `pods/exec`,
+/// `kubedirectorclusters/status`); `other` for paths outside `/api` and `/apis`.
+pub fn resource(method: &http::Method, path: &str, query: Option<&str>) -> (String, String) {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let skip = match segments.first() {
+        Some(&"api") => 2,
+        Some(&"apis") => 3,
+        _ => return (verb(method, query), "other".to_string()),
+    };
+    let mut rest = segments.get(skip..).unwrap_or_default();
+    // namespaces/<ns>/<resource>...; `namespaces/<ns>` alone is the namespace itself.
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        rest = &rest[2..];
+    }
+    let Some(kind) = rest.first() else { return (verb(method, query), "other".to_string()) };
+    let resource = match rest.get(2) {
+        Some(sub) => format!("{kind}/{sub}"),
+        None => kind.to_string(),
+    };
+    let verb = verb(method, query);
+    let verb = if verb == "GET" && rest.len() == 1 { "LIST".to_string() } else { verb };
+    (verb, resource)
 }
 
 /// The verb label of a request: its method, or `WATCH` for `?watch=true`/`1`.
@@ -242,6 +293,8 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let verb = verb(req.method(), req.uri().query());
+        let (what, resource) = resource(req.method(), req.uri().path(), req.uri().query());
+        self.metrics.record_resource(&self.server, &what, &resource);
         let metrics = self.metrics.clone();
         let server = self.server.clone();
         let started = Instant::now();
@@ -434,8 +487,43 @@ mod tests {
             "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"WATCH\",code=\"2xx\"} 1",
             "kdfed_spoke_api_requests_total{server=\"hub\",verb=\"PATCH\",code=\"2xx\"} 1",
             "kdfed_spoke_api_request_duration_seconds_count{server=\"hub\"} 4",
+            "kdfed_spoke_api_resource_requests_total{server=\"hub\",verb=\"GET\",resource=\"other\"} 2",
         ] {
             assert!(out.contains(line), "{line} missing in\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_request_names_its_resource_and_a_collection_get_is_a_list() {
+        let get = http::Method::GET;
+        let cases = [
+            (&get, "/api/v1/pods", None, ("LIST", "pods")),
+            (&get, "/api/v1/namespaces/default/pods", Some("labelSelector=a"), ("LIST", "pods")),
+            (&get, "/api/v1/namespaces/default/pods/p-0", None, ("GET", "pods")),
+            (
+                &http::Method::POST,
+                "/api/v1/namespaces/default/pods/p-0/exec",
+                Some("command=ls"),
+                ("POST", "pods/exec"),
+            ),
+            (
+                &get,
+                "/apis/kubedirector.hpe.com/v1beta1/kubedirectorclusters",
+                Some("watch=true"),
+                ("WATCH", "kubedirectorclusters"),
+            ),
+            (
+                &http::Method::PATCH,
+                "/apis/kubedirector.hpe.com/v1beta1/namespaces/ns/kubedirectorclusters/c/status",
+                None,
+                ("PATCH", "kubedirectorclusters/status"),
+            ),
+            (&get, "/api/v1/namespaces/kdfed-system", None, ("GET", "namespaces")),
+            (&get, "/version", None, ("GET", "other")),
+            (&get, "/apis/apps/v1", None, ("GET", "other")),
+        ];
+        for (method, path, query, (verb, resource)) in cases {
+            assert_eq!(super::resource(method, path, query), (verb.to_string(), resource.to_string()), "{path}");
         }
     }
 }

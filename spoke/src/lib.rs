@@ -41,7 +41,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .build(metrics::SpokeMetrics::register)
         .await?;
     let Runtime { client: local, metrics: spoke_metrics, api_metrics, .. } = runtime;
-    tokio::spawn(metrics::collect(local.clone(), spoke_metrics.clone(), Duration::from_secs(5)));
     let director = director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone(), configcli);
     if settings.standalone {
         info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");

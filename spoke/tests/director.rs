@@ -846,3 +846,49 @@ async fn a_claim_left_behind_by_a_statefulset_deleted_mid_shrink_goes_only_with_
         }
     }
 }
+
+/// A settled cluster's passes skip applying what nothing changed (the idle cost), so an
+/// object changed behind the director's back must still be repaired: its watch event
+/// changes what the pass reads, and the pass applies again.
+#[tokio::test]
+async fn a_settled_cluster_whose_objects_change_behind_its_back_is_repaired() {
+    let env = env().await;
+    let client = env.client.clone();
+    let _director = env.director();
+    create::<KubeDirectorApp>(&client, spark_app()).await;
+    create::<KubeDirectorCluster>(&client, spark_cluster("drift", 1)).await;
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(client.clone(), "default");
+    let c = wait_for(&clusters, "drift", "configured", |c| {
+        configured_with(c, &[("controller", 1), ("worker", 1), ("gateway", 1)])
+    })
+    .await;
+    // Let the passes after the last status write find nothing to do.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = c.status.expect("status");
+    let worker = status.roles.iter().find(|r| r.id == "worker").expect("worker role");
+    let (sts_name, pod) = (worker.stateful_set.clone(), worker.members[0].pod.clone());
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let member_service = format!("s-{pod}");
+    assert!(services.get_opt(&member_service).await.expect("get").is_some(), "{member_service} missing");
+    // One change at a time, each after the passes settled again: a deleted member Service
+    // alone, then a StatefulSet scaled by hand alone.
+    services.delete(&member_service, &DeleteParams::default()).await.expect("delete member service");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while services.get_opt(&member_service).await.expect("get service").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "{member_service} not built again after {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let scale = Patch::Merge(json!({"spec": {"replicas": 0}}));
+    statefulsets.patch(&sts_name, &PatchParams::default(), &scale).await.expect("scale down by hand");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let replicas = statefulsets.get(&sts_name).await.expect("get statefulset").spec.and_then(|s| s.replicas);
+        if replicas == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sts_name} at {replicas:?} replicas after {TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

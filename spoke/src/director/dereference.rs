@@ -5,9 +5,10 @@
 //! for example, fake a connections change).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kdfed_common::{ApiError, Doing};
 use kdfed_crds::app::KubeDirectorApp;
 use kdfed_crds::cluster::KubeDirectorCluster;
@@ -39,6 +40,17 @@ pub struct Observed {
     /// The `kdapp` label of the StatefulSets' selectors: the app the cluster was built
     /// with (a selector never changes), none before it has StatefulSets.
     pub selector_app: Option<String>,
+    /// The resource versions of everything read (the cluster, its app and config, pods,
+    /// StatefulSets, Services and claims), hashed: equal fingerprints mean nothing the
+    /// pass reads or writes changed in between.
+    pub fingerprint: u64,
+}
+
+/// Hashes the resource versions of `objects` (by name) into `hasher`.
+fn versions<'a, K: ResourceExt + 'a>(hasher: &mut impl Hasher, kind: &str, objects: impl IntoIterator<Item = &'a K>) {
+    for o in objects {
+        (kind, o.name_any(), o.resource_version()).hash(hasher);
+    }
 }
 
 /// Reads what one pass over `cluster` needs; `system_namespace` holds the system app
@@ -53,8 +65,7 @@ pub async fn read(
     let config = Api::<KubeDirectorConfig>::namespaced(client.clone(), system_namespace)
         .get_opt(CONFIG_NAME)
         .await
-        .doing("read KubeDirectorConfig")?
-        .map(|c| c.spec);
+        .doing("read KubeDirectorConfig")?;
     let lp = ListParams::default().labels(&format!("{}={}", names::LABEL_CLUSTER, cluster.name_any()));
     let pod_list = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await.doing("list pods")?;
     let pods = pod_list.items.iter().map(|p| (p.name_any(), pod_view(p))).collect();
@@ -68,8 +79,19 @@ pub async fn read(
     let claim_list =
         Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).list(&lp).await.doing("list claims")?;
     let claims = claim_list.items.iter().map(claim_view).collect();
+    let svc_list = Api::<Service>::namespaced(client.clone(), &ns).list(&lp).await.doing("list services")?;
     let connected = connected(client, system_namespace, &ns, cluster).await?;
-    Ok(Observed { app, config, pods, statefulsets, claims, connected, selector_app })
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    versions(&mut hasher, "cluster", [cluster]);
+    versions(&mut hasher, "app", app.iter().map(|(a, _)| a));
+    versions(&mut hasher, "config", config.iter());
+    versions(&mut hasher, "pod", &pod_list.items);
+    versions(&mut hasher, "statefulset", &sts_list.items);
+    versions(&mut hasher, "service", &svc_list.items);
+    versions(&mut hasher, "claim", &claim_list.items);
+    let fingerprint = hasher.finish();
+    let config = config.map(|c| c.spec);
+    Ok(Observed { app, config, pods, statefulsets, claims, connected, selector_app, fingerprint })
 }
 
 async fn find_app(
@@ -166,6 +188,31 @@ pub fn pod_view(pod: &Pod) -> PodView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fingerprint(objects: &[(&str, &str)], claims: &[(&str, &str)]) -> u64 {
+        let meta = |name: &str, version: &str| kube::api::ObjectMeta {
+            name: Some(name.into()),
+            resource_version: Some(version.into()),
+            ..Default::default()
+        };
+        let pods: Vec<Pod> = objects.iter().map(|(n, v)| Pod { metadata: meta(n, v), ..Pod::default() }).collect();
+        let claims: Vec<PersistentVolumeClaim> =
+            claims.iter().map(|(n, v)| PersistentVolumeClaim { metadata: meta(n, v), ..Default::default() }).collect();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        versions(&mut hasher, "pod", &pods);
+        versions(&mut hasher, "claim", &claims);
+        hasher.finish()
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_version_name_or_kind() {
+        let base = fingerprint(&[("p-0", "10"), ("p-1", "11")], &[("p-p-0", "12")]);
+        assert_eq!(base, fingerprint(&[("p-0", "10"), ("p-1", "11")], &[("p-p-0", "12")]));
+        assert_ne!(base, fingerprint(&[("p-0", "10"), ("p-1", "13")], &[("p-p-0", "12")]), "a newer pod");
+        assert_ne!(base, fingerprint(&[("p-0", "10")], &[("p-p-0", "12")]), "a pod gone");
+        assert_ne!(base, fingerprint(&[("p-0", "10"), ("p-1", "11")], &[]), "a claim gone");
+        assert_ne!(base, fingerprint(&[("p-0", "10"), ("p-1", "11"), ("p-p-0", "12")], &[]), "a claim is no pod");
+    }
 
     fn pod(status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({"metadata": {"name": "p-0"}, "status": status})).expect("pod")

@@ -19,6 +19,7 @@ use kdfed_crds::cluster::{Connections, KubeDirectorCluster};
 use kdfed_crds::federation::{ANNOTATION_FENCED, ANNOTATION_SELF_FENCED};
 use kdfed_crds::resolve::Resolved;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -108,6 +109,10 @@ pub struct Context {
     pub backoff: reconcile::Backoff,
     /// The cluster versions the director wrote itself: their watch events are dropped.
     pub own_writes: reconcile::OwnWrites,
+    /// Per cluster, the fingerprint ([`Observed::fingerprint`]) of the last settled pass
+    /// that applied every object and wrote nothing: a pass that sees it again has nothing
+    /// to apply (its timer pass then only reads).
+    pub applied: Mutex<HashMap<String, u64>>,
 }
 
 type ClusterStore = Store<DeserializeGuard<KubeDirectorCluster>>;
@@ -148,28 +153,50 @@ pub async fn run(
         configure_started: Mutex::default(),
         backoff: reconcile::Backoff::new(RETRY_FIRST, RETRY_MAX),
         own_writes: reconcile::OwnWrites::default(),
+        applied: Mutex::default(),
     });
     let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(names::LABEL_CLUSTER);
-    // The director's own writes to a cluster (status, the connections counter) do not
-    // trigger it again: a pass that needs another asks for it in its Action, and a failing
-    // one waits for its backoff instead of waking itself up.
+    // One watch of the clusters serves the controller, the metrics and the clusters that
+    // connect to a changed one. The store keeps what triggers need (name, spec, resource
+    // version): each pass reads its cluster afresh, so managed fields are dropped.
     let (reader, writer) = reflector::store();
+    let (changed_tx, changed_rx) = futures::channel::mpsc::unbounded();
     let own = ctx.clone();
-    let changes = watcher(clusters.clone(), watcher::Config::default())
+    let changes = watcher(clusters, watcher::Config::default())
         .backoff(kdfed_common::reconcile::TriggerBackoff::default())
+        .modify(|guard: &mut DeserializeGuard<KubeDirectorCluster>| {
+            if let Ok(cluster) = guard.0.as_mut() {
+                cluster.metadata.managed_fields = None;
+            }
+        })
         .reflect(writer)
+        // Every change of a cluster, its deletion included (and its own writes: becoming
+        // `configured` matters to the clusters connected to it), reconciles the clusters
+        // that connect to it.
+        .inspect_ok(move |event| {
+            if let watcher::Event::Apply(other) | watcher::Event::InitApply(other) | watcher::Event::Delete(other) =
+                event
+            {
+                let _ = changed_tx.unbounded_send(Ok::<_, watcher::Error>(other.clone()));
+            }
+        })
         .applied_objects()
+        // The director's own writes to a cluster (status, the connections counter) do not
+        // trigger it again: a pass that needs another asks for it in its Action, and a
+        // failing one waits for its backoff instead of waking itself up.
         .try_filter(move |cluster| std::future::ready(!own.own_writes.is_own(cluster)));
+    tokio::spawn(crate::metrics::collect(reader.clone(), ctx.metrics.clone(), Duration::from_secs(5)));
     let controller = Controller::for_stream(changes, reader);
-    // A change in a connected ConfigMap, Secret or cluster reconciles the clusters that
-    // connect to it right away (the periodic requeue remains the safety net, and the only
-    // trigger for connected objects without the type label that configmeta needs anyway).
+    // A change in a connected ConfigMap or Secret reconciles the clusters that connect to
+    // it right away (the periodic requeue remains the safety net, and the only trigger for
+    // connected objects without the type label that configmeta needs anyway). Owned
+    // objects and pods only trigger: their metadata is all the watches decode.
     let (by_configmap, by_secret, by_cluster) = (controller.store(), controller.store(), controller.store());
     controller
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .watches(Api::<Pod>::all(client.clone()), owned, |pod: Pod| {
+        .owns_stream(metadata::<StatefulSet>(&client, owned.clone()))
+        .owns_stream(metadata::<Service>(&client, owned.clone()))
+        .watches_stream(metadata::<Pod>(&client, owned), |pod: PartialObjectMeta<Pod>| {
             let cluster = pod.labels().get(names::LABEL_CLUSTER)?.clone();
             Some(ObjectRef::new(&cluster).within(&pod.namespace()?))
         })
@@ -183,7 +210,7 @@ pub async fn run(
             watcher::Config::default().labels(names::LABEL_SECRET_TYPE),
             move |secret: Secret| connecting(&by_secret, secret.namespace(), &secret.name_any(), |k| &k.secrets),
         )
-        .watches(clusters, watcher::Config::default(), move |other: DeserializeGuard<KubeDirectorCluster>| {
+        .watches_stream(changed_rx, move |other: DeserializeGuard<KubeDirectorCluster>| {
             connecting(&by_cluster, other.namespace(), &other.name_any(), |k| &k.clusters)
         })
         .trigger_backoff(kdfed_common::reconcile::TriggerBackoff::default())
@@ -195,6 +222,17 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Changes of the `K`s `config` selects, metadata only (the watches that only trigger).
+fn metadata<K>(
+    client: &Client,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + use<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config).default_backoff().touched_objects()
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<KubeDirectorCluster>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -265,7 +303,12 @@ async fn reconcile_cluster(
         info!(generated = planned.tokens_generated, "auth tokens generated");
     }
     let inputs = inputs(&cluster, &resolved, &observed, &catalog, &planned);
-    if let Err(e) = apply_plan(&ctx, &inputs, &planned, &observed, &desired, &rollout).await {
+    let quiet = quiet(&planned, &rollout);
+    let key = reconcile::key(&cluster);
+    if !(quiet && applied_already(&ctx, &key, observed.fingerprint))
+        && let Err(e) = apply_plan(&ctx, &inputs, &planned, &observed, &desired, &rollout).await
+    {
+        forget_applied(&ctx, &key);
         // Whatever the member's API server refused (an invalid object, a full Service IP
         // range, a policy) is the user's to see: on the cluster, not only in the log.
         status::apply_failed(&ctx, &cluster, &api, &old_status, &e).await;
@@ -277,7 +320,37 @@ async fn reconcile_cluster(
         lifecycle::deliver_notifications(&ctx, &pods_api, &view, &mut next, &observed.pods, connections.version).await;
     status::conditions(&old_status, &mut next, cluster.metadata.generation);
     let written = status::report(&ctx, &api, &cluster, &old_status, &next, &planned.members.events).await?;
+    if quiet && !written && !delivered {
+        lock(&ctx.applied).insert(key, observed.fingerprint);
+    } else {
+        forget_applied(&ctx, &key);
+    }
     Ok(status::next_action(written, planned.members.settled, delivered))
+}
+
+/// Whether a pass's plan is settled with nothing under way: no member being set up, no
+/// rollout, nothing to delete. Only then may it skip applying objects nothing changed.
+fn quiet(planned: &ClusterPlan, rollout: &Rollout) -> bool {
+    let m = &planned.members;
+    m.settled
+        && rollout.other.is_none()
+        && m.delete_statefulsets.is_empty()
+        && m.delete_services.is_empty()
+        && m.delete_pvcs.is_empty()
+}
+
+/// Whether a quiet pass over the cluster `key` with this fingerprint already applied
+/// everything (nothing it read or wrote changed since).
+fn applied_already(ctx: &Context, key: &str, fingerprint: u64) -> bool {
+    lock(&ctx.applied).get(key) == Some(&fingerprint)
+}
+
+fn forget_applied(ctx: &Context, key: &str) {
+    lock(&ctx.applied).remove(key);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A new member auth token; left empty when there is no randomness, so that a later pass
@@ -496,6 +569,7 @@ async fn cleanup(
     ctx.recorder.publish(cluster, false, "Cluster", "greenlighting for deletion").await;
     reconcile::remove_finalizer(api, cluster, names::FINALIZER).await.map_err(Error::Cleanup)?;
     ctx.own_writes.forget(&reconcile::key(cluster));
+    forget_applied(ctx, &reconcile::key(cluster));
     info!("cleanup done");
     Ok(Action::await_change())
 }
