@@ -190,7 +190,11 @@ mod tests {
         let renewed = availability(Some(fresh), now, grace);
         assert_eq!(renewed.0, "True");
         let later = now.checked_add(jiff::SignedDuration::from_secs(9)).expect("time");
-        assert_eq!(availability(Some(fresh), later, grace), renewed, "the same message while it holds: nothing to rewrite");
+        assert_eq!(
+            availability(Some(fresh), later, grace),
+            renewed,
+            "the same message while it holds: nothing to rewrite"
+        );
         let stale = now.checked_sub(jiff::SignedDuration::from_secs(31)).expect("time");
         let (status, reason, message) = availability(Some(stale), now, grace);
         assert_eq!((status, reason), ("Unknown", "HeartbeatMissed"));

@@ -193,8 +193,13 @@ pub async fn register(
 ) -> Result<(), kube::Error> {
     let name = configuration_name(component);
     let validating = validating_configuration(component, endpoint, ca_pem, unreviewed);
-    apply_unless_covered(&Api::<ValidatingWebhookConfiguration>::all(client.clone()), &name, &validating, field_manager)
-        .await?;
+    apply_unless_covered(
+        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        &name,
+        &validating,
+        field_manager,
+    )
+    .await?;
     let mutating = mutating_configuration(component, endpoint, ca_pem, unreviewed);
     apply_unless_covered(&Api::<MutatingWebhookConfiguration>::all(client.clone()), &name, &mutating, field_manager)
         .await
