@@ -123,7 +123,7 @@ pub fn place(
             return Decision::Wait(Settle { status, event, then: Action::requeue(CONNECTIONS_RECHECK) });
         }
     }
-    match placement::schedule(&view, &views) {
+    match placement::schedule(&view, views) {
         Ok(m) => {
             status.placement = Some(PlacementStatus { member: m.name.clone(), epoch: 1, time: Some(Time(now)) });
             let message = format!("placed on member {} (epoch 1)", m.name);
