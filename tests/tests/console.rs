@@ -310,6 +310,11 @@ async fn choices_and_upgrade(port: u16, session: &str, csrf: &str, hub: &Client)
     )
     .await;
     assert_eq!(launched.status, 303, "{}", launched.body);
+    // Upstream's one-change-at-a-time rule refuses a spec change until the previous one was
+    // processed (a new cluster: until it has a status), as a user would see on the page; change
+    // it once it is Ready, as a user would.
+    let mine: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "team-a");
+    wait_cluster(&mine, "greet", "Ready", settled).await;
     let page = http(port, "GET", "/clusters/team-a/greet", session, &[]).await;
     assert!(page.body.contains("id=\"choice-language\""), "the mutable choice is offered: {}", page.body);
     assert!(page.body.contains("<option value=\"greeter-2\">"), "the allowed upgrade is offered: {}", page.body);
@@ -317,8 +322,7 @@ async fn choices_and_upgrade(port: u16, session: &str, csrf: &str, hub: &Client)
         http(port, "POST", "/clusters/team-a/greet/choices", session, &[("csrf", csrf), ("choice.language", "fr")])
             .await;
     assert_eq!(chosen.status, 303, "{}", chosen.body);
-    let mine: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "team-a");
-    let c = mine.get("greet").await.expect("get");
+    let c = wait_cluster(&mine, "greet", "Ready with the new choice", settled).await;
     assert_eq!(c.spec.config_choices.get("language").map(String::as_str), Some("fr"));
     let wrong =
         http(port, "POST", "/clusters/team-a/greet/upgrade", session, &[("csrf", csrf), ("app", "spark-lite")]).await;
@@ -419,4 +423,9 @@ async fn kdfed_console_subcommand(fleet: &Fleet, kubeconfig: &str) {
         .expect("run kdfed console");
     let said = String::from_utf8_lossy(&no_context.stderr);
     assert!(said.contains("--context \"nope\": no such context"), "{said}");
+}
+
+/// Ready for its current spec: the member processed the last change.
+fn settled(c: &KubeDirectorCluster) -> bool {
+    cond(c, "Ready").is_some_and(|k| k.status == "True" && k.observed_generation == c.metadata.generation)
 }

@@ -881,7 +881,9 @@ impl Sim {
             .await?;
         let local = bed.client("real").await?;
         kdfed_common::crds::install(local.clone()).await?;
-        let identity = self.dir.join("real-spoke.kubeconfig");
+        // Its identity on its own member API server; `register` writes the hub kubeconfig
+        // as `real-spoke.kubeconfig`, so this one must be named apart.
+        let identity = self.dir.join("real-spoke-local.kubeconfig");
         let base = kdfed_testbed::rbac::deploy_base("spoke");
         let real = &bed.cluster("real").kubeconfig;
         kdfed_testbed::rbac::deploy_identity_as(real, &base, Some("kdfed-spoke"), 24 * 3600, &identity).await?;
