@@ -56,7 +56,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         hub_metrics.clone(),
         cache.clone(),
     ));
-    let availability = tokio::spawn(members::run(client.clone(), cache.clone(), grace, Duration::from_secs(2)));
+    let availability = tokio::spawn(members::run(
+        client.clone(),
+        cache.clone(),
+        grace,
+        Duration::from_secs(2),
+        ctx.heartbeats.clone(),
+    ));
     let lost = async {
         match &elector {
             Some(e) => e.hold().await,

@@ -94,9 +94,32 @@ pub async fn last_renewal(client: &Client, member: &str) -> Result<Option<jiff::
     Ok(leases.get_opt(MEMBER_LEASE).await?.and_then(|l| l.spec).and_then(|s| s.renew_time).map(|t| t.0))
 }
 
+/// Each member's heartbeat as the availability loop last folded it, shared with the
+/// intent controller.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeats(std::sync::Arc<std::sync::Mutex<BTreeMap<String, Seen>>>);
+
+impl Heartbeats {
+    /// The `renewTime` of `member`'s Lease that the last availability pass judged by.
+    pub fn renew_time(&self, member: &str) -> Option<jiff::Timestamp> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(member).map(|s| s.renew_time)
+    }
+
+    fn set(&self, seen: &BTreeMap<String, Seen>) {
+        seen.clone_into(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
 /// Updates every member's `Available` condition and placed-cluster count, every `period`,
-/// with an Event on the member when its availability changes.
-pub async fn run(client: Client, cache: std::sync::Arc<crate::cache::FleetCache>, grace: Duration, period: Duration) {
+/// with an Event on the member when its availability changes; what it judged by goes into
+/// `heartbeats`.
+pub async fn run(
+    client: Client,
+    cache: std::sync::Arc<crate::cache::FleetCache>,
+    grace: Duration,
+    period: Duration,
+    heartbeats: Heartbeats,
+) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-hub");
     let mut seen = BTreeMap::new();
     cache.ready().await;
@@ -104,6 +127,7 @@ pub async fn run(client: Client, cache: std::sync::Arc<crate::cache::FleetCache>
         if let Err(e) = sync_once(&client, &cache, &recorder, grace, &mut seen).await {
             warn!("member availability: {e}");
         }
+        heartbeats.set(&seen);
         tokio::time::sleep(period).await;
     }
 }

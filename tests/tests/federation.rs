@@ -1294,6 +1294,76 @@ async fn a_dead_spoke_s_fence_watchdog_stops_its_failover_copy_before_the_hub_pl
     assert_eq!(west_pods.list(&mobile_pods).await.expect("pods").items.len(), 2, "mobile keeps running on west");
 }
 
+/// A Work that reaches a member whose spoke comes back while the hub still holds the member
+/// unavailable may be failed over at any moment, so the failover-enabled copy must not start
+/// until the hub shows the member available again (found by the random-fault suite: a spoke
+/// restarted just as the hub failed its cluster over created the copy from the Work and ran it
+/// beside the new one). The hub processes are stopped meanwhile, so the member stays
+/// unavailable on the hub however long the test looks.
+#[tokio::test]
+async fn a_spoke_back_from_the_dead_starts_a_failover_copy_only_once_the_hub_shows_it_available() {
+    let mut fleet = fleet().await;
+    let hub = fleet.hub.clone();
+    seed_catalog(&hub).await;
+    // West's spoke dies; a long grace keeps west available on the hub while late is placed
+    // there (the hub places nothing on an unavailable member), then west's grace is the
+    // fleet's again and it turns unavailable with late's Work waiting for it.
+    let members: Api<KubeDirectorMember> = Api::all(hub.clone());
+    let grace = |seconds: Option<i64>| json!({"spec": {"heartbeatGraceSeconds": seconds}});
+    members.patch("west", &PatchParams::default(), &Patch::Merge(grace(Some(600)))).await.expect("long grace");
+    fleet.spokes.get_mut("west").expect("west").kill();
+    let clusters: Api<KubeDirectorCluster> = Api::namespaced(hub.clone(), "default");
+    let mut manifest = cluster("late", 1, "1", Some(("region", "west")));
+    manifest["spec"]["placement"]["failover"] = json!({"policy": "Reschedule", "afterSeconds": 600});
+    clusters.create(&PostParams::default(), &serde_json::from_value(manifest).expect("c")).await.expect("create");
+    let works: Api<KubeDirectorWork> = Api::namespaced(hub.clone(), "kdfed-member-west");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while works.get_opt("default.late").await.expect("work").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "late was not placed on west");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    members.patch("west", &PatchParams::default(), &Patch::Merge(grace(None))).await.expect("fleet's grace");
+    wait_member(&hub, "west", "Unknown").await;
+    for h in &mut fleet.hubs {
+        h.kill();
+    }
+
+    fleet.start_spoke("west");
+    let west = fleet.bed.client("west").await.expect("west");
+    let local: Api<KubeDirectorCluster> = Api::namespaced(west.clone(), "default");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(hub.clone(), "kdfed-member-west");
+    let renewed = || async {
+        leases.get(kdfed_crds::federation::MEMBER_LEASE).await.ok().and_then(|l| l.spec?.renew_time).map(|t| t.0)
+    };
+    let first = renewed().await;
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut renewals = 0;
+    let mut last = first;
+    while tokio::time::Instant::now() < watch_until {
+        assert!(
+            local.get_opt("late").await.expect("copy").is_none(),
+            "west started late while the hub shows it unavailable"
+        );
+        let now = renewed().await;
+        if now != last {
+            renewals += 1;
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(renewals >= 3, "west's spoke renewed its heartbeat {renewals} times: it is not connected to the hub");
+    let member = Api::<KubeDirectorMember>::all(hub.clone()).get("west").await.expect("west");
+    let available = member.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Available"));
+    assert_eq!(available.map(|c| c.status).as_deref(), Some("Unknown"), "no hub ran to mark west available");
+
+    // The hub is back: it sees the renewals, shows west available, and the copy starts there.
+    fleet.start_hub(0);
+    let c = wait_cluster(&clusters, "late", "ready on west", |c| ready_with(c, "2/2")).await;
+    assert_eq!(member_of(&c).as_deref(), Some("west"), "late stays on west");
+    let epoch = c.status.and_then(|s| s.placement).map(|p| p.epoch);
+    assert_eq!(epoch, Some(1), "late was placed once");
+}
+
 /// Samples the `dead` member's and the `alive` one's pods of `mobile` and the alive one's
 /// Work until mobile runs there; fails at once if the Work exists (or the alive member runs a
 /// pod) while the dead one still runs one. Returns when the dead member's copy was seen down

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kdfed_common::ApiError;
 use kdfed_common::reconcile;
+use kdfed_common::{ApiError, Doing};
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus, PlacementStatus};
 use kdfed_crds::federation::{FINALIZER_INTENT, KubeDirectorMember, KubeDirectorWork, work_name};
 use kube::api::Api;
@@ -120,6 +120,9 @@ pub struct Context {
     pub wakes: Mutex<wake::Wakes>,
     /// Events rate-limited (see [`events`]).
     pub events: Mutex<events::EventGate>,
+    /// Each member's heartbeat as the availability loop last folded it: a failover first
+    /// checks that the member's Lease has not been renewed since.
+    pub heartbeats: crate::members::Heartbeats,
 }
 
 impl Context {
@@ -141,6 +144,7 @@ impl Context {
             placer: Mutex::new(ledger::Placer::default()),
             wakes: Mutex::new(wake::Wakes::default()),
             events: Mutex::new(events::EventGate::default()),
+            heartbeats: crate::members::Heartbeats::default(),
         }
     }
 
@@ -524,6 +528,17 @@ async fn fail_over(
     if now_available.as_ref().is_some_and(place::is_available) {
         info!(member = %placement.member, "member available again; no failover");
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // And the heartbeat itself: the member's status says what the availability loop decided
+    // up to 2 s ago; a renewal since then (a spoke just restarted) means the member is back,
+    // and its spoke may already be starting the copy it reads from this Work.
+    let renewed = crate::members::last_renewal(&ctx.client, &placement.member)
+        .await
+        .doing("read member lease")
+        .map_err(Error::Dereference)?;
+    if renewed != ctx.heartbeats.renew_time(&placement.member) {
+        info!(member = %placement.member, "member renewed its heartbeat; no failover");
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let ns = intent.namespace().unwrap_or_default();
     let wname = work_name(&ns, &intent.name_any());

@@ -13,6 +13,7 @@
 
 mod apply;
 mod build;
+mod confirm;
 mod credentials;
 mod fencing;
 mod heartbeat;
@@ -137,6 +138,10 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The member's availability or the Work could not be read from the hub before a
+    /// failover-enabled copy starts.
+    #[error(transparent)]
+    Confirm(ApiError),
     /// The local copy of the cluster could not be applied or its fence lifted.
     #[error(transparent)]
     ApplyCopy(ApiError),
@@ -158,6 +163,7 @@ impl Error {
             Error::ApplyInputs(_) => "apply_inputs",
             Error::Seal(_) => "seal",
             Error::SecretKeys { .. } => "secret_keys",
+            Error::Confirm(_) => "confirm",
             Error::ApplyCopy(_) => "apply_copy",
             Error::ReportStatus(_) => "report_status",
         }
@@ -172,6 +178,7 @@ impl Error {
             | Error::ReadMaterial(e)
             | Error::ApplyInputs(e)
             | Error::Seal(e)
+            | Error::Confirm(e)
             | Error::ApplyCopy(e)
             | Error::ReportStatus(e) => Some(e),
             Error::Credentials(_) | Error::Build { .. } | Error::SecretKeys { .. } => None,
@@ -208,6 +215,8 @@ pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
         access,
         works: std::sync::OnceLock::new(),
         memo: memo::Memo::default(),
+        confirmation: confirm::Confirmation::default(),
+        works_gone: tokio::sync::Notify::new(),
     });
     let self_fence = async move {
         if !shared_local {
@@ -253,6 +262,10 @@ struct SyncContext {
     works: std::sync::OnceLock<kube::runtime::reflector::Store<kdfed_crds::federation::KubeDirectorWork>>,
     /// What Work sync applied and read, per Work.
     memo: memo::Memo,
+    /// This member's availability on the hub as Work sync saw it.
+    confirmation: confirm::Confirmation,
+    /// Work sync saw a Work deleted on the hub: the fencing check runs at once.
+    works_gone: tokio::sync::Notify,
 }
 
 impl SyncContext {

@@ -177,15 +177,19 @@ async fn build_report(local: &Client, copies_selector: &str) -> Result<Report, A
     })
 }
 
-/// Fences copies whose Work is gone, then reports every `report_interval` until the
-/// process stops; a report equal to the last one written is not written again.
+/// Fences copies whose Work is gone, then reports every `report_interval` and whenever Work
+/// sync saw a Work deleted, until the process stops; a report equal to the last one written
+/// is not written again.
 pub(super) async fn run(ctx: Arc<SyncContext>) {
     let mut last: Option<Report> = None;
     loop {
         if let Some(report) = pass(&ctx, last.as_ref()).await {
             last = Some(report);
         }
-        tokio::time::sleep(ctx.access.pause(ctx.opts.report_interval)).await;
+        tokio::select! {
+            () = tokio::time::sleep(ctx.access.pause(ctx.opts.report_interval)) => {}
+            () = ctx.works_gone.notified() => {}
+        }
     }
 }
 

@@ -15,10 +15,10 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
-use super::{Error, FIELD_MANAGER, SyncContext, apply, build, keys, memo};
+use super::{Error, FIELD_MANAGER, SyncContext, apply, build, confirm, keys, memo};
 
 /// Longest failure message reported into a Work's status.
 const MAX_FAILURE_MESSAGE: usize = 1024;
@@ -35,9 +35,22 @@ pub(super) async fn run(ctx: Arc<SyncContext>) {
     let local_clusters: Api<KubeDirectorCluster> = Api::all(ctx.local.clone());
     let ns = ctx.namespace();
     let copies = watcher::Config::default().labels(&ctx.opts.copies_selector());
-    let controller = Controller::new(works, watcher::Config::default());
+    let (store, writer) = kube::runtime::reflector::store();
+    // A Work deleted on the hub (its cluster failed over, or released without this member's
+    // cleanup) wakes the fencing check at once rather than at the next report.
+    let gone = ctx.clone();
+    let changes = watcher(works, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::Delete(_))) {
+                gone.works_gone.notify_one();
+            }
+        })
+        .applied_objects();
     // The fencing check reads which Works exist from this cache instead of the hub.
-    let _ = ctx.works.set(controller.store());
+    let _ = ctx.works.set(store.clone());
+    let controller = Controller::for_stream(changes, store);
     controller
         .watches(local_clusters, copies, move |c: KubeDirectorCluster| {
             let work = c.labels().get(LABEL_WORK)?.clone();
@@ -108,6 +121,9 @@ async fn sync(work: &KubeDirectorWork, ctx: &SyncContext) -> Result<Action, Erro
             report_status(&works, work, &copy).await?;
             return Ok(Action::requeue(RESYNC));
         }
+    }
+    if let Some(wait) = confirm::before_start(ctx, work).await? {
+        return Ok(Action::requeue(wait));
     }
     apply::namespace_and_app(ctx, work).await?;
     let material = keys::work_material(ctx, work).await?;
