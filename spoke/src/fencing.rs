@@ -202,24 +202,50 @@ pub struct Fencing {
     pub heartbeat: Arc<Heartbeat>,
 }
 
-/// Checks every local copy against the heartbeat every [`CHECK_PERIOD`], until the process
-/// stops. Only the member's own API server is needed to fence; lifting asks the hub.
+/// How often the local copies are listed while nothing can need fencing (see [`must_look`]).
+pub const QUIET_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+/// Whether a pass must list the local copies: always while the heartbeat has been silent for
+/// two intervals (the least [`fence_after`] can be, so before that no copy can need a fence)
+/// or while a copy is self-fenced (its fence may be lifted), and otherwise every
+/// [`QUIET_CHECK_PERIOD`] (`since_last`: since the last pass that listed; `None`: never).
+/// A healthy member so lists its copies 6 times a minute instead of 60.
+pub fn must_look(silence: Duration, interval: Duration, any_self_fenced: bool, since_last: Option<Duration>) -> bool {
+    silence >= interval.saturating_mul(2) || any_self_fenced || since_last.is_none_or(|d| d >= QUIET_CHECK_PERIOD)
+}
+
+/// Checks the local copies against the heartbeat every [`CHECK_PERIOD`] (listing them as
+/// [`must_look`] says), until the process stops. Only the member's own API server is needed
+/// to fence; lifting asks the hub.
 pub async fn run(fencing: Fencing) {
     let mut confirmed_since = BTreeMap::new();
+    let (mut listed, mut any_self_fenced) = (None::<Instant>, true);
     loop {
-        if let Err(e) = pass(&fencing, &mut confirmed_since).await {
-            warn!("self-fencing: {e}");
+        let now = Instant::now();
+        let silence = fencing.heartbeat.silence(now);
+        let since_last = listed.map(|t| now.saturating_duration_since(t));
+        if must_look(silence, fencing.interval, any_self_fenced, since_last) {
+            match pass(&fencing, &mut confirmed_since).await {
+                Ok(fenced) => (listed, any_self_fenced) = (Some(now), fenced),
+                Err(e) => {
+                    // Look again next time.
+                    any_self_fenced = true;
+                    warn!("self-fencing: {e}");
+                }
+            }
         }
         tokio::time::sleep(CHECK_PERIOD).await;
     }
 }
 
-async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> Result<(), kdfed_common::ApiError> {
+/// One check of every local copy; whether one is self-fenced afterwards.
+async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> Result<bool, kdfed_common::ApiError> {
     let silence = f.heartbeat.silence(Instant::now());
     let clusters: Api<KubeDirectorCluster> = Api::all(f.local.clone());
     let copies = clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items;
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
     let mut to_lift = Vec::new();
+    let mut fenced_now = false;
     for copy in copies {
         if copy.metadata.deletion_timestamp.is_some() {
             continue;
@@ -237,6 +263,7 @@ async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> R
                     Api::namespaced(f.local.clone(), &copy.namespace().unwrap_or_default());
                 let patch = annotation(ANNOTATION_SELF_FENCED, Some(&why));
                 api.patch(&copy.name_any(), &pp, &Patch::Merge(patch)).await.doing("self-fence local copy")?;
+                fenced_now = true;
                 warn!(cluster = %key, "self-fenced (scaled to zero, PVCs kept): {why}");
             }
             Verdict::LiftIfConfirmed => to_lift.push((key, copy)),
@@ -244,7 +271,7 @@ async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> R
     }
     confirmed_since.retain(|k, _| to_lift.iter().any(|(key, _)| key == k));
     if to_lift.is_empty() {
-        return Ok(());
+        return Ok(fenced_now);
     }
     let member = Api::<KubeDirectorMember>::all(f.hub.clone()).get_opt(&f.member).await.doing("read member")?;
     let available = member
@@ -270,7 +297,8 @@ async fn pass(f: &Fencing, confirmed_since: &mut BTreeMap<String, Instant>) -> R
         confirmed_since.remove(&key);
         info!(cluster = %key, "the hub still places this copy here: self-fence lifted");
     }
-    Ok(())
+    // There were self-fenced copies: the next pass looks again.
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -282,6 +310,18 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn copies_are_listed_every_second_only_when_a_fence_can_be_due_or_lifted() {
+        let interval = secs(12);
+        assert!(must_look(secs(0), interval, false, None), "the first pass lists");
+        assert!(!must_look(secs(11), interval, false, Some(secs(9))), "healthy: every 10 s");
+        assert!(must_look(secs(11), interval, false, Some(secs(10))));
+        // Two intervals without a renewal: the least time after which a copy is fenced.
+        assert!(must_look(secs(24), interval, false, Some(secs(1))));
+        assert!(secs(24) <= fence_after(0, MARGIN, interval), "no fence can be due before");
+        assert!(must_look(secs(1), interval, true, Some(secs(1))), "a self-fenced copy may be lifted");
     }
 
     #[test]

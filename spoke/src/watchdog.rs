@@ -287,6 +287,12 @@ async fn pass(w: &Watchdog, silence: &mut Silence, streaks: &mut Streaks) -> Res
     if !silence.trusted(Instant::now(), w.interval) {
         return Ok(());
     }
+    if quiet < w.interval.saturating_mul(2) {
+        // No copy can need anything before two intervals (the least `fence_after`), so the
+        // copies are not even listed (every copy's streak ends, as `Action::Nothing` would).
+        streaks.retain(&BTreeSet::new());
+        return Ok(());
+    }
     let clusters: Api<KubeDirectorCluster> = Api::all(w.local.clone());
     let copies = clusters.list(&ListParams::default().labels(LABEL_WORK)).await.doing("list local clusters")?.items;
     streaks.retain(&copies.iter().filter_map(|c| c.metadata.uid.clone()).collect());
@@ -458,6 +464,19 @@ mod tests {
         behind.observe(Some(wall(100)), start + secs(8), wall(8));
         assert_eq!(behind.at(start + secs(8)), secs(8));
         assert!(matches!(decide(Some(10), false, behind.at(start + secs(8)), MARGIN, INTERVAL), Action::Fence(_)));
+    }
+
+    #[test]
+    fn before_two_intervals_of_silence_no_copy_needs_anything_so_none_is_listed() {
+        // The pass skips listing the copies below two intervals; that is only right while
+        // every copy's decision there is `Nothing`, fenced or not, whatever its afterSeconds.
+        let interval = secs(12);
+        for after in [None, Some(0), Some(1), Some(10), Some(30), Some(300)] {
+            for fenced in [false, true] {
+                let d = decide(after, fenced, secs(23), secs(5), interval);
+                assert_eq!(d, Action::Nothing, "after {after:?} fenced {fenced}");
+            }
+        }
     }
 
     #[test]

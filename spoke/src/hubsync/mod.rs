@@ -72,8 +72,8 @@ pub struct Options {
     /// server, as the fleet simulator's virtual members do (docs/benchmarks.md): each local
     /// copy carries [`LABEL_SHARED_LOCAL`]`=tag` and every listing and watch of local copies
     /// selects it, so that one hub sync never counts, syncs or fences another's copies. The
-    /// self-fencing loop ([`crate::fencing`]) is not run then: it lists every local copy each
-    /// second and asks the hub only to lift a self-fence, which a copy without failover
+    /// self-fencing loop ([`crate::fencing`]) is not run then: it lists every local copy (each
+    /// second while a fence can be due) and asks the hub only to lift a self-fence, which a copy without failover
     /// never gets, so leaving it out keeps the shared member API server cheap and changes
     /// nothing on the hub.
     pub shared_local: Option<String>,
