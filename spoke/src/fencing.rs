@@ -186,6 +186,34 @@ pub async fn scale_to_zero(
     Ok(scaled)
 }
 
+/// The spoke's own heartbeat silence, for the director: a failover-enabled copy that
+/// self-fencing is about to annotate (or the fence watchdog is fencing) is never scaled up
+/// meanwhile. The watchdog scales a copy's StatefulSets to zero before it annotates it, and a
+/// director pass woken by that scale-down in between saw no fence and scaled them back up
+/// (CI, `a_partitioned_member_stops_its_failover_copy_before_the_hub_places_the_new_one`):
+/// the watchdog's silence is never longer than the spoke's, so the spoke's verdict already
+/// says fence whenever the watchdog does.
+#[derive(Clone, Debug)]
+pub struct FenceClock {
+    /// The heartbeat's last renewal.
+    pub heartbeat: Arc<Heartbeat>,
+    /// `self_fence_margin_seconds`.
+    pub margin: Duration,
+    /// Heartbeat interval.
+    pub interval: Duration,
+}
+
+impl FenceClock {
+    /// Why `copy` must be down now by the heartbeat alone (not annotated yet), if it must.
+    pub fn due(&self, copy: &KubeDirectorCluster) -> Option<String> {
+        let after = copy.spec.placement.as_ref().and_then(|p| p.failover_after());
+        match verdict(after, false, self.heartbeat.silence(Instant::now()), self.margin, self.interval) {
+            Verdict::Fence(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 /// What the self-fencing loop needs.
 pub struct Fencing {
     /// Client of the hub (with the member's identity).
@@ -310,6 +338,26 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_director_holds_a_failover_copy_at_zero_once_its_fence_is_due() {
+        let heartbeat = Arc::new(Heartbeat::default());
+        let clock = FenceClock { heartbeat: heartbeat.clone(), margin: MARGIN, interval: INTERVAL };
+        let mut copy = KubeDirectorCluster::new("db", Default::default());
+        copy.spec.placement = Some(
+            serde_json::from_value(serde_json::json!({"failover": {"policy": "Reschedule", "afterSeconds": 10}}))
+                .expect("placement"),
+        );
+        heartbeat.renewed(Instant::now());
+        assert_eq!(clock.due(&copy), None, "just renewed");
+        let Some(now) = Instant::now().checked_sub(secs(6)) else { return };
+        let stale = Arc::new(Heartbeat::default());
+        stale.renewed(now);
+        let clock = FenceClock { heartbeat: stale, ..clock };
+        assert!(clock.due(&copy).is_some_and(|why| why.contains("after 10s")), "6 s silent, fence after 5 s");
+        copy.spec.placement = None;
+        assert_eq!(clock.due(&copy), None, "no failover: never held");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod settings;
 pub mod watchdog;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,12 +42,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .build(metrics::SpokeMetrics::register)
         .await?;
     let Runtime { client: local, metrics: spoke_metrics, api_metrics, .. } = runtime;
-    let director = director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone(), configcli);
+    let heartbeat = Arc::new(fencing::Heartbeat::default());
+    let fence_clock = (!settings.standalone).then(|| fencing::FenceClock {
+        heartbeat: heartbeat.clone(),
+        margin: Duration::from_secs(settings.self_fence_margin_seconds),
+        interval: Duration::from_secs(settings.lease_interval_seconds),
+    });
+    let director =
+        director::run(local.clone(), settings.system_namespace.clone(), spoke_metrics.clone(), configcli, fence_clock);
     if settings.standalone {
         info!(system_namespace = %settings.system_namespace, "starting the director (standalone)");
         director.await;
     } else {
-        let opts = hub_sync_options(&settings, spoke_metrics.clone(), api_metrics.clone())?;
+        let mut opts = hub_sync_options(&settings, spoke_metrics.clone(), api_metrics.clone())?;
+        opts.heartbeat = Some(heartbeat);
         info!(member = %opts.member, "starting the director and hub sync");
         let sync = tokio::spawn(async move {
             if let Err(e) = hubsync::run(local, opts).await {
@@ -111,6 +120,7 @@ fn hub_sync_options(
         api_metrics: Some(api_metrics),
         self_fence_margin: Duration::from_secs(settings.self_fence_margin_seconds),
         shared_local: None,
+        heartbeat: None,
     })
 }
 

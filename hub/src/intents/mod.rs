@@ -219,6 +219,12 @@ pub async fn run(ctx: Arc<Context>) {
     let (store, writer) = kube::runtime::reflector::store();
     let changes = watcher(intents, watcher::Config::default())
         .default_backoff()
+        // Passes read the intent fresh; the store (and the predicate) need no field managers.
+        .modify(|guard: &mut DeserializeGuard<KubeDirectorCluster>| {
+            if let Ok(intent) = guard.0.as_mut() {
+                crate::cache::trim_metadata(&mut intent.metadata);
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(intent_changed, kube::runtime::utils::PredicateConfig::default());

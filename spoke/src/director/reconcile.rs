@@ -113,6 +113,9 @@ pub struct Context {
     /// that applied every object and wrote nothing: a pass that sees it again has nothing
     /// to apply (its timer pass then only reads).
     pub applied: Mutex<HashMap<String, u64>>,
+    /// A federated spoke's heartbeat silence: failover-enabled copies are held at zero once
+    /// self-fencing is due, before their annotation lands. `None` standalone.
+    pub fence_clock: Option<crate::fencing::FenceClock>,
 }
 
 type ClusterStore = Store<DeserializeGuard<KubeDirectorCluster>>;
@@ -142,6 +145,7 @@ pub async fn run(
     system_namespace: String,
     metrics: Arc<SpokeMetrics>,
     configcli: Option<setup::ConfigcliPackage>,
+    fence_clock: Option<crate::fencing::FenceClock>,
 ) {
     let recorder = kdfed_common::events::Recorder::new(client.clone(), "kdfed-director");
     let ctx = Arc::new(Context {
@@ -154,6 +158,7 @@ pub async fn run(
         backoff: reconcile::Backoff::new(RETRY_FIRST, RETRY_MAX),
         own_writes: reconcile::OwnWrites::default(),
         applied: Mutex::default(),
+        fence_clock,
     });
     let clusters: Api<DeserializeGuard<KubeDirectorCluster>> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(names::LABEL_CLUSTER);
@@ -272,6 +277,17 @@ async fn reconcile_cluster(
     }
     if let Some(why) = fence_reason(&cluster) {
         return fence(&cluster, &api, &ctx, &why).await;
+    }
+    if let Some(why) = ctx.fence_clock.as_ref().and_then(|clock| clock.due(&cluster)) {
+        // Self-fencing annotates it within a second; until then nothing scales it up.
+        let ns = cluster.namespace().unwrap_or_else(|| "default".into());
+        let scaled = crate::fencing::scale_to_zero(&ctx.client, &ns, &cluster.name_any(), &PatchParams::default())
+            .await
+            .map_err(Error::Fence)?;
+        for sts in scaled {
+            info!(statefulset = %sts, "held at zero, PVCs retained: {why}");
+        }
+        return Ok(Action::requeue(crate::fencing::CHECK_PERIOD));
     }
     // Dereference, then record the connections hash before anything else can fail.
     let observed = dereference::read(&ctx.client, &ctx.system_namespace, &cluster).await.map_err(Error::Dereference)?;

@@ -77,6 +77,9 @@ pub struct Options {
     /// never gets, so leaving it out keeps the shared member API server cheap and changes
     /// nothing on the hub.
     pub shared_local: Option<String>,
+    /// The heartbeat's renewals, shared with the director's [`crate::fencing::FenceClock`];
+    /// `None`: hub sync keeps its own.
+    pub heartbeat: Option<Arc<crate::fencing::Heartbeat>>,
 }
 
 impl Options {
@@ -196,7 +199,7 @@ impl Error {
 pub async fn run(local: Client, opts: Options) -> Result<(), Error> {
     let hub = hub_client(&opts).await?;
     info!(member = %opts.member, "hub sync starting");
-    let beats = Arc::new(crate::fencing::Heartbeat::default());
+    let beats = opts.heartbeat.clone().unwrap_or_default();
     let self_fencing = crate::fencing::Fencing {
         hub: hub.clone(),
         local: local.clone(),

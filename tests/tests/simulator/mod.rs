@@ -407,6 +407,7 @@ fn start_virtual(
         api_metrics: Some(api_metrics.clone()),
         self_fence_margin: Duration::from_secs(5),
         shared_local: Some(name.to_string()),
+        heartbeat: None,
     };
     let local = local.clone();
     let member = name.to_string();
