@@ -13,7 +13,9 @@
 //!
 //! Flags: `--size NxM` (repeatable), `--matrix`, `--idle SECONDS` (60), `--real-spoke
 //! SECONDS` (one real release spoke idle that long beside the simulated ones), `--no-restart`,
-//! `--no-loss`, `--director-delay-ms MS` (1000), `--report-interval SECONDS` (the virtual
+//! `--no-loss`, `--steady COUNT` (clusters created one at a time at rest after the idle
+//! window, 20), `--spoke-binary PATH` (the real spoke's binary, e.g. a `--profile small` build),
+//! `--director-delay-ms MS` (1000), `--report-interval SECONDS` (the virtual
 //! members' capacity-report period; default 10 s up to 100 members, N/10 s above), `--out DIR`.
 
 #[path = "../tests/simulator/mod.rs"]
@@ -31,6 +33,8 @@ struct Args {
     sizes: Vec<(usize, usize)>,
     idle: u64,
     real_spoke: Option<u64>,
+    spoke_binary: Option<PathBuf>,
+    steady: usize,
     restart: bool,
     loss: bool,
     delay_ms: u64,
@@ -49,6 +53,8 @@ fn args() -> Args {
         sizes: Vec::new(),
         idle: 60,
         real_spoke: None,
+        spoke_binary: None,
+        steady: 20,
         restart: true,
         loss: true,
         delay_ms: 1000,
@@ -65,6 +71,8 @@ fn args() -> Args {
             }
             "--idle" => a.idle = value("--idle").parse().expect("--idle SECONDS"),
             "--real-spoke" => a.real_spoke = Some(value("--real-spoke").parse().expect("--real-spoke SECONDS")),
+            "--steady" => a.steady = value("--steady").parse().expect("--steady COUNT"),
+            "--spoke-binary" => a.spoke_binary = Some(PathBuf::from(value("--spoke-binary"))),
             "--director-delay-ms" => a.delay_ms = value("--director-delay-ms").parse().expect("--director-delay-ms MS"),
             "--report-interval" => {
                 a.report_secs = value("--report-interval").parse().expect("--report-interval SECONDS")
@@ -190,6 +198,8 @@ async fn main() {
         let mut s = SimSettings::new(*members, *clusters);
         s.idle = Duration::from_secs(a.idle);
         s.real_spoke = a.real_spoke.map(Duration::from_secs);
+        s.spoke_binary = a.spoke_binary.clone();
+        s.steady = a.steady;
         s.restart = a.restart;
         s.member_loss = a.loss;
         s.director_delay = Duration::from_millis(a.delay_ms);

@@ -16,6 +16,8 @@ use simulator::{Sim, SimSettings};
 
 /// The member the run silences last (the highest index).
 const LOST: &str = "sim-0009";
+/// Clusters created one at a time after the idle window, besides the burst of 100.
+const STEADY: usize = 5;
 
 #[tokio::test]
 async fn ten_virtual_members_place_and_build_a_hundred_clusters() {
@@ -26,17 +28,20 @@ async fn ten_virtual_members_place_and_build_a_hundred_clusters() {
     settings.grace_seconds = 10;
     settings.lease_interval = Duration::from_secs(2);
     settings.timeout = Duration::from_secs(600);
+    settings.steady = STEADY;
     let sim = Sim::run_all(settings).await.expect("simulator run");
     let f = &sim.figures;
     println!("{}", f.table());
 
     // Every cluster Placed, seen on its member, Ready.
     assert_eq!((f.placed.count, f.propagated.count, f.ready.count), (100, 100, 100), "{}", f.table());
+    let steady = (f.steady_placed.count, f.steady_propagated.count, f.steady_ready.count);
+    assert_eq!(steady, (STEADY, STEADY, STEADY), "{}", f.table());
     let clusters = Api::<KubeDirectorCluster>::namespaced(sim.hub().clone(), "default")
         .list(&ListParams::default())
         .await
         .expect("clusters");
-    assert_eq!(clusters.items.len(), 100);
+    assert_eq!(clusters.items.len(), 100 + STEADY);
     let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
     for c in &clusters.items {
         let member = support::member_of(c).unwrap_or_else(|| panic!("{} not placed", c.name_any()));
@@ -70,7 +75,7 @@ async fn ten_virtual_members_place_and_build_a_hundred_clusters() {
     // Each copy exists once, on the shared member API server, tagged with its member.
     let copies =
         Api::<KubeDirectorCluster>::all(sim.local().clone()).list(&ListParams::default()).await.expect("copies");
-    assert_eq!(copies.items.len(), 100);
+    assert_eq!(copies.items.len(), 100 + STEADY);
     for copy in &copies.items {
         let tag = copy.labels().get(kdfed_spoke::hubsync::LABEL_SHARED_LOCAL).cloned();
         let on_hub = clusters.items.iter().find(|c| c.name_any() == copy.name_any()).and_then(support::member_of);

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kdfed_common::{ApiError, Doing};
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterStatus};
-use kdfed_crds::federation::{KubeDirectorWork, WorkSecretData, member_namespace};
+use kdfed_crds::federation::{ANNOTATION_DESIRED_DIGEST, KubeDirectorWork, WorkSecretData, member_namespace};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -13,13 +13,11 @@ use serde_json::json;
 use super::FIELD_MANAGER;
 use super::build_work::Built;
 
-/// Annotation on a Work: a digest of what the hub wrote. A pass that would write the same
-/// again writes nothing: at 10,000 clusters, a Work and a Secret applied on every pass were
-/// most of the hub's requests, and a restarted hub rewrote them all.
-pub use kdfed_crds::federation::ANNOTATION_DESIRED_DIGEST as ANNOTATION_DIGEST;
-
 /// The digest of a built Work and its Secret (hex SHA-256 of their serialized form; maps
-/// are ordered, so equal content gives equal digests).
+/// are ordered, so equal content gives equal digests), kept in the Work's
+/// [`ANNOTATION_DESIRED_DIGEST`]. A pass that would write the same again writes nothing: at
+/// 10,000 clusters, a Work and a Secret applied on every pass were most of the hub's
+/// requests, and a restarted hub rewrote them all.
 pub fn digest(work: &KubeDirectorWork, secret: Option<&Secret>) -> String {
     let value = serde_json::json!({
         "spec": work.spec,
@@ -42,7 +40,7 @@ pub fn unchanged(
     has_material: bool,
 ) -> bool {
     existing.is_some_and(|w| {
-        w.annotations().get(ANNOTATION_DIGEST).map(String::as_str) == Some(digest)
+        w.annotations().get(ANNOTATION_DESIRED_DIGEST).map(String::as_str) == Some(digest)
             && w.spec.secret_data.is_some() == has_material
             && w.metadata.deletion_timestamp.is_none()
             && same_spec(w, built)
@@ -58,7 +56,7 @@ fn same_spec(stored: &KubeDirectorWork, built: &KubeDirectorWork) -> bool {
 }
 
 /// Applies a built Work and the Secret beside it, unless `existing` carries them already
-/// (see [`ANNOTATION_DIGEST`]); returns the Work as it is now.
+/// (see [`ANNOTATION_DESIRED_DIGEST`]); returns the Work as it is now.
 pub async fn work_if_changed(
     client: &Client,
     mut built: Built,
@@ -69,7 +67,7 @@ pub async fn work_if_changed(
     if let Some(existing) = existing.filter(|w| unchanged(Some(w), &built.work, &digest, built.secret.is_some())) {
         return Ok(existing);
     }
-    built.work.annotations_mut().insert(ANNOTATION_DIGEST.to_string(), digest);
+    built.work.annotations_mut().insert(ANNOTATION_DESIRED_DIGEST.to_string(), digest);
     work(client, built, had_material).await
 }
 
@@ -169,7 +167,7 @@ mod tests {
         let d = digest(&work, None);
         assert_eq!(d, digest(&built_work(), None), "equal content, equal digest");
         let mut stored = work.clone();
-        stored.annotations_mut().insert(ANNOTATION_DIGEST.into(), d.clone());
+        stored.annotations_mut().insert(ANNOTATION_DESIRED_DIGEST.into(), d.clone());
         stored.metadata.resource_version = Some("42".into());
         assert!(unchanged(Some(&stored), &work, &d, false));
         assert!(!unchanged(None, &work, &d, false), "no Work yet");

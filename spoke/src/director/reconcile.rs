@@ -280,13 +280,7 @@ async fn reconcile_cluster(
     }
     if let Some(why) = ctx.fence_clock.as_ref().and_then(|clock| clock.due(&cluster)) {
         // Self-fencing annotates it within a second; until then nothing scales it up.
-        let ns = cluster.namespace().unwrap_or_else(|| "default".into());
-        let scaled = crate::fencing::scale_to_zero(&ctx.client, &ns, &cluster.name_any(), &PatchParams::default())
-            .await
-            .map_err(Error::Fence)?;
-        for sts in scaled {
-            info!(statefulset = %sts, "held at zero, PVCs retained: {why}");
-        }
+        hold_at_zero(&cluster, &ctx, &format!("held at zero, PVCs retained: {why}")).await?;
         return Ok(Action::requeue(crate::fencing::CHECK_PERIOD));
     }
     // Dereference, then record the connections hash before anything else can fail.
@@ -516,13 +510,7 @@ async fn fence(
     ctx: &Context,
     why: &FenceReason,
 ) -> Result<Action, Error> {
-    let ns = cluster.namespace().unwrap_or_else(|| "default".into());
-    let scaled = crate::fencing::scale_to_zero(&ctx.client, &ns, &cluster.name_any(), &PatchParams::default())
-        .await
-        .map_err(Error::Fence)?;
-    for sts in scaled {
-        info!(statefulset = %sts, "fenced: scaled to zero, PVCs retained");
-    }
+    hold_at_zero(cluster, ctx, "fenced: scaled to zero, PVCs retained").await?;
     let old = cluster.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.state = Some("fenced".to_string());
@@ -541,6 +529,19 @@ async fn fence(
         ctx.recorder.publish(cluster, true, event, &format!("fenced: {}", why.message)).await;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Scales every StatefulSet of `cluster` to zero replicas (PVCs retained) and logs each
+/// one it changed with `log`.
+async fn hold_at_zero(cluster: &KubeDirectorCluster, ctx: &Context, log: &str) -> Result<(), Error> {
+    let ns = cluster.namespace().unwrap_or_else(|| "default".into());
+    let scaled = crate::fencing::scale_to_zero(&ctx.client, &ns, &cluster.name_any(), &PatchParams::default())
+        .await
+        .map_err(Error::Fence)?;
+    for sts in scaled {
+        info!(statefulset = %sts, "{log}");
+    }
+    Ok(())
 }
 
 /// Deletion: remove StatefulSets, Services and (unless retained) PVCs, wait until the pods

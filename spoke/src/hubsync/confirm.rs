@@ -63,24 +63,28 @@ pub struct Confirmation {
     stretch: Mutex<Stretch>,
 }
 
-/// Whether `copy` (`None`: none yet) would start running when `work` is applied: the
-/// cluster fails over, and the copy does not exist or is fenced because its Work had gone.
-pub fn starts_copy(work: &KubeDirectorWork, copy: Option<&KubeDirectorCluster>) -> bool {
-    let failover = work.spec.cluster.spec.placement.as_ref().and_then(|p| p.failover_after()).is_some();
-    let stopped = copy.is_none_or(|c| c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true"));
-    failover && stopped
+/// Whether the cluster of `work` fails over (its placement has a failover time).
+fn fails_over(work: &KubeDirectorWork) -> bool {
+    work.spec.cluster.spec.placement.as_ref().and_then(|p| p.failover_after()).is_some()
+}
+
+/// Whether `copy` does not run: it does not exist (`None`), or it is fenced because its
+/// Work had gone. Applying the Work of a cluster that [`fails_over`] would start such a
+/// copy, so that waits for the confirmation.
+fn stopped(copy: Option<&KubeDirectorCluster>) -> bool {
+    copy.is_none_or(|c| c.annotations().get(ANNOTATION_FENCED).is_some_and(|v| v == "true"))
 }
 
 /// `None` when `work` may be applied now; else how long to wait (see the module). Reads
 /// the member and the Work from the hub only for a failover-enabled copy about to start.
 pub(super) async fn before_start(ctx: &SyncContext, work: &KubeDirectorWork) -> Result<Option<Duration>, Error> {
-    if work.spec.cluster.spec.placement.as_ref().and_then(|p| p.failover_after()).is_none() {
+    if !fails_over(work) {
         return Ok(None);
     }
     let cluster = &work.spec.cluster;
     let copies: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &cluster.namespace);
     let copy = copies.get_opt(&cluster.name).await.doing("read local cluster").map_err(Error::Confirm)?;
-    if !starts_copy(work, copy.as_ref()) {
+    if !stopped(copy.as_ref()) {
         return Ok(None);
     }
     let member = Api::<KubeDirectorMember>::all(ctx.hub.clone())
@@ -148,6 +152,8 @@ mod tests {
 
     #[test]
     fn only_a_failover_enabled_copy_that_is_not_running_waits() {
+        let starts_copy =
+            |work: &KubeDirectorWork, copy: Option<&KubeDirectorCluster>| fails_over(work) && stopped(copy);
         let mut work = KubeDirectorWork::new("default.db", Default::default());
         assert!(!starts_copy(&work, None), "no failover: starts at once");
         work.spec.cluster.spec.placement = Some(

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kdfed_crds::KubeDirectorCluster;
-use kdfed_crds::federation::{KubeDirectorMember, LABEL_WORK};
+use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork, LABEL_WORK};
 use kdfed_testbed::{ClusterSpec, Daemon, Lifetime, NodePool, Testbed, certs, client_for, workspace_binary};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -59,6 +59,15 @@ pub struct SimSettings {
     /// Run one real `kdfed-spoke` with one cluster beside the simulated members, idle for
     /// this long, measuring its RSS and CPU.
     pub real_spoke: Option<Duration>,
+    /// After the idle window, this many more clusters are created one at a time, each
+    /// [`SimSettings::steady_every`] after the last, to time one creation at rest at this
+    /// fleet size (the burst's latencies are queueing behind the burst).
+    pub steady: usize,
+    /// The pause between two of those creations.
+    pub steady_every: Duration,
+    /// The `kdfed-spoke` binary of that real spoke (default: the one next to this
+    /// executable), e.g. the `small` profile's build.
+    pub spoke_binary: Option<PathBuf>,
     /// How long to wait for everything to be Ready before giving up.
     pub timeout: Duration,
 }
@@ -86,6 +95,9 @@ impl SimSettings {
             restart: true,
             member_loss: true,
             real_spoke: None,
+            spoke_binary: None,
+            steady: 20,
+            steady_every: Duration::from_secs(1),
             timeout: Duration::from_secs(3600),
         }
     }
@@ -147,6 +159,13 @@ pub struct Figures {
     /// Creation → the member applied the local copy (the Work seen and acted on).
     pub propagated: Spread,
     pub ready: Spread,
+    /// The same, of clusters created one at a time once the fleet was at rest (the idle
+    /// window's end; [`SimSettings::steady`]).
+    pub steady_placed: Spread,
+    /// Creation → its Work on the hub (the hub's part of the propagation).
+    pub steady_work: Spread,
+    pub steady_propagated: Spread,
+    pub steady_ready: Spread,
     /// Mean duration of the hub's placement passes (one cluster each) and how many ran.
     pub placement_pass_ms: f64,
     pub placement_passes: f64,
@@ -172,6 +191,9 @@ pub struct Figures {
     pub member_loss_seconds: Option<f64>,
     /// A real release spoke idle with one cluster: RSS and CPU (millicores).
     pub real_spoke: Option<(f64, f64)>,
+    /// That spoke's API requests per minute over the same window, by server (`hub`,
+    /// `local`), verb and resource.
+    pub real_spoke_requests: BTreeMap<String, f64>,
     pub total_seconds: f64,
 }
 
@@ -432,7 +454,15 @@ fn start_director(
         while let Some(event) = stream.next().await {
             let (Ok(watcher::Event::Apply(c)) | Ok(watcher::Event::InitApply(c))) = event else { continue };
             let name = c.name_any();
-            let first = seen.lock().is_ok_and(|mut s| s.insert(name.clone(), Instant::now()).is_none());
+            // The first sight counts (a later change of the copy must not move it).
+            let now = Instant::now();
+            let first = seen.lock().is_ok_and(|mut s| match s.entry(name.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(now);
+                    true
+                }
+            });
             let configured = c.status.as_ref().and_then(|s| s.state.as_deref()) == Some("configured");
             if !first || configured {
                 continue;
@@ -484,6 +514,23 @@ async fn create_retrying(
 struct Seen {
     placed: HashMap<String, Instant>,
     ready: HashMap<String, Instant>,
+    /// When each cluster's Work first appeared on the hub, by cluster name.
+    works: HashMap<String, Instant>,
+}
+
+/// Watches the hub's Works, recording when each cluster's first appeared.
+fn watch_works(hub: Client, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<KubeDirectorWork> = Api::all(hub);
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = stream.next().await {
+            let (Ok(watcher::Event::Apply(w)) | Ok(watcher::Event::InitApply(w))) = event else { continue };
+            let now = Instant::now();
+            if let Ok(mut s) = seen.lock() {
+                s.works.entry(w.spec.cluster.name.clone()).or_insert(now);
+            }
+        }
+    })
 }
 
 fn watch_hub(hub: Client, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinHandle<()> {
@@ -588,6 +635,7 @@ impl Sim {
         let tasks = vec![
             start_director(local.clone(), settings.director_delay, copies_seen.clone()),
             watch_hub(hub.clone(), hub_seen.clone()),
+            watch_works(hub.clone(), hub_seen.clone()),
         ];
         let figures = Figures {
             members: settings.members,
@@ -784,6 +832,52 @@ impl Sim {
         Ok(())
     }
 
+    /// Creates [`SimSettings::steady`] more clusters one at a time with the fleet at rest,
+    /// named on from the burst's (`sim-<M + i>`, the same zones), and times each as the burst
+    /// is timed.
+    pub async fn steady(&mut self) -> Result<()> {
+        let (m, k) = (self.settings.clusters, self.settings.steady);
+        if k == 0 {
+            return Ok(());
+        }
+        let zones = self.settings.members.clamp(1, 10);
+        let api: Api<KubeDirectorCluster> = Api::namespaced(self.hub.clone(), "default");
+        let retries = std::sync::atomic::AtomicUsize::new(0);
+        let mut created = HashMap::new();
+        for i in m..m + k {
+            let name = format!("sim-{i:05}");
+            let z = zone(i, zones);
+            let c: KubeDirectorCluster = serde_json::from_value(cluster(&name, 1, "10m", Some(("zone", &z))))?;
+            let at = Instant::now();
+            create_retrying(&api, &c, &retries).await.with_context(|| format!("create {name}"))?;
+            created.insert(name, at);
+            tokio::time::sleep(self.settings.steady_every).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let ready = |s: &Seen| created.keys().filter(|n| s.ready.contains_key(*n)).count();
+        while self.hub_seen.lock().map(|s| ready(&s)).unwrap_or_default() < k {
+            if Instant::now() > deadline {
+                bail!("of {k} clusters created one at a time, not all Ready after 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let since = |seen: &HashMap<String, Instant>| -> Vec<f64> {
+            created
+                .iter()
+                .filter_map(|(n, at)| Some(seen.get(n)?.saturating_duration_since(*at).as_secs_f64()))
+                .collect()
+        };
+        {
+            let seen = self.hub_seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            self.figures.steady_placed = Spread::of(since(&seen.placed));
+            self.figures.steady_work = Spread::of(since(&seen.works));
+            self.figures.steady_ready = Spread::of(since(&seen.ready));
+        }
+        self.figures.steady_propagated =
+            Spread::of(since(&self.copies_seen.lock().map(|s| s.clone()).unwrap_or_default()));
+        Ok(())
+    }
+
     /// Kills the hub with SIGKILL, starts it again and times it until it leads and shows
     /// every member Available and every cluster configured; counts its writes until then
     /// plus 20 s.
@@ -792,7 +886,7 @@ impl Sim {
         let before = apiserver_writes(&metrics_text(&self.hub).await?);
         let t = Instant::now();
         self.hub_process.restart()?;
-        let (n, m) = (self.settings.members, self.settings.clusters);
+        let (n, m) = (self.settings.members, self.settings.clusters + self.settings.steady);
         self.hub_process.wait_caught_up(n, m, Duration::from_secs(600)).await?;
         self.figures.restart_caught_up_seconds = Some(t.elapsed().as_secs_f64());
         tokio::time::sleep(Duration::from_secs(20)).await;
@@ -854,6 +948,11 @@ impl Sim {
         sim.join_members().await?;
         sim.create_clusters().await?;
         sim.idle().await?;
+        if let Err(e) = sim.steady().await {
+            // Said, and the figures of the burst kept (the integration test asserts this
+            // step's counts).
+            eprintln!("clusters created one at a time not measured: {e:#}");
+        }
         if sim.settings.restart {
             sim.restart_hub().await?;
         }
@@ -903,7 +1002,11 @@ impl Sim {
             "--admin-address".into(),
             format!("127.0.0.1:{admin}"),
         ];
-        let mut spoke = Daemon::start("real-spoke", &workspace_binary("kdfed-spoke")?, &args, &self.dir)?;
+        let binary = match &self.settings.spoke_binary {
+            Some(path) => path.clone(),
+            None => workspace_binary("kdfed-spoke")?,
+        };
+        let mut spoke = Daemon::start("real-spoke", &binary, &args, &self.dir)?;
         let api: Api<KubeDirectorCluster> = Api::namespaced(self.hub.clone(), "default");
         let c: KubeDirectorCluster = serde_json::from_value(cluster("real-one", 1, "10m", Some(("zone", "real"))))?;
         api.create(&PostParams::default(), &c).await?;
@@ -915,14 +1018,39 @@ impl Sim {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+        let requests_before = spoke_requests(&http_get(admin, "/metrics").await);
         let before = usage(spoke.pid()).context("spoke process")?;
         let t = Instant::now();
         tokio::time::sleep(window).await;
         let after = usage(spoke.pid()).context("spoke process")?;
+        let minutes = t.elapsed().as_secs_f64() / 60.0;
         let mcpu = 1000.0 * (after.cpu_seconds - before.cpu_seconds) / t.elapsed().as_secs_f64();
+        let mut requests = spoke_requests(&http_get(admin, "/metrics").await);
+        for (k, v) in requests.iter_mut() {
+            *v = (*v - requests_before.get(k).copied().unwrap_or(0.0)) / minutes;
+        }
+        requests.retain(|_, v| *v > 0.0);
+        self.figures.real_spoke_requests = requests;
         spoke.kill();
         Ok((after.rss_mib, mcpu))
     }
+}
+
+/// A spoke's API requests from its `/metrics`, by server, verb and resource.
+fn spoke_requests(text: &str) -> BTreeMap<String, f64> {
+    let label = |l: &str, k: &str| -> String {
+        l.split_once(&format!("{k}=\""))
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_default()
+    };
+    let mut by = BTreeMap::new();
+    for l in text.lines().filter(|l| l.starts_with("kdfed_spoke_api_resource_requests_total{")) {
+        let Some(v) = l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()) else { continue };
+        let key = format!("{} {} {}", label(l, "server"), label(l, "verb"), label(l, "resource"));
+        *by.entry(key).or_default() += v;
+    }
+    by
 }
 
 /// Columns of the CSV (one row per run), in order.
@@ -931,7 +1059,8 @@ placed_p50_s,placed_p90_s,placed_p99_s,propagated_p50_s,propagated_p90_s,propaga
 ready_p99_s,placement_pass_ms,placement_passes,hub_load_cpu_s,hub_rss_after_load_mib,hub_peak_rss_mib,\
 apiserver_load_cpu_s,idle_hub_mcpu,idle_apiserver_mcpu,idle_hub_rps,idle_member_req_per_member_min,\
 restart_caught_up_s,restart_hub_writes,restart_apiserver_writes,member_loss_s,real_spoke_rss_mib,real_spoke_mcpu,total_s,\
-create_retries";
+create_retries,steady_placed_p50_s,steady_placed_p99_s,steady_propagated_p50_s,steady_propagated_p99_s,steady_ready_p50_s,\
+steady_ready_p99_s,steady_work_p50_s,steady_work_p99_s";
 
 fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_default()
@@ -968,6 +1097,11 @@ impl Figures {
             opt(self.real_spoke.map(|r| r.1)),
             format!("{:.0}", self.total_seconds),
             self.create_retries.to_string(),
+            [&self.steady_placed, &self.steady_propagated, &self.steady_ready, &self.steady_work]
+                .iter()
+                .map(|x| if x.count == 0 { ",".to_string() } else { format!("{:.3},{:.3}", x.p50, x.p99) })
+                .collect::<Vec<_>>()
+                .join(","),
         ]
         .join(",")
     }
@@ -991,6 +1125,11 @@ impl Figures {
             ("create → Placed".into(), sp(&self.placed)),
             ("create → copy on member".into(), sp(&self.propagated)),
             ("create → Ready".into(), sp(&self.ready)),
+            ("at rest, one at a time:".into(), format!("{} clusters", self.steady_ready.count)),
+            ("  create → Placed".into(), sp(&self.steady_placed)),
+            ("  create → Work on the hub".into(), sp(&self.steady_work)),
+            ("  create → copy on member".into(), sp(&self.steady_propagated)),
+            ("  create → Ready".into(), sp(&self.steady_ready)),
             (
                 "placement".into(),
                 format!(
@@ -1040,6 +1179,8 @@ impl Figures {
         }
         if let Some((rss, mcpu)) = self.real_spoke {
             rows.push(("real spoke, idle, 1 cluster".into(), format!("RSS {rss:.1} MiB, {mcpu:.2} mCPU")));
+            let per_minute: Vec<String> = self.real_spoke_requests.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            rows.push(("real spoke requests/min".into(), per_minute.join(", ")));
         }
         rows.push(("whole run".into(), format!("{:.0} s", self.total_seconds)));
         rows.iter().map(|(k, v)| format!("  {k:<28} {v}\n")).collect()
