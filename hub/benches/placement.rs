@@ -106,7 +106,7 @@ fn decision_path() {
     use kdfed_hub::intents::ledger::Placer;
     use kdfed_hub::intents::place::{Decision, place};
 
-    let fleet = Fleet { member_clusters: (0..1000).map(member_cluster).collect(), intents: Vec::new() };
+    let fleet = Fleet::new((0..1000).map(member_cluster).collect(), Vec::new());
     let intents: Vec<_> = (0..10_000).map(intent).collect();
     let mut placer = Placer::default();
     let mut each = Vec::with_capacity(intents.len());

@@ -95,11 +95,6 @@ impl FleetCache {
         let key = ObjectRef::new(MEMBER_LEASE).within(&member_namespace(member));
         self.leases.get(&key).and_then(|l| l.spec.clone()).and_then(|s| s.renew_time).map(|t| t.0)
     }
-
-    /// The well-formed intents.
-    pub fn intents(&self) -> Vec<KubeDirectorCluster> {
-        self.intents.state().iter().filter_map(|g| g.0.as_ref().ok().cloned()).collect()
-    }
 }
 
 /// A watch of `api` that keeps `writer`'s store current. After watch errors it pauses

@@ -2,12 +2,15 @@
 //! once: the app, the member cluster it is placed on, its Work, the objects it connects
 //! to, and (only when a placement is to be decided) the fleet, from the hub's caches.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kdfed_common::Doing;
 use kdfed_crds::app::KubeDirectorApp;
 use kdfed_crds::cluster::{KubeDirectorCluster, KubeDirectorClusterSpec};
 use kdfed_crds::federation::{KubeDirectorMember, KubeDirectorWork, member_namespace};
 use kube::api::Api;
+use kube::core::error_boundary::DeserializeGuard;
 use kube::{Client, ResourceExt};
 
 use super::{Context, Error};
@@ -56,8 +59,23 @@ pub async fn work(client: &Client, member_cluster: &str, wname: &str) -> Result<
 pub struct Fleet {
     /// Every registered member cluster.
     pub member_clusters: Vec<KubeDirectorMember>,
-    /// Every intent (the placed ones count against their member cluster's capacity).
-    pub intents: Vec<KubeDirectorCluster>,
+    /// Every intent as the cache holds it, shared with the cache, not copied (the placed
+    /// ones count against their member cluster's capacity; malformed ones are skipped by
+    /// [`Fleet::intents`]). A snapshot is taken every half second while decisions run: a
+    /// copy of 10,000 intents each time was most of the hub's memory churn at that size.
+    pub cached: Vec<Arc<DeserializeGuard<KubeDirectorCluster>>>,
+}
+
+impl Fleet {
+    /// A fleet of `member_clusters` and (well-formed) `intents`.
+    pub fn new(member_clusters: Vec<KubeDirectorMember>, intents: Vec<KubeDirectorCluster>) -> Fleet {
+        Fleet { member_clusters, cached: intents.into_iter().map(|i| Arc::new(DeserializeGuard(Ok(i)))).collect() }
+    }
+
+    /// Every well-formed intent.
+    pub fn intents(&self) -> impl Iterator<Item = &KubeDirectorCluster> + Clone {
+        self.cached.iter().filter_map(|g| g.0.as_ref().ok())
+    }
 }
 
 /// The fleet from the hub's watch caches, never listed per decision (at 200 waiting
@@ -65,7 +83,7 @@ pub struct Fleet {
 /// lag behind the hub's own placements: the ledger ([`super::ledger`]) counts those on top.
 pub fn fleet(cache: &crate::cache::FleetCache) -> Fleet {
     let member_clusters = cache.members.state().iter().map(|m| (**m).clone()).collect();
-    Fleet { member_clusters, intents: cache.intents() }
+    Fleet { member_clusters, cached: cache.intents.state() }
 }
 
 /// The objects a Work carries: the Secrets the cluster references, the ConfigMaps it

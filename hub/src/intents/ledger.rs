@@ -59,8 +59,7 @@ impl Ledger {
     /// no longer at all once it had a moment to catch up), and whatever is older than
     /// [`PENDING_AT_MOST`].
     pub fn settle(&mut self, snapshot: &Fleet, now: Instant) {
-        let shown: BTreeMap<(String, String), &KubeDirectorCluster> =
-            snapshot.intents.iter().map(|i| (key(i), i)).collect();
+        let shown: BTreeMap<(String, String), &KubeDirectorCluster> = snapshot.intents().map(|i| (key(i), i)).collect();
         self.pending.retain(|k, p| {
             if now.duration_since(p.at) > PENDING_AT_MOST {
                 return false;
@@ -193,13 +192,13 @@ mod tests {
         let t0 = Instant::now();
         let mut ledger = Ledger::default();
         ledger.record(placed_on(web_intent("db", 1, "1"), "east"), t0);
-        let lagging = Fleet { member_clusters: vec![], intents: vec![web_intent("db", 1, "1")] };
+        let lagging = Fleet::new(vec![], vec![web_intent("db", 1, "1")]);
         ledger.settle(&lagging, t0 + Duration::from_secs(1));
         assert_eq!(ledger.len(), 1, "the snapshot still shows db unplaced");
         let not_there_yet = Fleet::default();
         ledger.settle(&not_there_yet, t0 + Duration::from_secs(2));
         assert_eq!(ledger.len(), 1, "a snapshot that lacks db does not show its placement either");
-        let caught_up = Fleet { member_clusters: vec![], intents: vec![placed_on(web_intent("db", 1, "1"), "east")] };
+        let caught_up = Fleet::new(vec![], vec![placed_on(web_intent("db", 1, "1"), "east")]);
         ledger.settle(&caught_up, t0 + Duration::from_secs(3));
         assert!(ledger.is_empty());
     }
@@ -211,7 +210,7 @@ mod tests {
         ledger.record(placed_on(web_intent("db", 1, "1"), "east"), t0);
         let mut replaced = web_intent("db", 1, "1");
         replaced.metadata.uid = Some("another".into());
-        ledger.settle(&Fleet { member_clusters: vec![], intents: vec![replaced] }, t0);
+        ledger.settle(&Fleet::new(vec![], vec![replaced]), t0);
         assert!(ledger.is_empty(), "a new object of that name was never placed by this decision");
         ledger.record(placed_on(web_intent("db", 1, "1"), "east"), t0);
         ledger.settle(&Fleet::default(), t0 + PENDING_AT_MOST + Duration::from_secs(1));
@@ -227,7 +226,7 @@ mod tests {
         // show none of the placements until the snapshot is taken again.
         let members = ["a", "b", "c"].map(|m| member_cluster(m, Some("True"), at(0), "2")).to_vec();
         let intents: Vec<KubeDirectorCluster> = (0..4).map(|i| web_intent(&format!("c{i}"), 1, "2")).collect();
-        let lagging = Fleet { member_clusters: members.clone(), intents: intents.clone() };
+        let lagging = Fleet::new(members.clone(), intents.clone());
         let mut placer = Placer::default();
         let t0 = Instant::now();
         let mut chosen = Vec::new();
@@ -255,7 +254,7 @@ mod tests {
             .zip(&chosen)
             .map(|(i, m)| if m == "-" { i.clone() } else { placed_on(i.clone(), m) })
             .collect();
-        let caught_up = Fleet { member_clusters: members, intents: shown };
+        let caught_up = Fleet::new(members, shown);
         let view = placer.view(t0 + SNAPSHOT_AGE * 4, || caught_up.clone());
         assert_eq!(placer.pending(), 0);
         assert_eq!(view.member_views().iter().map(|v| v.placed).collect::<Vec<_>>(), [1, 1, 1]);

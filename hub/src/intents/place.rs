@@ -57,7 +57,7 @@ pub struct FleetView {
 impl FleetView {
     /// The view of a snapshot, with nothing pending.
     pub fn new(fleet: Arc<Fleet>) -> FleetView {
-        let views = member_views(&fleet.member_clusters, &fleet.intents);
+        let views = member_views(&fleet.member_clusters, fleet.intents());
         let index = views.iter().enumerate().map(|(i, v)| (v.name.clone(), i)).collect();
         FleetView { fleet, views: Arc::new(views), index: Arc::new(index), pending: Arc::default() }
     }
@@ -97,7 +97,7 @@ impl FleetView {
 
     /// Every intent, pending placements first (they are newer than the snapshot's copies).
     pub fn intents(&self) -> impl Iterator<Item = &KubeDirectorCluster> + Clone {
-        self.pending.iter().chain(self.fleet.intents.iter())
+        self.pending.iter().chain(self.fleet.intents())
     }
 }
 
@@ -145,7 +145,10 @@ pub fn place(
 
 /// Scheduler views of the member clusters: reported capacity, plus the requests of
 /// clusters placed on each that it has not reported as fully running yet.
-pub fn member_views(member_clusters: &[KubeDirectorMember], intents: &[KubeDirectorCluster]) -> Vec<MemberView> {
+pub fn member_views<'a>(
+    member_clusters: &[KubeDirectorMember],
+    intents: impl IntoIterator<Item = &'a KubeDirectorCluster>,
+) -> Vec<MemberView> {
     let mut in_flight: BTreeMap<String, Resources> = BTreeMap::new();
     let mut placed: BTreeMap<String, usize> = BTreeMap::new();
     for intent in intents {
@@ -373,14 +376,12 @@ mod tests {
     #[test]
     fn a_pending_placement_takes_its_room_before_the_snapshot_shows_it() {
         // Room for one 2-CPU cluster on each member; the snapshot shows neither placement.
-        let snapshot = view(Fleet {
-            member_clusters: vec![
-                member_cluster("east", Some("True"), at(0), "2"),
-                member_cluster("west", Some("True"), at(0), "2"),
-            ],
-            intents: vec![web_intent("first", 1, "2"), web_intent("second", 1, "2"), web_intent("third", 1, "2")],
-        });
-        let first = &snapshot.fleet.intents[0];
+        let snapshot = view(Fleet::new(
+            vec![member_cluster("east", Some("True"), at(0), "2"), member_cluster("west", Some("True"), at(0), "2")],
+            vec![web_intent("first", 1, "2"), web_intent("second", 1, "2"), web_intent("third", 1, "2")],
+        ));
+        let intents: Vec<&KubeDirectorCluster> = snapshot.fleet.intents().collect();
+        let first = intents[0];
         let Decision::Placed { status, member_cluster: m1, .. } =
             place(first, &first.spec, Default::default(), &snapshot, at(1))
         else {
@@ -389,7 +390,7 @@ mod tests {
         let mut recorded = first.clone();
         recorded.status = Some(status);
         let after_one = snapshot.with_pending(vec![recorded.clone()]);
-        let second = &snapshot.fleet.intents[1];
+        let second = intents[1];
         let Decision::Placed { status, member_cluster: m2, .. } =
             place(second, &second.spec, Default::default(), &after_one, at(2))
         else {
@@ -399,7 +400,7 @@ mod tests {
         let mut recorded_too = second.clone();
         recorded_too.status = Some(status);
         let full = snapshot.with_pending(vec![recorded, recorded_too]);
-        let third = &snapshot.fleet.intents[2];
+        let third = intents[2];
         let Decision::Wait(wait) = place(third, &third.spec, Default::default(), &full, at(3)) else {
             panic!("a third cluster took room that was taken")
         };
@@ -438,13 +439,10 @@ mod tests {
 
     #[test]
     fn an_unplaced_cluster_is_placed_once_with_epoch_1_on_a_member_that_fits() {
-        let fleet = view(Fleet {
-            member_clusters: vec![
-                member_cluster("east", Some("True"), at(0), "1"),
-                member_cluster("west", Some("True"), at(0), "4"),
-            ],
-            intents: vec![],
-        });
+        let fleet = view(Fleet::new(
+            vec![member_cluster("east", Some("True"), at(0), "1"), member_cluster("west", Some("True"), at(0), "4")],
+            vec![],
+        ));
         let db = web_intent("db", 1, "2");
         match place(&db, &db.spec, Default::default(), &fleet, at(5)) {
             Decision::Placed { status, member_cluster, message } => {
@@ -463,8 +461,7 @@ mod tests {
 
     #[test]
     fn a_cluster_nothing_fits_waits_for_a_member_change() {
-        let fleet =
-            view(Fleet { member_clusters: vec![member_cluster("east", Some("True"), at(0), "1")], intents: vec![] });
+        let fleet = view(Fleet::new(vec![member_cluster("east", Some("True"), at(0), "1")], vec![]));
         let db = web_intent("db", 1, "2");
         let Decision::Wait(wait) = place(&db, &db.spec, Default::default(), &fleet, at(5)) else { panic!("placed") };
         assert_eq!(wait.status.placement, None);
@@ -478,10 +475,8 @@ mod tests {
     fn a_cluster_waits_for_the_clusters_it_connects_to_be_placed() {
         let mut db = web_intent("db", 1, "1");
         db.spec.connections = intent("x", None, &["cache"]).spec.connections;
-        let fleet = view(Fleet {
-            member_clusters: vec![member_cluster("east", Some("True"), at(0), "4")],
-            intents: vec![intent("cache", None, &[])],
-        });
+        let fleet =
+            view(Fleet::new(vec![member_cluster("east", Some("True"), at(0), "4")], vec![intent("cache", None, &[])]));
         let Decision::Wait(wait) = place(&db, &db.spec, Default::default(), &fleet, at(5)) else { panic!("placed") };
         assert_eq!((wait.event.warning, wait.event.reason.as_str()), (false, "WaitingForConnections"));
         assert_eq!(wait.then, Action::requeue(CONNECTIONS_RECHECK));
@@ -530,16 +525,16 @@ mod tests {
 
     #[test]
     fn a_failover_goes_to_another_member_with_the_next_epoch_and_forgets_the_old_report() {
-        let fleet = view(Fleet {
-            member_clusters: vec![
+        let fleet = view(Fleet::new(
+            vec![
                 member_cluster("east", Some("Unknown"), at(0), "64"),
                 member_cluster("west", Some("True"), at(0), "4"),
             ],
-            intents: vec![],
-        });
+            vec![],
+        ));
         let db = opted_in(60);
         assert_eq!(failover_target(&db, &db.spec, "east", &fleet), Ok("west".to_string()));
-        let only_east = view(Fleet { member_clusters: vec![fleet.fleet.member_clusters[0].clone()], intents: vec![] });
+        let only_east = view(Fleet::new(vec![fleet.fleet.member_clusters[0].clone()], vec![]));
         let why = failover_target(&db, &db.spec, "east", &only_east).expect_err("nowhere to go");
         assert_eq!(
             failover_blocked("east", 60, &why),

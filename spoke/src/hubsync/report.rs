@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -154,15 +155,42 @@ pub fn clusters_by_state(copies: &[KubeDirectorCluster]) -> BTreeMap<String, i64
     by_state
 }
 
-/// Reads what the report counts from the member's API server.
-async fn build_report(local: &Client, copies_selector: &str) -> Result<Report, ApiError> {
-    let version = local.apiserver_version().await.doing("read version")?.git_version;
+/// How long the member's API server version and storage classes, which change rarely, are
+/// reported from the last read: an idle spoke made five requests every report, two of them
+/// for these.
+pub const SLOW_FACTS_FOR: Duration = Duration::from_secs(300);
+
+/// The API server version and the storage classes, and when they were read.
+#[derive(Clone, Debug, Default)]
+pub struct SlowFacts {
+    read: Option<(Instant, String, Vec<String>)>,
+}
+
+impl SlowFacts {
+    /// The facts read at or after `now - SLOW_FACTS_FOR`, if any.
+    fn fresh(&self, now: Instant) -> Option<(String, Vec<String>)> {
+        let (at, version, classes) = self.read.as_ref()?;
+        (now.saturating_duration_since(*at) < SLOW_FACTS_FOR).then(|| (version.clone(), classes.clone()))
+    }
+}
+
+/// Reads what the report counts from the member's API server (the version and storage
+/// classes only when `slow` holds none read within [`SLOW_FACTS_FOR`]).
+async fn build_report(local: &Client, copies_selector: &str, slow: &mut SlowFacts) -> Result<Report, ApiError> {
     let lp = ListParams::default();
+    let (version, storage_classes) = match slow.fresh(Instant::now()) {
+        Some(facts) => facts,
+        None => {
+            let version = local.apiserver_version().await.doing("read version")?.git_version;
+            let classes = Api::<StorageClass>::all(local.clone()).list(&lp).await.doing("list storage classes")?.items;
+            let mut storage_classes: Vec<String> = classes.iter().map(ResourceExt::name_any).collect();
+            storage_classes.sort();
+            slow.read = Some((Instant::now(), version.clone(), storage_classes.clone()));
+            (version, storage_classes)
+        }
+    };
     let nodes = Api::<Node>::all(local.clone()).list(&lp).await.doing("list nodes")?.items;
     let pods = Api::<Pod>::all(local.clone()).list(&lp).await.doing("list pods")?.items;
-    let classes = Api::<StorageClass>::all(local.clone()).list(&lp).await.doing("list storage classes")?.items;
-    let mut storage_classes: Vec<String> = classes.iter().map(ResourceExt::name_any).collect();
-    storage_classes.sort();
     let copies = Api::<KubeDirectorCluster>::all(local.clone())
         .list(&ListParams::default().labels(copies_selector))
         .await
@@ -182,8 +210,9 @@ async fn build_report(local: &Client, copies_selector: &str) -> Result<Report, A
 /// is not written again.
 pub(super) async fn run(ctx: Arc<SyncContext>) {
     let mut last: Option<Report> = None;
+    let mut slow = SlowFacts::default();
     loop {
-        if let Some(report) = pass(&ctx, last.as_ref()).await {
+        if let Some(report) = pass(&ctx, last.as_ref(), &mut slow).await {
             last = Some(report);
         }
         tokio::select! {
@@ -195,7 +224,7 @@ pub(super) async fn run(ctx: Arc<SyncContext>) {
 
 /// One report: the new one when it was written. A failed fencing check keeps the fenced
 /// copies last reported, rather than reporting none.
-async fn pass(ctx: &SyncContext, last: Option<&Report>) -> Option<Report> {
+async fn pass(ctx: &SyncContext, last: Option<&Report>, slow: &mut SlowFacts) -> Option<Report> {
     let fenced = match super::fencing::fence_orphans(ctx).await {
         Ok(f) => Some(f),
         Err(e) => {
@@ -205,7 +234,7 @@ async fn pass(ctx: &SyncContext, last: Option<&Report>) -> Option<Report> {
             None
         }
     };
-    let mut report = match build_report(&ctx.local, &ctx.opts.copies_selector()).await.map_err(Error::Report) {
+    let mut report = match build_report(&ctx.local, &ctx.opts.copies_selector(), slow).await.map_err(Error::Report) {
         Ok(r) => r,
         Err(e) => {
             warn!("cannot build the member report: {e}");
@@ -321,5 +350,15 @@ mod tests {
         assert_eq!(status["clustersByState"], serde_json::json!({}));
         assert_eq!(status["capacity"]["nodes"], 0);
         assert_eq!(status["lastReportTime"], "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn the_version_and_storage_classes_are_read_again_only_after_five_minutes() {
+        let t0 = Instant::now();
+        assert_eq!(SlowFacts::default().fresh(t0), None, "never read");
+        let facts = SlowFacts { read: Some((t0, "v1.36.3".into(), vec!["standard".into()])) };
+        let read = Some(("v1.36.3".to_string(), vec!["standard".to_string()]));
+        assert_eq!(facts.fresh(t0 + Duration::from_secs(299)), read);
+        assert_eq!(facts.fresh(t0 + SLOW_FACTS_FOR), None, "read again");
     }
 }
