@@ -241,15 +241,22 @@ pub fn total(text: &str, family: &str, with: &[&str]) -> f64 {
         .sum()
 }
 
+/// The value of label `k` in a metrics line `l` ("" without it).
+fn label(l: &str, k: &str) -> String {
+    l.split_once(&format!("{k}=\""))
+        .and_then(|(_, r)| r.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// Seconds from each creation in `created` to its name's time in `seen` (names in both).
+fn since_created(created: &HashMap<String, Instant>, seen: &HashMap<String, Instant>) -> Vec<f64> {
+    seen.iter().filter_map(|(n, at)| Some(at.saturating_duration_since(*created.get(n)?).as_secs_f64())).collect()
+}
+
 /// Write requests (POST, PUT, PATCH, DELETE) an API server counted, by resource
 /// (`resource/subresource`), Leases left out.
 fn apiserver_writes(text: &str) -> BTreeMap<String, f64> {
-    let label = |l: &str, k: &str| -> String {
-        l.split_once(&format!("{k}=\""))
-            .and_then(|(_, r)| r.split_once('"'))
-            .map(|(v, _)| v.to_string())
-            .unwrap_or_default()
-    };
     let mut by = BTreeMap::new();
     for l in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let verb = label(l, "verb");
@@ -770,11 +777,7 @@ impl Sim {
         f.all_ready_seconds = t0.elapsed().as_secs_f64();
         f.create_seconds = create_done.unwrap_or_default();
         let created = created.lock().map(|c| c.clone()).unwrap_or_default();
-        let since = |seen: &HashMap<String, Instant>| -> Vec<f64> {
-            seen.iter()
-                .filter_map(|(n, at)| Some(at.saturating_duration_since(*created.get(n)?).as_secs_f64()))
-                .collect()
-        };
+        let since = |seen: &HashMap<String, Instant>| since_created(&created, seen);
         {
             let seen = self.hub_seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             f.placed = Spread::of(since(&seen.placed));
@@ -861,12 +864,7 @@ impl Sim {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let since = |seen: &HashMap<String, Instant>| -> Vec<f64> {
-            created
-                .iter()
-                .filter_map(|(n, at)| Some(seen.get(n)?.saturating_duration_since(*at).as_secs_f64()))
-                .collect()
-        };
+        let since = |seen: &HashMap<String, Instant>| since_created(&created, seen);
         {
             let seen = self.hub_seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             self.figures.steady_placed = Spread::of(since(&seen.placed));
@@ -1038,12 +1036,6 @@ impl Sim {
 
 /// A spoke's API requests from its `/metrics`, by server, verb and resource.
 fn spoke_requests(text: &str) -> BTreeMap<String, f64> {
-    let label = |l: &str, k: &str| -> String {
-        l.split_once(&format!("{k}=\""))
-            .and_then(|(_, r)| r.split_once('"'))
-            .map(|(v, _)| v.to_string())
-            .unwrap_or_default()
-    };
     let mut by = BTreeMap::new();
     for l in text.lines().filter(|l| l.starts_with("kdfed_spoke_api_resource_requests_total{")) {
         let Some(v) = l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()) else { continue };
