@@ -9,7 +9,7 @@ use kdfed_common::{ApiError, Doing};
 use kdfed_crds::cluster::KubeDirectorCluster;
 use kdfed_crds::federation::{ANNOTATION_FENCED, KubeDirectorWork, LABEL_WORK};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use tracing::warn;
 
 use super::{Error, SyncContext};
@@ -20,24 +20,19 @@ pub fn needs_fence(copy: &KubeDirectorCluster) -> bool {
     !fenced && copy.metadata.deletion_timestamp.is_none()
 }
 
-/// Fences local copies whose Work no longer exists on the hub and returns all such copies
-/// (`namespace/name`), fenced now or before. A Work in Work sync's cache exists; only one
-/// missing there is read from the hub, and only a definite "not found" fences; errors change
-/// nothing. So a member whose Works are all in place asks the hub nothing here.
-pub(super) async fn fence_orphans(ctx: &SyncContext) -> Result<Vec<String>, Error> {
-    orphans(ctx).await.map_err(Error::Fence)
+/// Fences those of the member's federated `copies` (the report pass lists them once for this
+/// and for the count by state) whose Work no longer exists on the hub and returns all such
+/// copies (`namespace/name`), fenced now or before. A Work in Work sync's cache exists; only
+/// one missing there is read from the hub, and only a definite "not found" fences; errors
+/// change nothing. So a member whose Works are all in place asks the hub nothing here.
+pub(super) async fn fence_orphans(ctx: &SyncContext, copies: &[KubeDirectorCluster]) -> Result<Vec<String>, Error> {
+    orphans(ctx, copies).await.map_err(Error::Fence)
 }
 
-async fn orphans(ctx: &SyncContext) -> Result<Vec<String>, ApiError> {
+async fn orphans(ctx: &SyncContext, copies: &[KubeDirectorCluster]) -> Result<Vec<String>, ApiError> {
     let works: Api<KubeDirectorWork> = Api::namespaced(ctx.hub.clone(), &ctx.namespace());
-    let clusters: Api<KubeDirectorCluster> = Api::all(ctx.local.clone());
     let mut fenced = Vec::new();
-    for c in clusters
-        .list(&ListParams::default().labels(&ctx.opts.copies_selector()))
-        .await
-        .doing("list local clusters")?
-        .items
-    {
+    for c in copies {
         let Some(work) = c.labels().get(LABEL_WORK).cloned() else { continue };
         let cached = ctx.works.get().is_some_and(|store| {
             store.get(&kube::runtime::reflector::ObjectRef::new(&work).within(&ctx.namespace())).is_some()
@@ -46,10 +41,14 @@ async fn orphans(ctx: &SyncContext) -> Result<Vec<String>, ApiError> {
             continue;
         }
         let key = format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any());
-        if needs_fence(&c) {
+        if needs_fence(c) {
             let api: Api<KubeDirectorCluster> = Api::namespaced(ctx.local.clone(), &c.namespace().unwrap_or_default());
             let patch = crate::fencing::annotation(ANNOTATION_FENCED, Some("true"));
-            api.patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.doing("fence local copy")?;
+            match api.patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                // Listed from the API server's cache, the copy was already gone.
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                other => other.doing("fence local copy")?,
+            };
             warn!(cluster = %key, work = %work, "its Work is gone from the hub: fenced (scaled to zero, PVCs kept)");
         }
         fenced.push(key);

@@ -174,10 +174,29 @@ impl SlowFacts {
     }
 }
 
+/// How the report lists: from the member API server's watch cache (`resourceVersion=0`),
+/// never a read of every object from etcd. A report a moment old is as good as a fresh one,
+/// and a copy the cache still shows after its deletion is skipped by the fencing check.
+fn cached() -> ListParams {
+    ListParams::default().match_any()
+}
+
+/// The member's federated copies, listed once a pass for the fencing check and the count
+/// by state.
+async fn list_copies(local: &Client, copies_selector: &str) -> Result<Vec<KubeDirectorCluster>, ApiError> {
+    let copies = Api::<KubeDirectorCluster>::all(local.clone());
+    Ok(copies.list(&cached().labels(copies_selector)).await.doing("list local clusters")?.items)
+}
+
 /// Reads what the report counts from the member's API server (the version and storage
-/// classes only when `slow` holds none read within [`SLOW_FACTS_FOR`]).
-async fn build_report(local: &Client, copies_selector: &str, slow: &mut SlowFacts) -> Result<Report, ApiError> {
-    let lp = ListParams::default();
+/// classes only when `slow` holds none read within [`SLOW_FACTS_FOR`]) and counts `copies`
+/// by state.
+async fn build_report(
+    local: &Client,
+    copies: &[KubeDirectorCluster],
+    slow: &mut SlowFacts,
+) -> Result<Report, ApiError> {
+    let lp = cached();
     let (version, storage_classes) = match slow.fresh(Instant::now()) {
         Some(facts) => facts,
         None => {
@@ -191,16 +210,11 @@ async fn build_report(local: &Client, copies_selector: &str, slow: &mut SlowFact
     };
     let nodes = Api::<Node>::all(local.clone()).list(&lp).await.doing("list nodes")?.items;
     let pods = Api::<Pod>::all(local.clone()).list(&lp).await.doing("list pods")?.items;
-    let copies = Api::<KubeDirectorCluster>::all(local.clone())
-        .list(&ListParams::default().labels(copies_selector))
-        .await
-        .doing("list clusters")?
-        .items;
     Ok(Report {
         version,
         capacity: capacity(&nodes, &pods),
         storage_classes,
-        clusters_by_state: clusters_by_state(&copies),
+        clusters_by_state: clusters_by_state(copies),
         fenced: Vec::new(),
     })
 }
@@ -225,7 +239,14 @@ pub(super) async fn run(ctx: Arc<SyncContext>) {
 /// One report: the new one when it was written. A failed fencing check keeps the fenced
 /// copies last reported, rather than reporting none.
 async fn pass(ctx: &SyncContext, last: Option<&Report>, slow: &mut SlowFacts) -> Option<Report> {
-    let fenced = match super::fencing::fence_orphans(ctx).await {
+    let copies = match list_copies(&ctx.local, &ctx.opts.copies_selector()).await {
+        Ok(copies) => copies,
+        Err(e) => {
+            warn!("cannot build the member report: {}", Error::Report(e));
+            return None;
+        }
+    };
+    let fenced = match super::fencing::fence_orphans(ctx, &copies).await {
         Ok(f) => Some(f),
         Err(e) => {
             if !ctx.access.is_refused() {
@@ -234,7 +255,7 @@ async fn pass(ctx: &SyncContext, last: Option<&Report>, slow: &mut SlowFacts) ->
             None
         }
     };
-    let mut report = match build_report(&ctx.local, &ctx.opts.copies_selector(), slow).await.map_err(Error::Report) {
+    let mut report = match build_report(&ctx.local, &copies, slow).await.map_err(Error::Report) {
         Ok(r) => r,
         Err(e) => {
             warn!("cannot build the member report: {e}");
