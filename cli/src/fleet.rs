@@ -305,8 +305,11 @@ async fn watch_clusters(
         }
         let k = key(&cluster);
         let rv = cluster.resource_version().unwrap_or_default();
-        let changed =
-            if format.is_table() { last.get(&k) != Some(&row) } else { deleted || seen_versions.get(&k) != Some(&rv) };
+        let changed = if format.is_table() {
+            last.get(&k).is_none_or(|before| row_changed(before, &row))
+        } else {
+            deleted || seen_versions.get(&k) != Some(&rv)
+        };
         seen_versions.insert(k.clone(), rv);
         if !changed {
             continue;
@@ -324,6 +327,13 @@ async fn watch_clusters(
         crate::write_stdout(&text)?;
     }
     Ok(())
+}
+
+/// Whether a cluster's watched row differs from the one printed `before`. The AGE column
+/// (the last) moves with the clock alone, so it never makes a row worth printing again.
+fn row_changed(before: &[String], row: &[String]) -> bool {
+    let without_age = |r: &[String]| r.len().saturating_sub(1);
+    before[..without_age(before)] != row[..without_age(row)]
 }
 
 /// What `kdfed cluster list` says about a cluster's conditions (shared with the console:
@@ -372,6 +382,17 @@ mod tests {
             last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
             observed_generation: None,
         }
+    }
+
+    #[test]
+    fn a_watched_row_is_printed_again_for_a_change_but_not_for_its_age_alone() {
+        let row = |state: &str, age: &str| -> Vec<String> {
+            ["default", "alpha", "spark", "-", state, "-", "-", "-", age].map(String::from).to_vec()
+        };
+        assert_eq!(cluster_table(false).header.last(), Some(&"AGE"), "AGE is the last column");
+        assert!(!row_changed(&row("-", "9s"), &row("-", "10s")));
+        assert!(row_changed(&row("-", "9s"), &row("configured", "9s")));
+        assert!(row_changed(&row("-", "9s"), &row("configured", "12s")));
     }
 
     #[test]
