@@ -340,6 +340,11 @@ fn affected_by_member(
     woken.into_iter().map(|(ns, name)| ObjectRef::new(&name).within(&ns)).collect()
 }
 
+/// A pass that waits its turn on [`Context::passes`], then runs. Every due pass is a
+/// future from the moment it is due, so what a waiting one holds is paid once per queued
+/// intent: the pass itself (every step's state, 38 KiB in a debug build) is allocated only once its turn
+/// came. Inline, 10,000 waiting passes after a hub restart held them all at once (hub RSS 727
+/// MiB just after the restart at 1,000 × 10,000, against 460 MiB under the load before).
 async fn timed_reconcile(
     guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
     ctx: Arc<Context>,
@@ -347,7 +352,7 @@ async fn timed_reconcile(
     // The semaphore is never closed; were it, the pass would run unbounded.
     let _turn = ctx.passes.acquire().await.ok();
     let started = std::time::Instant::now();
-    let result = reconcile(guard, ctx.clone()).await;
+    let result = Box::pin(reconcile(guard, ctx.clone())).await;
     ctx.metrics.reconciles.finished("placement", started, result.as_ref().err().map(Error::step));
     result
 }
@@ -620,6 +625,24 @@ async fn fail_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_pass_waiting_its_turn_holds_a_few_hundred_bytes_not_the_whole_pass() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            "kdfed-system".into(),
+            Duration::ZERO,
+            crate::metrics::HubMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            crate::cache::FleetCache::start(&client).0,
+        ));
+        let guard = Arc::new(DeserializeGuard(Ok(KubeDirectorCluster::new("db", Default::default()))));
+        let whole = std::mem::size_of_val(&reconcile(guard.clone(), ctx.clone()));
+        let waiting = std::mem::size_of_val(&timed_reconcile(guard, ctx));
+        assert!(waiting <= 512, "a queued pass holds {waiting} bytes (the pass itself: {whole})");
+        assert!(whole > 4 * waiting, "the pass ({whole} bytes) is what boxing keeps out of the queue");
+    }
 
     #[test]
     fn only_a_change_of_the_intent_itself_wakes_a_pass_not_its_status() {

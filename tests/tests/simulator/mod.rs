@@ -811,11 +811,19 @@ impl Sim {
         total(&text, "api_requests_total", &[r#"server="hub""#])
     }
 
+    /// Waits until every member has written the report of what last changed on it: a copy's
+    /// new state is reported at the member's next report, up to a report interval later (100
+    /// s at 1,000 members). Counted in a window that starts sooner, those reports read as
+    /// traffic at idle or as writes caused by the hub's restart (5 of 10 members at 10 ×
+    /// 10,000, 100 of 1,000 at 1,000 × 100, before this wait).
+    async fn settle_reports(&self) {
+        tokio::time::sleep(self.settings.report_interval + Duration::from_secs(5)).await;
+    }
+
     /// Watches the fleet with nothing changing for the idle window.
     pub async fn idle(&mut self) -> Result<()> {
         let apiserver = apiserver_pid(&self.bed.cluster("hub").dir).context("no hub kube-apiserver process")?;
-        // Let the last status reports settle before counting.
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        self.settle_reports().await;
         let (hub0, api0) = (self.hub_process.usage(), usage(apiserver).unwrap_or_default());
         let hub_requests0 = total(&self.hub_process.metrics().await, "kdfed_hub_api_requests_total", &[]);
         let members0 = self.member_requests();
@@ -880,6 +888,7 @@ impl Sim {
     /// every member Available and every cluster configured; counts its writes until then
     /// plus 20 s.
     pub async fn restart_hub(&mut self) -> Result<()> {
+        self.settle_reports().await;
         let statuses_before = intent_statuses(&self.hub).await?;
         let before = apiserver_writes(&metrics_text(&self.hub).await?);
         let t = Instant::now();
