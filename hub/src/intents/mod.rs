@@ -342,9 +342,10 @@ fn affected_by_member(
 
 /// A pass that waits its turn on [`Context::passes`], then runs. Every due pass is a
 /// future from the moment it is due, so what a waiting one holds is paid once per queued
-/// intent: the pass itself (every step's state, 38 KiB in a debug build) is allocated only once its turn
-/// came. Inline, 10,000 waiting passes after a hub restart held them all at once (hub RSS 727
-/// MiB just after the restart at 1,000 × 10,000, against 460 MiB under the load before).
+/// intent: the pass itself (every step's state, 38 KiB in a debug build) is allocated only
+/// once its turn came. Inline, 10,000 waiting passes after a hub restart held them all at
+/// once (hub RSS 727 MiB just after the restart at 1,000 × 10,000, against 460 MiB under the
+/// load before).
 async fn timed_reconcile(
     guard: Arc<DeserializeGuard<KubeDirectorCluster>>,
     ctx: Arc<Context>,

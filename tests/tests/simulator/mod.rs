@@ -811,9 +811,9 @@ impl Sim {
         total(&text, "api_requests_total", &[r#"server="hub""#])
     }
 
-    /// Waits until every member has written the report of what last changed on it: a copy's
-    /// new state is reported at the member's next report, up to a report interval later (100
-    /// s at 1,000 members). Counted in a window that starts sooner, those reports read as
+    /// Sleeps one report interval + 5 s, long enough for every member to have written the
+    /// report of what last changed on it: a copy's new state is reported at the member's next
+    /// report, up to a report interval later (100 s at 1,000 members). Counted in a window that starts sooner, those reports read as
     /// traffic at idle or as writes caused by the hub's restart (5 of 10 members at 10 ×
     /// 10,000, 100 of 1,000 at 1,000 × 100, before this wait).
     async fn settle_reports(&self) {
@@ -884,9 +884,9 @@ impl Sim {
         Ok(())
     }
 
-    /// Kills the hub with SIGKILL, starts it again and times it until it leads and shows
-    /// every member Available and every cluster configured; counts its writes until then
-    /// plus 20 s.
+    /// Once the members' reports settled, kills the hub with SIGKILL, starts it again and
+    /// times it until it leads and shows every member Available and every cluster configured;
+    /// counts its writes until then plus 20 s.
     pub async fn restart_hub(&mut self) -> Result<()> {
         self.settle_reports().await;
         let statuses_before = intent_statuses(&self.hub).await?;
